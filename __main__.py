@@ -1,0 +1,35 @@
+"""dockyard: read the stack's configuration, create its hosts, bring the platform up."""
+from pathlib import Path
+
+import pulumi
+
+from components.config import ConfigError, parse_config, read_raw_config
+from components.platform import CloudNotAvailable, deploy
+from components.topology import build_topology
+
+settings = pulumi.Config("dockyard")
+try:
+    config = parse_config(pulumi.get_stack(), read_raw_config(settings))
+except ConfigError as error:
+    raise pulumi.RunError(str(error)) from None
+
+topology = build_topology(config.tier, config.workers, config.managers,
+                          config.nfs.export_root, config.nfs.mount_root)
+
+private_key = settings.get_secret("sshPrivateKey")
+if private_key is None and config.ssh.private_key_path:
+    private_key = pulumi.Output.secret(Path(config.ssh.private_key_path).read_text())
+
+try:
+    cluster = deploy(config, topology, private_key)
+except CloudNotAvailable as error:
+    raise pulumi.RunError(str(error)) from None
+
+pulumi.export("tier", config.tier)
+pulumi.export("hosts", {h.name: sorted(r.value for r in h.roles) for h in topology.hosts})
+pulumi.export("master_address", cluster.master_address)
+pulumi.export("manager_addresses", cluster.manager_addresses)
+pulumi.export("worker_addresses", cluster.worker_addresses)
+pulumi.export("swarm_manager_endpoint", cluster.swarm_manager_endpoint)
+pulumi.export("nfs_exports", cluster.nfs_exports)
+pulumi.export("ssh_config", cluster.ssh_config)

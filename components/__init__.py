@@ -1,0 +1,1 @@
+"""dockyard: a Docker Swarm platform in tiers (see ../README.md)."""

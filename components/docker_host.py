@@ -1,0 +1,40 @@
+"""The part of the bootstrap every host shares: its data volume and the Docker engine."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+
+from .hosts import Host
+from .remote import run_script
+
+
+@dataclass
+class DockerHostArgs:
+    host: Host
+    docker_version: str
+    registry_mirrors: tuple[str, ...]
+    data_mount: Optional[str] = None  # where the host's data volume goes, when it has one
+
+
+class DockerHost(pulumi.ComponentResource):
+    def __init__(self, name: str, args: DockerHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("dockyard:host:DockerHost", name, None, opts)
+        host = args.host
+        env = {
+            "HOST_NAME": name,
+            "DOCKER_VERSION": args.docker_version,
+            "REGISTRY_MIRRORS": " ".join(args.registry_mirrors),
+        }
+        if host.data_device is not None and args.data_mount:
+            env["DATA_DEVICE"] = host.data_device
+            env["DATA_MOUNT"] = args.data_mount
+        self.engine = run_script(
+            f"{name}-docker",
+            connection=host.connection,
+            script="host-base.sh",
+            env=env,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=host.ready),
+        )
+        self.register_outputs({})

@@ -1,0 +1,44 @@
+"""The host layer: how machines come to exist. A cloud module creates the machines of a
+topology and hands back one `Host` for each; the roles only ever see `Host`s, so a new
+cloud plugs in without touching them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+from pulumi_command import remote
+
+from ..topology import HostSpec
+
+
+@dataclass
+class Host:
+    spec: HostSpec
+    # The address the swarm, NFS and the other hosts use.
+    private_ip: pulumi.Output[str]
+    # How the bootstrap reaches the host (through the master when it is not the master).
+    connection: pulumi.Output[remote.ConnectionArgs] | remote.ConnectionArgs
+    # Where an operator connects to it: the master's public address for the master, the
+    # private address (through the master) for the others.
+    ssh_address: pulumi.Output[str]
+    # Block device of the host's data volume, when it has one.
+    data_device: Optional[pulumi.Input[str]] = None
+    # What must exist before the bootstrap starts (the machine, its volume, its firewall).
+    ready: list[pulumi.Resource] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class Platform:
+    """What a cloud hands to the roles."""
+
+    hosts: dict[str, Host]
+    # The network every cluster host sits in: NFS read-only exports and the swarm's
+    # ports are open to it and nothing wider.
+    private_cidr: str
+    # The stable public address of the master (a reserved IP on DigitalOcean).
+    master_address: pulumi.Output[str]

@@ -1,0 +1,188 @@
+"""DigitalOcean hosts: one VPC per stack, a droplet per host, block volumes for stateful
+hosts, a cloud firewall per role, a reserved IP for the master and a project that groups
+it all. Nothing here looks anything up at preview time."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_digitalocean as do
+from pulumi_command import remote
+
+from ..config import DockyardConfig
+from ..topology import Role, Topology
+from . import Host, Platform
+from .firewall import inbound_rules
+
+# Droplets take a minute or two to start sshd; the bootstrap retries this many times
+# (each dial waits up to 15 s) before it gives up.
+SSH_DIAL_ATTEMPTS = 40
+
+VOLUME_MOUNTS = {"nfs": None, "ci": "/srv/ci"}  # None: the NFS export root
+
+
+def tag_name(text: str) -> str:
+    """DigitalOcean tags allow letters, digits, '-', '_' and ':'."""
+    return re.sub(r"[^A-Za-z0-9_:-]", "-", text)
+
+
+def droplet_tags(stack: str, roles) -> list[str]:
+    return ["dockyard", tag_name(f"dockyard-stack:{stack}")] + sorted(
+        tag_name(f"dockyard-role:{r.value}") for r in roles
+    )
+
+
+def volume_device(volume_name: str) -> str:
+    return f"/dev/disk/by-id/scsi-0DO_Volume_{volume_name}"
+
+
+@dataclass
+class DigitalOceanCloudArgs:
+    config: DockyardConfig
+    topology: Topology
+    private_key: pulumi.Input[str]
+
+
+class DigitalOceanCloud(pulumi.ComponentResource):
+    """The machines of a topology on DigitalOcean."""
+
+    platform: Platform
+
+    def __init__(self, name: str, args: DigitalOceanCloudArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("dockyard:digitalocean:Cloud", name, None, opts)
+        cfg, topo = args.config, args.topology
+        child = pulumi.ResourceOptions(parent=self)
+        prefix = f"dockyard-{cfg.stack}"
+
+        self.vpc = do.Vpc(f"{name}-vpc", name=prefix, region=cfg.region, ip_range=cfg.vpc_cidr,
+                          description=f"dockyard stack {cfg.stack}", opts=child)
+
+        if cfg.ssh.public_key:
+            key = do.SshKey(f"{name}-ssh-key", name=prefix, public_key=cfg.ssh.public_key, opts=child)
+            ssh_key_ref: pulumi.Input[str] = key.fingerprint
+        else:
+            ssh_key_ref = cfg.ssh.key_id
+
+        self.droplets: dict[str, do.Droplet] = {}
+        self.volumes: dict[str, do.Volume] = {}
+        attachments: dict[str, do.VolumeAttachment] = {}
+        for spec in topo.hosts:
+            droplet = do.Droplet(
+                f"{name}-{spec.name}",
+                name=f"{prefix}-{spec.name}",
+                image=cfg.image,
+                region=cfg.region,
+                size=cfg.size_of(spec.primary_role),
+                vpc_uuid=self.vpc.id,
+                monitoring=True,
+                ipv6=False,
+                ssh_keys=[ssh_key_ref],
+                tags=droplet_tags(cfg.stack, spec.roles),
+                opts=child,
+            )
+            self.droplets[spec.name] = droplet
+            if spec.volume:
+                volume_name = f"{prefix}-{spec.name}-{spec.volume}"
+                volume = do.Volume(
+                    f"{name}-{spec.name}-{spec.volume}",
+                    name=volume_name,
+                    region=cfg.region,
+                    size=cfg.volume_gb[spec.volume],
+                    initial_filesystem_type="ext4",
+                    description=f"dockyard {cfg.stack}: {spec.volume} data of host {spec.name}",
+                    # Stateful data outlives `pulumi destroy` unless the stack is disposable.
+                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=not cfg.disposable),
+                )
+                self.volumes[spec.name] = volume
+                attachments[spec.name] = do.VolumeAttachment(
+                    f"{name}-{spec.name}-{spec.volume}-attachment",
+                    droplet_id=droplet.id.apply(int),
+                    volume_id=volume.id,
+                    opts=child,
+                )
+
+        master = topo.master
+        master_droplet = self.droplets[master.name]
+        self.reserved_ip = do.ReservedIp(
+            f"{name}-{master.name}-ip", region=cfg.region, droplet_id=master_droplet.id.apply(int), opts=child
+        )
+
+        self.firewalls: dict[Role, do.Firewall] = {}
+        for role in Role:
+            members = [self.droplets[h.name] for h in topo.with_role(role)]
+            if not members:
+                continue
+            self.firewalls[role] = do.Firewall(
+                f"{name}-{role.value}-firewall",
+                name=f"{prefix}-{role.value}",
+                droplet_ids=[d.id.apply(int) for d in members],
+                inbound_rules=[
+                    do.FirewallInboundRuleArgs(
+                        protocol=rule.protocol,
+                        port_range=rule.port_range or None,
+                        source_addresses=list(rule.source_addresses) or None,
+                        source_droplet_ids=[master_droplet.id.apply(int)] if rule.from_master else None,
+                    )
+                    for rule in inbound_rules(role, cfg.vpc_cidr, cfg.admin_cidrs, cfg.public_ports)
+                ],
+                outbound_rules=[
+                    do.FirewallOutboundRuleArgs(protocol="tcp", port_range="1-65535",
+                                                destination_addresses=["0.0.0.0/0", "::/0"]),
+                    do.FirewallOutboundRuleArgs(protocol="udp", port_range="1-65535",
+                                                destination_addresses=["0.0.0.0/0", "::/0"]),
+                    do.FirewallOutboundRuleArgs(protocol="icmp", destination_addresses=["0.0.0.0/0", "::/0"]),
+                ],
+                opts=child,
+            )
+
+        self.project = do.Project(
+            f"{name}-project",
+            name=prefix,
+            description=f"dockyard {cfg.tier} tier, stack {cfg.stack}",
+            purpose="Service or API",
+            environment="Development" if cfg.disposable else "Production",
+            resources=[d.droplet_urn for d in self.droplets.values()]
+            + [v.volume_urn for v in self.volumes.values()]
+            + [self.reserved_ip.reserved_ip_urn],
+            opts=child,
+        )
+
+        def connection(spec) -> remote.ConnectionArgs:
+            droplet = self.droplets[spec.name]
+            common = dict(user=cfg.ssh.user, private_key=args.private_key,
+                          dial_error_limit=SSH_DIAL_ATTEMPTS, per_dial_timeout=15)
+            if spec.has(Role.MASTER):
+                return remote.ConnectionArgs(host=droplet.ipv4_address, **common)
+            return remote.ConnectionArgs(
+                host=droplet.ipv4_address_private,
+                proxy=remote.ProxyConnectionArgs(host=master_droplet.ipv4_address, user=cfg.ssh.user,
+                                                 private_key=args.private_key,
+                                                 dial_error_limit=SSH_DIAL_ATTEMPTS, per_dial_timeout=15),
+                **common,
+            )
+
+        hosts: dict[str, Host] = {}
+        for spec in topo.hosts:
+            droplet = self.droplets[spec.name]
+            ready: list[pulumi.Resource] = [droplet] + [self.firewalls[r] for r in spec.roles]
+            device = None
+            if spec.name in attachments:
+                ready.append(attachments[spec.name])
+                device = volume_device(f"{prefix}-{spec.name}-{spec.volume}")
+            hosts[spec.name] = Host(
+                spec=spec,
+                private_ip=droplet.ipv4_address_private,
+                connection=connection(spec),
+                ssh_address=self.reserved_ip.ip_address if spec.has(Role.MASTER) else droplet.ipv4_address_private,
+                data_device=device,
+                ready=ready,
+            )
+        self.platform = Platform(hosts=hosts, private_cidr=cfg.vpc_cidr, master_address=self.reserved_ip.ip_address)
+
+        self.register_outputs({
+            "vpc_id": self.vpc.id,
+            "master_address": self.reserved_ip.ip_address,
+            "droplet_ids": {n: d.id for n, d in self.droplets.items()},
+        })

@@ -1,0 +1,92 @@
+"""Swarm managers (thesis 3.5). The first manager initialises the swarm and hands out the
+join tokens, which stay Pulumi secrets from `docker swarm join-token` to the joining host."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+from pulumi_command import remote
+
+from .hosts import Host
+from .remote import run_script
+
+
+@dataclass
+class SwarmJoin:
+    """What a host needs to join the swarm."""
+
+    manager_address: pulumi.Output[str]
+    manager_connection: remote.ConnectionArgs
+    worker_token: pulumi.Output[str]
+    manager_token: pulumi.Output[str]
+    # the resources that made the swarm and read its tokens: joins wait for them
+    ready: list[pulumi.Resource]
+
+
+def node_labels(name: str, *, node_id: pulumi.Output[str], labels: dict[str, str], join: SwarmJoin,
+                parent: pulumi.Resource, depends_on: list[pulumi.Resource]):
+    """Set a node's labels from a manager (labels can only be set there)."""
+    return run_script(
+        f"{name}-labels",
+        connection=join.manager_connection,
+        script="swarm-labels.sh",
+        env={"NODE_ID": node_id, "LABELS": " ".join(f"{k}={v}" for k, v in sorted(labels.items()))},
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
+    )
+
+
+@dataclass
+class SwarmManagerArgs:
+    host: Host
+    labels: dict[str, str]
+    depends_on: list[pulumi.Resource]
+    # None: this manager initialises the swarm
+    join: Optional[SwarmJoin] = None
+
+
+class SwarmManager(pulumi.ComponentResource):
+    join: SwarmJoin
+    node_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: SwarmManagerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("dockyard:role:SwarmManager", name, None, opts)
+        host = args.host
+        child = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        if args.join is None:
+            init = run_script(f"{name}-swarm-init", connection=host.connection, script="swarm-init.sh",
+                              env={"ADVERTISE_ADDR": host.private_ip}, opts=child)
+            self.node_id = init.stdout.apply(lambda s: s.strip())
+            tokens = run_script(
+                f"{name}-join-tokens",
+                connection=host.connection,
+                script="swarm-tokens.sh",
+                # a new swarm (a new first manager) has new tokens
+                env={"SWARM_NODE": self.node_id},
+                secret_stdout=True,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[init]),
+            )
+            lines = tokens.stdout.apply(lambda s: s.split())
+            self.join = SwarmJoin(
+                manager_address=host.private_ip,
+                manager_connection=host.connection,
+                worker_token=pulumi.Output.secret(lines.apply(lambda t: t[0])),
+                manager_token=pulumi.Output.secret(lines.apply(lambda t: t[1])),
+                ready=[init, tokens],
+            )
+            self.membership = init
+        else:
+            self.join = args.join
+            self.membership = run_script(
+                f"{name}-swarm-join",
+                connection=host.connection,
+                script="swarm-join.sh",
+                env={"MANAGER_ADDR": args.join.manager_address, "ADVERTISE_ADDR": host.private_ip,
+                     "JOIN_ROLE": "manager"},
+                secret_env={"JOIN_TOKEN": args.join.manager_token},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on + args.join.ready),
+            )
+            self.node_id = self.membership.stdout.apply(lambda s: s.strip())
+        self.labels = node_labels(name, node_id=self.node_id, labels=args.labels, join=self.join, parent=self,
+                                  depends_on=[self.membership] + self.join.ready)
+        self.register_outputs({"node_id": self.node_id})

@@ -1,0 +1,107 @@
+"""The NFS file server role (thesis 3.4) and the NFS clients of the cluster hosts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+import pulumi
+
+from .hosts import Host
+from .remote import run_script
+from .topology import Export, Mount
+
+RW_OPTIONS = "rw,sync,no_subtree_check,no_root_squash"
+RO_OPTIONS = "ro,sync,no_subtree_check,root_squash"
+
+
+def export_line(export: Export, addresses: Mapping[str, str], private_cidr: str) -> str:
+    """One exports(5) line. Single addresses take precedence over the network entry, so
+    the writers get rw while the rest of the private network reads."""
+    clients = [f"{addresses[h]}({RW_OPTIONS})" for h in export.writers if h != export.server]
+    clients += [f"{addresses[h]}({RO_OPTIONS})" for h in export.readers if h != export.server]
+    if export.cluster_readable:
+        clients.append(f"{private_cidr}({RO_OPTIONS})")
+    if not clients:  # only the server itself uses it (through a bind mount)
+        clients.append(f"127.0.0.1({RO_OPTIONS})")
+    return f"{export.path} {' '.join(clients)}"
+
+
+@dataclass
+class NfsServerArgs:
+    host: Host
+    exports: list[Export]
+    # private address of every host named in the exports (and of the replica sources)
+    addresses: Mapping[str, pulumi.Output[str]]
+    private_cidr: str
+    # exports of other servers, for replicas (name -> export)
+    all_exports: Mapping[str, Export]
+    depends_on: list[pulumi.Resource]
+    # what serves each export of the servers made before this one: a replica waits for it
+    export_ready: Mapping[str, list[pulumi.Resource]] = field(default_factory=dict)
+
+
+class NfsServer(pulumi.ComponentResource):
+    def __init__(self, name: str, args: NfsServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("dockyard:role:NfsServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        names = sorted(args.addresses)
+        lines = pulumi.Output.all(*[args.addresses[n] for n in names]).apply(
+            lambda ips: "\n".join(export_line(e, dict(zip(names, ips)), args.private_cidr) for e in args.exports)
+        )
+        self.server = run_script(f"{name}-exports", connection=args.host.connection, script="nfs-server.sh",
+                                 env={"EXPORTS": lines}, opts=child)
+        self.ready: list[pulumi.Resource] = [self.server]
+        self.replicas = []
+        for export in args.exports:
+            if not export.replica_of:
+                continue
+            source = args.all_exports[export.replica_of]
+            replica = run_script(
+                f"{name}-{export.name}-replica",
+                connection=args.host.connection,
+                script="nfs-replica.sh",
+                env={
+                    "SOURCE": args.addresses[source.server].apply(lambda ip, p=source.path: f"{ip}:{p}"),
+                    "TARGET": export.path,
+                },
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=args.depends_on + [self.server] + list(args.export_ready[source.name])),
+            )
+            self.replicas.append(replica)
+            self.ready.append(replica)
+        self.exports = pulumi.Output.all(args.host.private_ip).apply(
+            lambda ip: [f"{ip[0]}:{e.path}" for e in args.exports]
+        )
+        self.register_outputs({"exports": self.exports})
+
+
+@dataclass
+class NfsClientArgs:
+    host: Host
+    mounts: list[Mount]
+    exports: Mapping[str, Export]
+    addresses: Mapping[str, pulumi.Output[str]]
+    # per mount: what must be in place first (the server's exports, the host's engine)
+    depends_on: Mapping[str, list[pulumi.Resource]]
+
+
+class NfsClient(pulumi.ComponentResource):
+    """The NFS mounts of one host, recorded in fstab so that they survive reboot."""
+
+    def __init__(self, name: str, args: NfsClientArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("dockyard:role:NfsClient", name, None, opts)
+        self.mounts = {}
+        for mount in args.mounts:
+            export = args.exports[mount.export]
+            if export.server == args.host.name:
+                source: pulumi.Input[str] = export.path
+            else:
+                source = args.addresses[export.server].apply(lambda ip, p=export.path: f"{ip}:{p}")
+            self.mounts[mount.export] = run_script(
+                f"{name}-mount-{mount.export}",
+                connection=args.host.connection,
+                script="nfs-mount.sh",
+                env={"SOURCE": source, "MOUNT_POINT": mount.path, "MODE": "rw" if mount.writable else "ro"},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on[mount.export]),
+            )
+        self.register_outputs({})

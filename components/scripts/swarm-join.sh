@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# swarm-join.sh: join this host to the swarm as a manager or a worker.
+#
+# Inputs (environment):
+#   MANAGER_ADDR    private address of a manager of the swarm
+#   ADVERTISE_ADDR  this host's private address
+#   JOIN_ROLE       manager or worker
+#   JOIN_TOKEN      the join token for that role; it must come in with the script on stdin,
+#                   never on a command line. It is sent to dockerd's socket on stdin too,
+#                   so it never shows in any process's argv.
+#
+# Output: this node's ID on stdout.
+# Safe to run again: a host already in the swarm is left as it is.
+set -eu
+
+log() { echo "swarm-join: $*" >&2; }
+fatal() { log "error: $*"; exit 1; }
+
+MANAGER_ADDR=${MANAGER_ADDR:-}
+ADVERTISE_ADDR=${ADVERTISE_ADDR:-}
+JOIN_ROLE=${JOIN_ROLE:-}
+JOIN_TOKEN=${JOIN_TOKEN:-}
+if [ -z "$MANAGER_ADDR" ] || [ -z "$ADVERTISE_ADDR" ]; then fatal "MANAGER_ADDR and ADVERTISE_ADDR must be set"; fi
+case "$JOIN_ROLE" in manager|worker) ;; *) fatal "JOIN_ROLE must be manager or worker" ;; esac
+[ -n "$JOIN_TOKEN" ] || fatal "JOIN_TOKEN is empty"
+command -v curl >/dev/null 2>&1 || fatal "curl is needed to talk to dockerd's socket"
+
+state=$(docker info --format '{{.Swarm.LocalNodeState}}') || fatal "docker does not answer"
+case "$state" in
+  active)
+    is_manager=$(docker info --format '{{.Swarm.ControlAvailable}}')
+    if [ "$JOIN_ROLE" = manager ] && [ "$is_manager" != true ]; then
+      fatal "this host is a swarm worker; promote it from a manager (docker node promote) instead"
+    fi
+    log "already in the swarm" ;;
+  inactive)
+    log "joining the swarm at $MANAGER_ADDR as a $JOIN_ROLE"
+    # printf is a shell builtin: the token goes into curl's stdin, not into an argv
+    response=$(printf '{"ListenAddr":"%s:2377","AdvertiseAddr":"%s","RemoteAddrs":["%s:2377"],"JoinToken":"%s"}' \
+        "$ADVERTISE_ADDR" "$ADVERTISE_ADDR" "$MANAGER_ADDR" "$JOIN_TOKEN" |
+      curl -sS --unix-socket /var/run/docker.sock -o - -w '\n%{http_code}' \
+        -H 'Content-Type: application/json' --data-binary @- http://localhost/swarm/join) ||
+      fatal "cannot reach dockerd's socket"
+    code=$(printf '%s' "$response" | tail -n 1)
+    [ "$code" = 200 ] || fatal "dockerd refused the join (HTTP $code): $(printf '%s' "$response" | head -n 1)"
+    for _ in $(seq 1 30); do
+      [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ] && break
+      sleep 2
+    done ;;
+  *) fatal "swarm state is '$state'; fix it by hand (docker swarm leave --force) and run again" ;;
+esac
+docker info --format '{{.Swarm.NodeID}}'

@@ -1,0 +1,180 @@
+"""Run the dockyard program on Pulumi mocks and record what it registers: every resource's
+inputs (with which of them are secret), its dependencies and its options."""
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime.mocks import MockMonitor
+
+from components.config import parse_config
+from components.platform import deploy
+from components.topology import build_topology
+
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+TEST_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-private-key\n-----END OPENSSH PRIVATE KEY-----\n"
+WORKER_TOKEN = "SWMTKN-1-testworkertoken"
+MANAGER_TOKEN = "SWMTKN-1-testmanagertoken"
+
+
+def unwrap(value: Any) -> tuple[Any, bool]:
+    """Plain value of a serialized property and whether any part of it is secret."""
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            inner, _ = unwrap(value.get("value"))
+            return inner, True
+        secret = False
+        out = {}
+        for k, v in value.items():
+            out[k], s = unwrap(v)
+            secret = secret or s
+        return out, secret
+    if isinstance(value, list):
+        items = [unwrap(v) for v in value]
+        return [i for i, _ in items], any(s for _, s in items)
+    return value, False
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    inputs: dict
+    secret_inputs: set[str]
+    dependencies: list[str]
+    additional_secret_outputs: list[str]
+    retain_on_delete: bool
+    protect: bool
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def __init__(self, vpc_cidr: str):
+        self.network = ipaddress.ip_network(vpc_cidr)
+        self.counter = 0
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        self.counter += 1
+        n = self.counter
+        if args.typ == "digitalocean:index/droplet:Droplet":
+            outputs["ipv4Address"] = f"198.51.100.{n}"
+            outputs["ipv4AddressPrivate"] = str(self.network.network_address + n)
+            outputs["dropletUrn"] = f"do:droplet:{n}"
+            return str(1000 + n), outputs
+        if args.typ == "digitalocean:index/volume:Volume":
+            outputs["volumeUrn"] = f"do:volume:{n}"
+        if args.typ == "digitalocean:index/reservedIp:ReservedIp":
+            outputs["ipAddress"] = "203.0.113.10"
+            outputs["reservedIpUrn"] = "do:floatingip:203.0.113.10"
+        if args.typ == "digitalocean:index/sshKey:SshKey":
+            outputs["fingerprint"] = "aa:bb:cc"
+        if args.typ == "command:remote:Command":
+            stdin = args.inputs.get("stdin", "")
+            if "swarm-tokens.sh" in stdin:
+                outputs["stdout"] = f"{WORKER_TOKEN}\n{MANAGER_TOKEN}\n"
+            elif "swarm-init.sh" in stdin or "swarm-join.sh" in stdin:
+                outputs["stdout"] = f"node-{args.name}\n"
+            else:
+                outputs["stdout"] = ""
+            outputs["stderr"] = ""
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        raise AssertionError(f"the program called {args.token}: nothing may be looked up at preview time")
+
+
+class RecordingMonitor(MockMonitor):
+    def __init__(self, mocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        raw = json_format.MessageToDict(request.object)
+        inputs, secret_inputs = {}, set()
+        for key, value in raw.items():
+            inputs[key], secret = unwrap(value)
+            if secret:
+                secret_inputs.add(key)
+        self.registrations.append(Registration(
+            type=request.type, name=request.name, urn=response.urn, parent=request.parent,
+            inputs=inputs, secret_inputs=secret_inputs, dependencies=list(request.dependencies),
+            additional_secret_outputs=list(request.additionalSecretOutputs),
+            retain_on_delete=bool(request.retainOnDelete), protect=bool(request.protect),
+        ))
+        return response
+
+
+@dataclass
+class Run:
+    registrations: list[Registration]
+    outputs: dict = field(default_factory=dict)
+
+    def of_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == typ]
+
+    def named(self, name: str) -> Registration:
+        matches = [r for r in self.registrations if r.name == name]
+        assert len(matches) == 1, f"{name}: {len(matches)} resources"
+        return matches[0]
+
+    def by_urn(self, urn: str) -> Registration:
+        return next(r for r in self.registrations if r.urn == urn)
+
+    def depends_on(self, resource: Registration, other: Registration) -> bool:
+        """True if `resource` waits for `other`, directly or through its dependencies."""
+        seen, todo = set(), list(resource.dependencies)
+        while todo:
+            urn = todo.pop()
+            if urn == other.urn:
+                return True
+            if urn in seen:
+                continue
+            seen.add(urn)
+            dep = self.by_urn(urn)
+            todo.extend(dep.dependencies)
+            # depending on a component means depending on its children
+            todo.extend(r.urn for r in self.registrations if r.parent == urn)
+        return False
+
+    def commands(self, script: str) -> list[Registration]:
+        return [r for r in self.of_type("command:remote:Command") if f"{script}@" in json.dumps(r.inputs.get("triggers"))]
+
+
+BASE_CONFIG = {
+    "cloud": "digitalocean",
+    "region": "fra1",
+    "adminCidrs": ["203.0.113.0/24"],
+    "sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKey dockyard@test",
+    "sshPrivateKey": True,
+}
+
+OUTPUTS = ("master_address", "manager_addresses", "worker_addresses", "swarm_manager_endpoint",
+           "nfs_exports", "ssh_config")
+
+
+def run_program(stack: str = "test", **overrides) -> Run:
+    raw = {**BASE_CONFIG, **overrides}
+    config = parse_config(stack, raw)
+    mocks = Mocks(config.vpc_cidr)
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="dockyard", stack=stack, preview=False, monitor=monitor)
+    topology = build_topology(config.tier, config.workers, config.managers,
+                              config.nfs.export_root, config.nfs.mount_root)
+    run = Run(monitor.registrations)
+
+    @pulumi.runtime.test
+    def program():
+        cluster = deploy(config, topology, pulumi.Output.secret(TEST_KEY))
+        values = [getattr(cluster, name) for name in OUTPUTS]
+        return pulumi.Output.all(*values).apply(lambda vs: run.outputs.update(zip(OUTPUTS, vs)))
+
+    program()
+    return run

@@ -1,0 +1,103 @@
+"""Bad configuration fails before any resource, with a message naming the key."""
+import pytest
+
+from components.config import ConfigError, parse_config
+
+GOOD = {
+    "tier": "small",
+    "cloud": "digitalocean",
+    "workers": "2",
+    "adminCidrs": ["203.0.113.7/32"],
+    "sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKey user@host",
+    "sshPrivateKeyPath": "/keys/id_ed25519",
+}
+
+
+def parse(**changes):
+    raw = {**GOOD, **changes}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    return parse_config("test", raw, file_exists=lambda path: path == "/keys/id_ed25519")
+
+
+def error_of(**changes) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(**changes)
+    return str(info.value)
+
+
+def test_good_config_parses():
+    config = parse()
+    assert (config.tier, config.cloud, config.workers, config.managers) == ("small", "digitalocean", 2, 3)
+    assert config.admin_cidrs == ("203.0.113.7/32",)
+    assert config.public_ports == (80, 443)
+    assert config.disposable is False
+
+
+def test_unknown_tier():
+    message = error_of(tier="huge")
+    assert "dockyard:tier" in message and "minimal, default, small, medium" in message
+
+
+@pytest.mark.parametrize("workers", ["-1", "two"])
+def test_bad_worker_count(workers):
+    assert "dockyard:workers" in error_of(workers=workers)
+
+
+@pytest.mark.parametrize("cidr,hint", [("10.0.0.1/24", "did you mean 10.0.0.0/24"),
+                                       ("not-a-cidr", "not a CIDR"),
+                                       ("0.0.0.0/0", "whole internet")])
+def test_bad_admin_cidr(cidr, hint):
+    message = error_of(adminCidrs=[cidr])
+    assert "dockyard:adminCidrs" in message and hint in message
+
+
+def test_admin_cidrs_are_required_on_digitalocean():
+    assert "dockyard:adminCidrs" in error_of(adminCidrs=None)
+
+
+@pytest.mark.parametrize("managers", ["2", "4", "9", "0"])
+def test_even_or_too_many_managers(managers):
+    message = error_of(managers=managers)
+    assert "dockyard:managers" in message and "odd" in message
+
+
+def test_manager_count_fixed_in_default_tier():
+    message = error_of(tier="default", managers="3")
+    assert "dockyard:managers" in message and "tier default always has 1 manager" in message
+
+
+def test_odd_manager_count_accepted_in_medium():
+    assert parse(tier="medium", managers="5").managers == 5
+
+
+def test_missing_private_key_file():
+    message = error_of(sshPrivateKeyPath="/keys/missing")
+    assert "dockyard:sshPrivateKeyPath" in message and "no file at /keys/missing" in message
+
+
+def test_private_key_in_config_needs_no_file():
+    config = parse(sshPrivateKeyPath=None, sshPrivateKey=True)
+    assert config.ssh.private_key_in_config
+
+
+def test_ssh_public_key_or_key_id_required():
+    assert "dockyard:sshPublicKey" in error_of(sshPublicKey=None)
+    assert parse(sshPublicKey=None, sshKeyId="12345").ssh.key_id == "12345"
+
+
+def test_control_ports_cannot_be_published():
+    message = error_of(publicPorts=["80", "2377"])
+    assert "dockyard:publicPorts" in message and "2377" in message
+
+
+def test_bad_vpc_cidr():
+    assert "dockyard:vpcCidr" in error_of(vpcCidr="8.8.8.0/24")
+
+
+def test_every_problem_is_reported_at_once():
+    message = error_of(tier="huge", workers="-3", adminCidrs=["1.2.3.4/8"])
+    assert all(key in message for key in ("dockyard:tier", "dockyard:workers", "dockyard:adminCidrs"))
+
+
+def test_unknown_size_role():
+    assert "unknown role 'database'" in error_of(sizes={"database": "s-1vcpu-1gb"})

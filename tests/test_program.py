@@ -1,0 +1,234 @@
+"""The whole program on mocks, per tier: hosts, firewalls, ordering and secrets."""
+import json
+import runpy
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from components.hosts.firewall import CONTROL_PORTS
+from components.topology import build_topology
+from tests.harness import MANAGER_TOKEN, TEST_KEY, WORKER_TOKEN, RecordingMonitor, Mocks, run_program
+
+ROOT = Path(__file__).resolve().parent.parent
+TIERS = {"minimal": 1, "default": 2, "small": 5, "medium": 11}
+COMMAND = "command:remote:Command"
+DROPLET = "digitalocean:index/droplet:Droplet"
+FIREWALL = "digitalocean:index/firewall:Firewall"
+
+
+@pytest.fixture(scope="module", params=list(TIERS))
+def tier_run(request):
+    return request.param, run_program(stack=f"t-{request.param}", tier=request.param, workers="2")
+
+
+def test_one_droplet_per_host_in_the_vpc_with_monitoring_and_tags(tier_run):
+    tier, run = tier_run
+    droplets = run.of_type(DROPLET)
+    assert len(droplets) == TIERS[tier] + 2
+    vpc = run.of_type("digitalocean:index/vpc:Vpc")
+    assert len(vpc) == 1
+    topo = build_topology(tier, 2)
+    for droplet in droplets:
+        host = topo.host(droplet.name.removeprefix("do-"))
+        assert droplet.inputs["vpcUuid"] == f"{vpc[0].name}-id"
+        assert droplet.inputs["monitoring"] is True
+        tags = droplet.inputs["tags"]
+        assert f"dockyard-stack:t-{tier}" in tags
+        assert {f"dockyard-role:{r.value}" for r in host.roles} <= set(tags)
+        assert "userData" not in droplet.inputs, "user_data changes replace droplets; keep it out"
+
+
+def test_roles_are_placed_as_table_5_1(tier_run):
+    tier, run = tier_run
+    components = {r.type: [] for r in run.registrations}
+    for r in run.registrations:
+        components[r.type].append(r.name)
+    expected_managers = {"minimal": ["a"], "default": ["b"], "small": ["c1", "c2", "c3"],
+                         "medium": [f"d{i}" for i in range(1, 8)]}[tier]
+    assert sorted(components["dockyard:role:SwarmManager"]) == sorted(f"{m}-manager" for m in expected_managers)
+    assert sorted(components["dockyard:role:SwarmWorker"]) == ["w1-worker", "w2-worker"]
+    expected_nfs = {"minimal": ["a"], "default": ["b"], "small": ["b"], "medium": ["c1", "c2"]}[tier]
+    assert sorted(components["dockyard:role:NfsServer"]) == [f"{n}-nfs" for n in expected_nfs]
+    assert components["dockyard:role:Master"] == ["a-master"]
+
+
+def test_stateful_volumes_survive_destroy(tier_run):
+    tier, run = tier_run
+    volumes = run.of_type("digitalocean:index/volume:Volume")
+    assert volumes, "NFS data needs a volume"
+    assert all(v.retain_on_delete for v in volumes)
+    attachments = run.of_type("digitalocean:index/volumeAttachment:VolumeAttachment")
+    assert len(attachments) == len(volumes)
+
+
+def test_disposable_stack_deletes_its_volumes():
+    run = run_program(tier="default", workers="0", disposable="true")
+    assert not any(v.retain_on_delete for v in run.of_type("digitalocean:index/volume:Volume"))
+
+
+def rules(run, role):
+    fw = run.named(f"do-{role}-firewall")
+    return fw.inputs["inboundRules"]
+
+
+def test_no_swarm_or_nfs_port_is_open_to_the_internet(tier_run):
+    _, run = tier_run
+    for fw in run.of_type(FIREWALL):
+        for rule in fw.inputs["inboundRules"]:
+            sources = set(rule.get("sourceAddresses", []))
+            port = rule.get("portRange", "")
+            if port in CONTROL_PORTS:
+                assert not sources & {"0.0.0.0/0", "::/0"}, f"{fw.name} opens {port} to the internet"
+            if sources & {"0.0.0.0/0", "::/0"}:
+                assert port in ("80", "443"), f"{fw.name} opens {port} to the internet"
+
+
+def test_ssh_from_admins_to_master_only_and_from_master_to_the_rest(tier_run):
+    _, run = tier_run
+    master_ssh = [r for r in rules(run, "master") if r.get("portRange") == "22"]
+    assert master_ssh == [{"protocol": "tcp", "portRange": "22", "sourceAddresses": ["203.0.113.0/24"]}]
+    for fw in run.of_type(FIREWALL):
+        if fw.name == "do-master-firewall":
+            continue
+        ssh = [r for r in fw.inputs["inboundRules"] if r.get("portRange") == "22"]
+        assert len(ssh) == 1 and "sourceAddresses" not in ssh[0]
+        assert len(ssh[0]["sourceDropletIds"]) == 1, "SSH only from the master droplet"
+
+
+def test_swarm_and_nfs_ports_only_from_the_vpc(tier_run):
+    _, run = tier_run
+    for role, ports in (("manager", {"2377", "7946", "4789"}), ("worker", {"2377", "7946", "4789"}),
+                        ("nfs", {"2049"})):
+        found = {r["portRange"]: r["sourceAddresses"] for r in rules(run, role) if r.get("portRange") in ports}
+        assert set(found) == ports
+        assert all(sources == ["10.210.0.0/20"] for sources in found.values())
+
+
+def test_every_droplet_is_behind_a_firewall(tier_run):
+    _, run = tier_run
+    covered = set()
+    for fw in run.of_type(FIREWALL):
+        assert fw.inputs["dropletIds"]
+        covered.update(d.name for d in run.of_type(DROPLET) if any(
+            True for dep in fw.dependencies if dep == d.urn))
+    assert covered == {d.name for d in run.of_type(DROPLET)}
+
+
+def test_project_groups_droplets_volumes_and_the_reserved_ip(tier_run):
+    tier, run = tier_run
+    (project,) = run.of_type("digitalocean:index/project:Project")
+    resources = project.inputs["resources"]
+    assert len([r for r in resources if r.startswith("do:droplet:")]) == TIERS[tier] + 2
+    assert any(r.startswith("do:volume:") for r in resources)
+    assert any(r.startswith("do:floatingip:") for r in resources)
+
+
+def test_joins_wait_for_the_swarm_init_and_its_tokens(tier_run):
+    _, run = tier_run
+    (init,) = run.commands("swarm-init.sh")
+    (tokens,) = run.commands("swarm-tokens.sh")
+    assert run.depends_on(tokens, init)
+    joins = run.commands("swarm-join.sh")
+    assert len(joins) == len(run.of_type("dockyard:role:SwarmManager")) - 1 + 2
+    for join in joins:
+        assert run.depends_on(join, init) and run.depends_on(join, tokens)
+        engine = run.named(join.name.split("-")[0] + "-docker")
+        assert run.depends_on(join, engine), "a host joins once its engine runs"
+
+
+def test_mounts_wait_for_the_exports(tier_run):
+    _, run = tier_run
+    exports = {r.name.split("-")[0]: r for r in run.commands("nfs-server.sh")}
+    replicas = run.commands("nfs-replica.sh")
+    for mount in run.commands("nfs-mount.sh"):
+        assert any(run.depends_on(mount, e) for e in exports.values()), f"{mount.name} does not wait for exports"
+        if mount.name.endswith("-mount-ro") and replicas:
+            assert run.depends_on(mount, replicas[0]), "ro mounts in medium wait for the replica"
+    for replica in replicas:
+        assert run.depends_on(replica, exports["c1"]), "the replica copies c1's export"
+
+
+def test_labels_are_set_after_the_node_joins(tier_run):
+    _, run = tier_run
+    for labels in run.commands("swarm-labels.sh"):
+        host = labels.name.split("-")[0]
+        membership = [c for c in run.commands("swarm-join.sh") + run.commands("swarm-init.sh")
+                      if c.name.startswith(f"{host}-")]
+        assert len(membership) == 1 and run.depends_on(labels, membership[0])
+        assert "dockyard.role=" in labels.inputs["create"]
+
+
+def test_join_tokens_are_secret_end_to_end(tier_run):
+    _, run = tier_run
+    (tokens,) = run.commands("swarm-tokens.sh")
+    assert set(tokens.additional_secret_outputs) >= {"stdout", "stderr"}
+    assert tokens.inputs["logging"] == "none"
+    for join in run.commands("swarm-join.sh"):
+        assert "stdin" in join.secret_inputs, "the token travels in the secret stdin"
+        token = MANAGER_TOKEN if "-manager-" in join.urn or "SwarmManager" in join.urn else WORKER_TOKEN
+        assert token in join.inputs["stdin"]
+    for command in run.of_type(COMMAND):
+        text = json.dumps({k: v for k, v in command.inputs.items() if k not in command.secret_inputs})
+        for secret in (WORKER_TOKEN, MANAGER_TOKEN, "test-private-key"):
+            assert secret not in text, f"{command.name} holds a secret in clear"
+        assert "connection" in command.secret_inputs, "the private key is a secret"
+    assert WORKER_TOKEN not in json.dumps(run.outputs) and MANAGER_TOKEN not in json.dumps(run.outputs)
+
+
+def test_scripts_run_through_bash_stdin_with_their_digest_as_trigger(tier_run):
+    _, run = tier_run
+    for command in run.of_type(COMMAND):
+        assert command.inputs["create"].endswith("bash -s")
+        (trigger,) = command.inputs["triggers"]
+        script = trigger.split("@")[0]
+        assert (ROOT / "components" / "scripts" / script).is_file()
+
+
+def test_private_hosts_are_reached_through_the_master(tier_run):
+    _, run = tier_run
+    (init,) = run.commands("swarm-init.sh")
+    for command in run.of_type(COMMAND):
+        connection = command.inputs["connection"]
+        if command.name.endswith("-labels"):
+            assert connection == init.inputs["connection"], "labels are set from the first manager"
+        elif command.name.startswith("a-"):
+            assert "proxy" not in connection and connection["host"].startswith("198.51.100.")
+        else:
+            assert connection["proxy"]["host"].startswith("198.51.100."), command.name
+            assert connection["host"].startswith("10.210.")
+
+
+def test_outputs(tier_run):
+    tier, run = tier_run
+    out = run.outputs
+    assert out["master_address"] == "203.0.113.10"
+    assert len(out["worker_addresses"]) == 2
+    assert out["swarm_manager_endpoint"].endswith(":2377")
+    assert out["nfs_exports"]
+    assert out["ssh_config"].count("ProxyJump dockyard-") == TIERS[tier] + 2 - 1
+
+
+def test_small_exports_rw_to_managers_and_ro_to_the_vpc():
+    run = run_program(tier="small", workers="1")
+    (server,) = run.commands("nfs-server.sh")
+    exports = server.inputs["create"]
+    managers = run.outputs["manager_addresses"].values()
+    for ip in managers:
+        assert f"{ip}(rw," in exports
+    assert "10.210.0.0/20(ro," in exports
+    worker_ip = run.outputs["worker_addresses"]["w1"]
+    assert worker_ip not in exports, "workers read through the VPC-wide read-only entry"
+
+
+def test_config_errors_stop_the_program_before_any_resource(monkeypatch):
+    monitor = RecordingMonitor(Mocks("10.0.0.0/8"))
+    pulumi.runtime.set_mocks(monitor.mocks, project="dockyard", stack="bad", preview=True, monitor=monitor)
+    pulumi.runtime.set_all_config({"dockyard:tier": "huge", "dockyard:workers": "-1"})
+    try:
+        with pytest.raises(pulumi.RunError) as info:
+            runpy.run_path(str(ROOT / "__main__.py"))
+    finally:
+        pulumi.runtime.set_all_config({})
+    assert "dockyard:tier" in str(info.value) and "dockyard:workers" in str(info.value)
+    assert [r.type for r in monitor.registrations] == []

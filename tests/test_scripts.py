@@ -1,0 +1,37 @@
+"""Every bootstrap script is valid bash and clean under shellcheck, and follows the
+house rules that keep it safe to run twice and quiet about secrets."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted((ROOT / "components" / "scripts").glob("*.sh"))
+ALL_SHELL = SCRIPTS + sorted((ROOT / "tools").glob("*.sh")) + [ROOT / ".ci" / "run"]
+
+
+def test_there_are_scripts():
+    assert len(SCRIPTS) >= 8
+
+
+@pytest.mark.parametrize("script", ALL_SHELL, ids=lambda p: p.name)
+def test_bash_syntax(script):
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+@pytest.mark.parametrize("script", ALL_SHELL, ids=lambda p: p.name)
+def test_shellcheck(script):
+    assert shutil.which("shellcheck"), "install shellcheck (apt-get install shellcheck); .ci/run does"
+    result = subprocess.run(["shellcheck", "-x", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_house_style(script):
+    text = script.read_text()
+    assert "\nset -eu\n" in text
+    assert "fatal()" in text
+    assert "set -x" not in text, "tracing would print secrets"
+    header = text.split("set -eu")[0]
+    assert "Input" in header, "the header documents the script's inputs"
