@@ -51,8 +51,12 @@ class DigitalOceanCloud(pulumi.ComponentResource):
     platform: Platform
 
     def __init__(self, name: str, args: DigitalOceanCloudArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("dockyard:digitalocean:Cloud", name, None, opts)
         cfg, topo = args.config, args.topology
+        # Declared for the policy pack, which cannot see resource options such as retainOnDelete.
+        super().__init__("dockyard:digitalocean:Cloud", name, {
+            "stack": cfg.stack, "tier": cfg.tier, "adminCidrs": list(cfg.admin_cidrs),
+            "vpcCidr": cfg.vpc_cidr, "disposable": cfg.disposable, "retainVolumes": not cfg.disposable,
+        }, opts)
         child = pulumi.ResourceOptions(parent=self)
         prefix = f"dockyard-{cfg.stack}"
 
