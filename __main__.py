@@ -4,7 +4,7 @@ from pathlib import Path
 import pulumi
 
 from components.config import ConfigError, parse_config, read_raw_config
-from components.platform import CloudNotAvailable, deploy
+from components.platform import deploy
 from components.topology import build_topology
 
 settings = pulumi.Config("dockyard")
@@ -20,10 +20,7 @@ private_key = settings.get_secret("sshPrivateKey")
 if private_key is None and config.ssh.private_key_path:
     private_key = pulumi.Output.secret(Path(config.ssh.private_key_path).read_text())
 
-try:
-    cluster = deploy(config, topology, private_key)
-except CloudNotAvailable as error:
-    raise pulumi.RunError(str(error)) from None
+cluster = deploy(config, topology, private_key)
 
 pulumi.export("tier", config.tier)
 pulumi.export("hosts", {h.name: sorted(r.value for r in h.roles) for h in topology.hosts})

@@ -1,6 +1,8 @@
 """Choose the stack's cloud and bring the platform up on it."""
 from __future__ import annotations
 
+from typing import Optional
+
 import pulumi
 
 from .cluster import Cluster, ClusterArgs
@@ -8,11 +10,10 @@ from .config import DockyardConfig
 from .topology import Topology
 
 
-class CloudNotAvailable(Exception):
-    pass
-
-
-def deploy(config: DockyardConfig, topology: Topology, private_key: pulumi.Input[str]) -> Cluster:
+def deploy(config: DockyardConfig, topology: Topology,
+           private_key: Optional[pulumi.Input[str]]) -> Cluster:
+    """The stack's hosts on its cloud, and the platform on them. DigitalOcean hosts take
+    the configured key; local VMs get a key made for the stack."""
     if config.cloud == "digitalocean":
         from .hosts.digitalocean import DigitalOceanCloud, DigitalOceanCloudArgs
 
@@ -20,7 +21,8 @@ def deploy(config: DockyardConfig, topology: Topology, private_key: pulumi.Input
                                                                private_key=private_key))
         platform = cloud.platform
     else:
-        raise CloudNotAvailable(
-            "dockyard:cloud local is not available yet: the local-VM host layer is still being built. "
-            "Use a DigitalOcean stack (pulumi stack select small) for now.")
+        from .hosts.local import LocalCloud, LocalCloudArgs
+
+        cloud = LocalCloud("local", LocalCloudArgs(config=config, topology=topology))
+        platform = cloud.platform
     return Cluster(config.stack, ClusterArgs(config=config, topology=topology, platform=platform))

@@ -75,6 +75,12 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["reservedIpUrn"] = "do:floatingip:203.0.113.10"
         if args.typ == "digitalocean:index/sshKey:SshKey":
             outputs["fingerprint"] = "aa:bb:cc"
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            outputs["privateKeyOpenssh"] = TEST_KEY
+            outputs["publicKeyOpenssh"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILocalStackKey\n"
+        if args.typ == "command:local:Command":
+            outputs["stdout"] = ""
+            outputs["stderr"] = ""
         if args.typ == "command:remote:Command":
             stdin = args.inputs.get("stdin", "")
             if "swarm-tokens.sh" in stdin:

@@ -1,0 +1,116 @@
+"""Local hosts: Debian VMs under qemu (KVM where it works, TCG otherwise) on a private
+network in a namespace that the machine running Pulumi reaches directly. The VMs are made
+and removed by `python3 -m localcloud` through pulumi-command local commands, so `pulumi
+destroy` stops every VM and deletes its disks, tap device and, last, the network.
+
+The roles see the same `Host`s as on DigitalOcean; only the bastion hop is unnecessary
+(this machine is on the VMs' network)."""
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pulumi
+import pulumi_tls as tls
+from pulumi_command import local, remote
+
+from ..config import DockyardConfig
+from ..topology import Role, Topology
+from . import Host, Platform
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LOCALCLOUD = "python3 -m localcloud"
+FIRST_HOST_OFFSET = 11  # .1 is this machine; VMs start at .11
+DATA_DISK_GB = {"nfs": 20, "ci": 20}
+MEMORY_MB = {Role.MASTER: 1536, Role.CICD: 1536, Role.NFS: 1024, Role.MANAGER: 1280, Role.WORKER: 1024}
+# A VM on an emulated CPU takes 1-2 minutes to answer SSH; 3 at once take longer.
+SSH_WAIT_SECONDS = 900
+
+
+def recipe_digest() -> str:
+    import hashlib
+
+    return hashlib.sha256((PROJECT_ROOT / "localcloud" / "build-image.sh").read_bytes()).hexdigest()[:16]
+
+
+def vm_addresses(topology: Topology, cidr: str) -> dict[str, str]:
+    network = ipaddress.ip_network(cidr)
+    return {h.name: f"{network.network_address + FIRST_HOST_OFFSET + i}/{network.prefixlen}"
+            for i, h in enumerate(topology.hosts)}
+
+
+@dataclass
+class LocalCloudArgs:
+    config: DockyardConfig
+    topology: Topology
+
+
+class LocalCloud(pulumi.ComponentResource):
+    platform: Platform
+
+    def __init__(self, name: str, args: LocalCloudArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        cfg, topo = args.config, args.topology
+        super().__init__("dockyard:local:Cloud", name, {
+            "stack": cfg.stack, "tier": cfg.tier, "adminCidrs": [], "vpcCidr": cfg.vpc_cidr,
+            "disposable": cfg.disposable, "retainVolumes": False,
+        }, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        net = cfg.stack
+        network_cidr = str(ipaddress.ip_network(cfg.vpc_cidr))
+        run_here = dict(dir=str(PROJECT_ROOT))
+
+        self.ssh_key = tls.PrivateKey(f"{name}-ssh-key", algorithm="ED25519", opts=child)
+        self.image = local.Command(
+            f"{name}-image",
+            create=f"{LOCALCLOUD} image",
+            triggers=[recipe_digest()],
+            opts=child,
+            **run_here,
+        )
+        self.network = local.Command(
+            f"{name}-network",
+            create=f"{LOCALCLOUD} network-up --net {shlex.quote(net)} --cidr {network_cidr}",
+            delete=f"{LOCALCLOUD} network-down --net {shlex.quote(net)}",
+            opts=child,
+            **run_here,
+        )
+
+        # the provider marks it secret too; saying so here keeps it secret on every path
+        private_key = pulumi.Output.secret(self.ssh_key.private_key_openssh)
+        addresses = vm_addresses(topo, network_cidr)
+        self.vms: dict[str, local.Command] = {}
+        hosts: dict[str, Host] = {}
+        for spec in topo.hosts:
+            vm_name = f"{net}-{spec.name}"
+            data_gb = DATA_DISK_GB.get(spec.volume or "", 0)
+            memory = MEMORY_MB[spec.primary_role]
+            create = self.ssh_key.public_key_openssh.apply(
+                lambda key, vm_name=vm_name, address=addresses[spec.name], data_gb=data_gb, memory=memory:
+                f"{LOCALCLOUD} create --net {shlex.quote(net)} --name {shlex.quote(vm_name)} --address {address} "
+                f"--data-gb {data_gb} --memory {memory} --wait {SSH_WAIT_SECONDS} --key {shlex.quote(key.strip())}")
+            vm = local.Command(
+                f"{name}-{spec.name}",
+                create=create,
+                delete=f"{LOCALCLOUD} delete --net {shlex.quote(net)} --name {shlex.quote(vm_name)}",
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.network, self.image]),
+                **run_here,
+            )
+            self.vms[spec.name] = vm
+            ip = addresses[spec.name].split("/")[0]
+            hosts[spec.name] = Host(
+                spec=spec,
+                private_ip=pulumi.Output.from_input(ip),
+                connection=remote.ConnectionArgs(host=ip, user="root",
+                                                 private_key=private_key,
+                                                 dial_error_limit=20, per_dial_timeout=15),
+                ssh_address=pulumi.Output.from_input(ip),
+                data_device="/dev/vdb" if data_gb else None,
+                ready=[vm],
+            )
+        master_ip = hosts[topo.master.name].private_ip
+        self.private_key = private_key
+        self.platform = Platform(hosts=hosts, private_cidr=network_cidr, master_address=master_ip)
+        self.register_outputs({"master_address": master_ip})

@@ -1,0 +1,3 @@
+from localcloud.vm import main
+
+raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The local cloud on mocks: VMs made and removed by `python3 -m localcloud` through local
+commands, in the right order, with the stack's generated key kept secret."""
+import json
+
+import pytest
+
+from tests.harness import TEST_KEY, run_program
+
+LOCAL = "command:local:Command"
+
+
+@pytest.fixture(scope="module")
+def run():
+    return run_program(stack="local", cloud="local", tier="default", workers="1")
+
+
+def vm_commands(run):
+    return [c for c in run.of_type(LOCAL) if "localcloud create" in c.inputs["create"]]
+
+
+def test_three_vms_with_create_and_delete(run):
+    vms = vm_commands(run)
+    assert sorted(c.name for c in vms) == ["local-a", "local-b", "local-w1"]
+    for vm in vms:
+        assert "--net local --name local-" in vm.inputs["create"]
+        assert vm.inputs["delete"].startswith("python3 -m localcloud delete --net local --name local-")
+
+
+def test_addresses_are_static_in_the_private_range(run):
+    creates = {c.name: c.inputs["create"] for c in vm_commands(run)}
+    assert "--address 10.231.0.11/24" in creates["local-a"]
+    assert "--address 10.231.0.12/24" in creates["local-b"]
+    assert "--address 10.231.0.13/24" in creates["local-w1"]
+    assert run.outputs["master_address"] == "10.231.0.11"
+    assert run.outputs["swarm_manager_endpoint"] == "10.231.0.12:2377"
+
+
+def test_stateful_hosts_get_a_data_disk(run):
+    creates = {c.name: c.inputs["create"] for c in vm_commands(run)}
+    assert "--data-gb 20" in creates["local-a"], "A keeps CI data"
+    assert "--data-gb 20" in creates["local-b"], "B keeps NFS data"
+    assert "--data-gb 0" in creates["local-w1"]
+    (engine_b,) = [c for c in run.commands("host-base.sh") if c.name == "b-docker"]
+    assert "DATA_DEVICE=/dev/vdb" in engine_b.inputs["create"]
+    assert "DATA_MOUNT=/srv/nfs" in engine_b.inputs["create"]
+
+
+def test_vms_wait_for_network_and_image_and_the_network_goes_last(run):
+    network = run.named("local-network")
+    image = run.named("local-image")
+    assert network.inputs["delete"] == "python3 -m localcloud network-down --net local"
+    for vm in vm_commands(run):
+        assert run.depends_on(vm, network) and run.depends_on(vm, image)
+
+
+def test_bootstrap_waits_for_its_vm(run):
+    vms = {c.name.removeprefix("local-"): c for c in vm_commands(run)}
+    for engine in run.commands("host-base.sh"):
+        host = engine.name.removesuffix("-docker")
+        assert run.depends_on(engine, vms[host])
+
+
+def test_hosts_are_reached_directly_with_the_generated_key_kept_secret(run):
+    for command in run.of_type("command:remote:Command"):
+        connection = command.inputs["connection"]
+        assert "proxy" not in connection
+        assert connection["privateKey"] == TEST_KEY
+        assert "connection" in command.secret_inputs
+    for vm in run.of_type(LOCAL):
+        assert "PRIVATE KEY" not in json.dumps(vm.inputs)
+
+
+def test_local_stack_is_disposable(run):
+    (cloud,) = run.of_type("dockyard:local:Cloud")
+    assert cloud.inputs["disposable"] is True
