@@ -15,6 +15,7 @@ import pulumi
 from .config import DockyardConfig
 from .docker_host import DockerHost, DockerHostArgs
 from .hosts import Platform
+from .images import ImagePreload, ImagePreloadArgs
 from .manager import SwarmManager, SwarmManagerArgs
 from .master import Master, MasterArgs
 from .nfs import NfsClient, NfsClientArgs, NfsServer, NfsServerArgs
@@ -59,6 +60,16 @@ class Cluster(pulumi.ComponentResource):
                                registry_mirrors=cfg.registry_mirrors, data_mount=mount),
                 opts=child,
             )
+
+        self.preloads: dict[str, ImagePreload] = {}
+        if cfg.preload_images:
+            for spec in topo.hosts:
+                self.preloads[spec.name] = ImagePreload(
+                    f"{spec.name}-images",
+                    ImagePreloadArgs(host=hosts[spec.name], archives=cfg.preload_images,
+                                     depends_on=[self.engines[spec.name].engine]),
+                    opts=child,
+                )
 
         def engine(name: str) -> list[pulumi.Resource]:
             return [self.engines[name].engine]

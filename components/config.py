@@ -65,7 +65,7 @@ class DockyardConfig:
     registry_mirrors: tuple[str, ...]
     nfs: NfsSettings
     disposable: bool
-    tags: tuple[str, ...] = field(default=())
+    preload_images: tuple[str, ...] = field(default=())
 
     def size_of(self, role: Role) -> str:
         return self.sizes[role.value]
@@ -288,6 +288,11 @@ def parse_config(
         if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path):
             p.fail("nfs", f"{key} must be an absolute path without spaces, got {path!r}")
 
+    preload_images = tuple(os.path.expanduser(path) for path in p.string_list("preloadImages"))
+    for path in preload_images:
+        if not file_exists(path):
+            p.fail("preloadImages", f"no file at {path}; list docker-archive tarballs (docker save -o FILE IMAGE)")
+
     image = p.string("image", "ubuntu-24-04-x64")
     disposable = p.boolean("disposable", cloud == "local")
 
@@ -298,16 +303,16 @@ def parse_config(
         stack=stack, tier=tier, cloud=cloud, workers=workers, managers=managers, region=region,
         vpc_cidr=vpc_cidr, image=image, sizes=sizes, volume_gb=volume_gb, ssh=ssh,
         admin_cidrs=admin_cidrs, public_ports=tuple(public_ports), docker_version=docker_version,
-        registry_mirrors=registry_mirrors, nfs=nfs, disposable=disposable,
+        registry_mirrors=registry_mirrors, nfs=nfs, disposable=disposable, preload_images=preload_images,
     )
 
 
 CONFIG_KEYS = (
     "tier", "cloud", "workers", "managers", "region", "vpcCidr", "image", "sizes",
     "volumeSizes", "sshUser", "sshPublicKey", "sshKeyId", "sshPrivateKeyPath", "adminCidrs",
-    "publicPorts", "dockerVersion", "registryMirrors", "nfs", "disposable",
+    "publicPorts", "dockerVersion", "registryMirrors", "nfs", "disposable", "preloadImages",
 )
-OBJECT_KEYS = ("sizes", "volumeSizes", "adminCidrs", "publicPorts", "registryMirrors", "nfs")
+OBJECT_KEYS = ("sizes", "volumeSizes", "adminCidrs", "publicPorts", "registryMirrors", "nfs", "preloadImages")
 
 
 def read_raw_config(cfg) -> dict[str, Any]:

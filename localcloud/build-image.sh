@@ -55,7 +55,7 @@ mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 
 echo "/dev/vda / ext4 defaults,noatime 0 1" > "$root/etc/fstab"
-echo dockyard > "$root/etc/hostname"
+echo dockyard-image > "$root/etc/hostname"  # replaced at first boot
 printf '127.0.0.1 localhost\n' > "$root/etc/hosts"
 : > "$root/etc/machine-id"           # systemd makes a new one on each VM's first boot
 rm -f "$root"/etc/ssh/ssh_host_*     # each VM makes its own host keys
@@ -69,12 +69,13 @@ printf '%s\n' ip_vs ip_vs_rr br_netfilter vxlan overlay > "$root/etc/modules-loa
 
 cat > "$root/usr/local/sbin/dockyard-firstboot" <<'SCRIPT'
 #!/bin/sh
-# Set this VM's name, address and SSH key from the kernel command line (dockyard.hostname,
-# dockyard.ip, dockyard.gw, dockyard.key = base64 of the authorized_keys line). Every boot.
+# Set this VM's address and SSH key from the kernel command line (dockyard.ip, dockyard.gw,
+# dockyard.key = base64 of the authorized_keys line) at every boot, and its name
+# (dockyard.hostname) at the first: the bootstrap may rename the host after that.
 set -eu
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^dockyard\.$1=//p" | tail -n 1; }
 name=$(arg hostname); address=$(arg ip); gateway=$(arg gw); key=$(arg key)
-if [ -n "$name" ]; then
+if [ -n "$name" ] && [ "$(cat /etc/hostname)" = dockyard-image ]; then
   echo "$name" > /etc/hostname
   hostname "$name"
   printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$name" > /etc/hosts

@@ -220,7 +220,7 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
     in_netns(net, "ip", "link", "set", device, "master", BRIDGE)
     in_netns(net, "ip", "link", "set", device, "up")
     encoded_key = base64.b64encode(key.strip().encode()).decode()
-    append = (f"root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0 quiet "
+    append = (f"root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0 "
               f"dockyard.hostname={name} dockyard.ip={address} dockyard.gw={gateway} dockyard.key={encoded_key}")
     (directory / "spec.json").write_text(json.dumps({**info, "address": address, "memory": memory, "cpus": cpus}))
     log(f"{name}: starting ({ip}, {memory} MiB, {cpus} CPU, {'data disk ' + str(data_gb) + ' GiB' if data_gb else 'no data disk'})")
@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--net")
     p = sub.add_parser("cleanup", help="delete every VM of a network and the network")
     p.add_argument("--net", required=True)
+    p = sub.add_parser("web-image", help="write the dockyard/web:VERSION test app as a docker-archive")
+    p.add_argument("--version", required=True)
+    p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
         if args.command == "image":
@@ -320,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{vm['network']}\t{vm['name']}\t{vm['ip']}\t{vm['state']}")
         elif args.command == "cleanup":
             cleanup(args.net)
+        elif args.command == "web-image":
+            from localcloud.images import deb_file, web_image, write_archive
+
+            print(write_archive(web_image(args.version, deb_file("busybox-static", "/bin/busybox")), Path(args.out)))
     except LocalCloudError as error:
         log(f"error: {error}")
         return 1

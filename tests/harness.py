@@ -82,7 +82,7 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["stdout"] = ""
             outputs["stderr"] = ""
         if args.typ == "command:remote:Command":
-            stdin = args.inputs.get("stdin", "")
+            stdin, _ = unwrap(args.inputs.get("stdin", ""))
             if "swarm-tokens.sh" in stdin:
                 outputs["stdout"] = f"{WORKER_TOKEN}\n{MANAGER_TOKEN}\n"
             elif "swarm-init.sh" in stdin or "swarm-join.sh" in stdin:

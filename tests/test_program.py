@@ -157,6 +157,7 @@ def test_labels_are_set_after_the_node_joins(tier_run):
                       if c.name.startswith(f"{host}-")]
         assert len(membership) == 1 and run.depends_on(labels, membership[0])
         assert "dockyard.role=" in labels.inputs["create"]
+        assert f"NODE_ID=node-{membership[0].name}" in labels.inputs["create"], "labels the node that joined"
 
 
 def test_join_tokens_are_secret_end_to_end(tier_run):
@@ -232,3 +233,26 @@ def test_config_errors_stop_the_program_before_any_resource(monkeypatch):
         pulumi.runtime.set_all_config({})
     assert "dockyard:tier" in str(info.value) and "dockyard:workers" in str(info.value)
     assert [r.type for r in monitor.registrations] == []
+
+
+def test_image_archives_are_copied_and_loaded_on_every_host(tmp_path):
+    archive = tmp_path / "web-1.tar"
+    archive.write_bytes(b"not really an image")
+    run = run_program(tier="small", workers="1", preloadImages=[str(archive)])
+    copies = run.of_type("command:remote:CopyToRemote")
+    loads = run.commands("images-load.sh")
+    assert len(copies) == len(loads) == 5 + 1
+    for load in loads:
+        host = load.name.split("-")[0]
+        (copy,) = [c for c in copies if c.name.startswith(f"{host}-images-")]
+        assert run.depends_on(load, copy)
+        assert run.depends_on(copy, run.named(f"{host}-docker"))
+        assert copy.inputs["remotePath"] in load.inputs["create"]
+
+
+def test_missing_image_archive_is_a_config_error():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        run_program(tier="minimal", workers="0", preloadImages=["/nowhere/web.tar"])
+    assert "dockyard:preloadImages" in str(info.value) and "no file at /nowhere/web.tar" in str(info.value)

@@ -20,9 +20,17 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if ! command -v shellcheck >/dev/null 2>&1; then
-  [ "$(id -u)" = 0 ] || fatal "shellcheck is missing: sudo apt-get install shellcheck"
-  log "installing shellcheck"
-  apt-get -q update >/dev/null && apt-get -q -y install shellcheck >/dev/null
+# The script tests need shellcheck; the local VMs need qemu, debootstrap and friends.
+missing=""
+for need in shellcheck:shellcheck qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
+            debootstrap:debootstrap mke2fs:e2fsprogs ssh:openssh-client ssh-keygen:openssh-client ip:iproute2; do
+  command -v "${need%%:*}" >/dev/null 2>&1 || missing="$missing ${need#*:}"
+done
+if [ -n "$missing" ]; then
+  [ "$(id -u)" = 0 ] || fatal "missing packages:$missing (sudo apt-get install$missing)"
+  log "installing$missing"
+  apt-get -q update >/dev/null
+  # shellcheck disable=SC2086 # a list of package names
+  DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends $missing >/dev/null
 fi
 log "ready"

@@ -75,6 +75,9 @@ else
   $APT install --no-install-recommends "$package" >/dev/null
 fi
 
+# image archives to preload are copied here
+mkdir -p /var/lib/dockyard/images
+
 mirrors=""
 for mirror in $REGISTRY_MIRRORS; do
   mirrors="${mirrors:+$mirrors, }\"$mirror\""

@@ -1,0 +1,222 @@
+"""The `local` stack on real VMs: up, checks, up again (nothing changes), destroy, up,
+a VM killed by hand, destroy. The commands run for real through tests/e2e/replay.py, the
+stand-in for the engine (see its docstring for what it does not do)."""
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.replay import Replay
+
+pytestmark = pytest.mark.e2e
+
+NET = "e2e"
+CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24"}
+MANAGER, WORKER = "10.233.0.12", "10.233.0.13"
+# What the bootstrap scripts log when they change something; a second run must log none.
+CHANGES = re.compile(r"formatting|adding .* to /etc/fstab|mounting|installing|writing|restarting|initialising|"
+                     r"joining|labelling|creating|recording|configuring sshd|loading")
+
+
+def leftovers() -> list[str]:
+    found = []
+    if f"dockyard-{NET}" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+        found.append("network namespace")
+    if subprocess.run(["ip", "link", "show", f"dy-{NET}"], capture_output=True).returncode == 0:
+        found.append("host veth")
+    if subprocess.run(["pgrep", "-f", f"qemu-system.*-name {NET}-"], capture_output=True).returncode == 0:
+        found.append("qemu process")
+    state = Path(os.environ.get("DOCKYARD_STATE_DIR", Path.home() / ".local/state/dockyard")) / NET
+    if state.exists() and any(state.iterdir()):
+        found.append(f"VM files in {state}")
+    return found
+
+
+def timed(label, fn):
+    start = time.monotonic()
+    result = fn()
+    print(f"\n[e2e] {label}: {time.monotonic() - start:.0f} s", flush=True)
+    return result
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("the e2e test needs root (network namespaces, tap devices); run it as root")
+    for tool in ("qemu-system-x86_64", "qemu-img", "debootstrap", "ssh"):
+        assert shutil.which(tool), f"{tool} is missing: run tools/setup.sh as root"
+    subprocess.run(["python3", "-m", "localcloud", "cleanup", "--net", NET], check=True)
+    images = tmp_path_factory.mktemp("images")
+    archives = []
+    for version in ("1", "2"):
+        archive = images / f"web-{version}.tar"
+        subprocess.run(["python3", "-m", "localcloud", "web-image", "--version", version, "--out", str(archive)],
+                       check=True, capture_output=True)
+        archives.append(str(archive))
+    replay = Replay(NET, {**CONFIG, "preloadImages": archives})
+    try:
+        timed("first up", replay.up)
+        yield replay
+    finally:
+        timed("destroy", replay.destroy)
+    assert leftovers() == []
+
+
+def test_every_host_is_a_ready_swarm_node_with_its_role(stack):
+    nodes = stack.ssh(MANAGER, "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'").stdout
+    rows = sorted(line.split() for line in nodes.splitlines())
+    assert rows == [["b", "Ready", "Leader"], ["w1", "Ready"]]
+    labels = stack.ssh(MANAGER, "docker node inspect w1 --format '{{json .Spec.Labels}}'").stdout
+    assert '"dockyard.role":"worker"' in labels and '"dockyard.nfs.data":"ro"' in labels
+
+
+def test_manager_writes_and_worker_reads_the_export_read_only(stack):
+    stack.ssh(MANAGER, "echo written-by-b > /mnt/nfs/data/probe")
+    assert stack.ssh(WORKER, "cat /mnt/nfs/data/probe").stdout.strip() == "written-by-b"
+    denied = stack.ssh(WORKER, "touch /mnt/nfs/data/from-worker", check=False)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+
+
+def test_master_is_the_bastion_with_an_inventory(stack):
+    inventory = stack.ssh("10.233.0.11", "cat /etc/dockyard/inventory").stdout
+    assert "b 10.233.0.12 manager,nfs" in inventory and "w1 10.233.0.13 worker" in inventory
+
+
+def get(ip: str, path: str = "/") -> str:
+    with urllib.request.urlopen(f"http://{ip}:8080{path}", timeout=5) as response:
+        return response.read().decode()
+
+
+def wait_for(description, check, timeout=420, every=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {description}")
+        time.sleep(every)
+
+
+def test_a_preloaded_image_runs_as_a_service_spread_over_both_nodes(stack):
+    for host in (MANAGER, WORKER):
+        assert "dockyard/web" in stack.ssh(host, "docker image ls --format '{{.Repository}}:{{.Tag}}'").stdout
+    stack.ssh(MANAGER, "docker service create --detach --name web --replicas 2 "
+                       "--publish published=8080,target=8080 --no-resolve-image --update-order start-first "
+                       "--update-delay 5s --update-failure-action rollback dockyard/web:1")
+    wait_for("2/2 web replicas", lambda: stack.ssh(
+        MANAGER, "docker service ls --filter name=web --format '{{.Replicas}}'").stdout.strip() == "2/2")
+    nodes = stack.ssh(MANAGER, "docker service ps web --filter desired-state=running --format '{{.Node}}'").stdout
+    assert sorted(nodes.split()) == ["b", "w1"]
+    for ip in (MANAGER, WORKER):  # the routing mesh answers on every node
+        assert wait_for(f"web on {ip}", lambda: _answer(ip)) == "dockyard web 1"
+
+
+def _answer(ip):
+    try:
+        return get(ip).strip()
+    except OSError:
+        return None
+
+
+def test_a_rolling_update_fails_no_request(stack):
+    counts = {"ok": 0, "failed": 0}
+    errors = []
+    stop = threading.Event()
+
+    def requests():
+        deadline = time.monotonic() + 600  # bounded whatever happens
+        i = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            ip = (MANAGER, WORKER)[i % 2]
+            i += 1
+            try:
+                get(ip)
+                counts["ok"] += 1
+            except OSError as error:
+                counts["failed"] += 1
+                errors.append(f"{ip}: {error}")
+            time.sleep(0.2)
+
+    loop = threading.Thread(target=requests)
+    loop.start()
+    try:
+        timed("rolling update", lambda: stack.ssh(
+            MANAGER, "docker service update --detach=false --quiet --image dockyard/web:2 --no-resolve-image web"))
+    finally:
+        time.sleep(2)
+        stop.set()
+        loop.join()
+    print(f"[e2e] requests during the update: {counts}", flush=True)
+    assert counts["ok"] > 20
+    assert counts["failed"] == 0, errors[:5]
+    for ip in (MANAGER, WORKER):
+        assert get(ip).strip() == "dockyard web 2"
+    stack.ssh(MANAGER, "docker service rm web")
+
+
+def test_the_worker_mount_survives_a_reboot(stack):
+    stack.ssh(WORKER, "systemctl reboot", check=False)
+    time.sleep(10)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if stack.ssh(WORKER, "true", check=False).returncode == 0:
+            break
+        time.sleep(10)
+    for _ in range(30):
+        result = stack.ssh(WORKER, "cat /mnt/nfs/data/probe", check=False)
+        if result.returncode == 0:
+            break
+        time.sleep(5)
+    assert result.stdout.strip() == "written-by-b"
+    for _ in range(30):
+        status = stack.ssh(MANAGER, "docker node inspect w1 --format '{{.Status.State}}'", check=False).stdout.strip()
+        if status == "ready":
+            break
+        time.sleep(10)
+    assert status == "ready"
+
+
+def test_a_second_up_changes_nothing(stack):
+    node_ids = stack.ssh(MANAGER, "docker node ls -q | sort").stdout
+    first_run = len(stack.executed)
+    timed("second up", stack.up)
+    second = stack.executed[first_run:]
+    assert second, "the second up ran nothing"
+    changed = {e.name: CHANGES.findall(e.stderr) for e in second if CHANGES.search(e.stderr)}
+    assert changed == {}
+    assert stack.ssh(MANAGER, "docker node ls -q | sort").stdout == node_ids
+
+
+def test_join_tokens_never_appear_in_clear(stack):
+    token_runs = [e for e in stack.executed if e.name.endswith("-join-tokens")]
+    tokens = set(token_runs[0].stdout.split())
+    assert len(tokens) == 2 and all(t.startswith("SWMTKN-1-") for t in tokens)
+    for e in stack.executed:
+        visible = e.create + e.stderr + ("" if e in token_runs else e.stdout)
+        assert not any(t in visible for t in tokens), f"{e.name} shows a join token"
+    # nor in any process's command line on the hosts
+    for host in (MANAGER, WORKER):
+        assert "SWMTKN" not in stack.ssh(host, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '").stdout
+
+
+def test_destroy_and_recreate_with_a_vm_killed_by_hand(stack):
+    timed("destroy", stack.destroy)
+    assert leftovers() == []
+    again = Replay(NET, dict(CONFIG))
+    try:
+        timed("up after destroy", again.up)
+        nodes = again.ssh(MANAGER, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout.split()
+        assert nodes.count("Ready") == 2
+        subprocess.run(["pkill", "-9", "-f", f"qemu-system.*-name {NET}-w1"], check=True)
+    finally:
+        start = time.monotonic()
+        timed("destroy with a dead VM", again.destroy)
+        assert time.monotonic() - start < 120
+    assert leftovers() == []
