@@ -2,14 +2,15 @@
 join tokens, which stay Pulumi secrets from `docker swarm join-token` to the joining host."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import shlex
+from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
 from pulumi_command import remote
 
 from .hosts import Host
-from .remote import run_script
+from .remote import run_script, script_text
 
 
 @dataclass
@@ -33,6 +34,24 @@ def node_labels(name: str, *, node_id: pulumi.Output[str], labels: dict[str, str
         script="swarm-labels.sh",
         env={"NODE_ID": node_id, "LABELS": " ".join(f"{k}={v}" for k, v in sorted(labels.items()))},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
+    )
+
+
+def node_membership(name: str, *, node_id: pulumi.Output[str], join: SwarmJoin, parent: pulumi.Resource,
+                    depends_on: list[pulumi.Resource]) -> remote.Command:
+    """The node's place in the swarm, held on a manager. Deleting it (a lower worker or
+    manager count, or `pulumi destroy`) drains the node and removes it from the swarm, and
+    the engine deletes it before the node's host, which depends on it through the join."""
+    removal = script_text("swarm-remove-node.sh")
+    return remote.Command(
+        f"{name}-membership",
+        connection=join.manager_connection,
+        create=node_id.apply(lambda i: f"docker node inspect --format '{{{{.ID}}}}' {shlex.quote(i)}"),
+        delete=node_id.apply(lambda i: f"NODE_ID={shlex.quote(i)} bash -c {shlex.quote(removal)}"),
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=depends_on,
+            # a new manager address must not look like a new membership: that would remove the node
+            ignore_changes=["connection"]),
     )
 
 
@@ -87,6 +106,8 @@ class SwarmManager(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on + args.join.ready),
             )
             self.node_id = self.membership.stdout.apply(lambda s: s.strip())
+            self.removal = node_membership(name, node_id=self.node_id, join=self.join, parent=self,
+                                           depends_on=[self.membership] + self.join.ready)
         self.labels = node_labels(name, node_id=self.node_id, labels=args.labels, join=self.join, parent=self,
                                   depends_on=[self.membership] + self.join.ready)
         self.register_outputs({"node_id": self.node_id})

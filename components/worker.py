@@ -7,7 +7,7 @@ from typing import Optional
 import pulumi
 
 from .hosts import Host
-from .manager import SwarmJoin, node_labels
+from .manager import SwarmJoin, node_labels, node_membership
 from .remote import run_script
 
 
@@ -32,6 +32,8 @@ class SwarmWorker(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on + args.join.ready),
         )
         self.node_id = self.membership.stdout.apply(lambda s: s.strip())
+        self.removal = node_membership(name, node_id=self.node_id, join=args.join, parent=self,
+                                       depends_on=[self.membership] + args.join.ready)
         self.labels = node_labels(name, node_id=self.node_id, labels=args.labels, join=args.join, parent=self,
                                   depends_on=[self.membership] + args.join.ready)
         self.register_outputs({"node_id": self.node_id})

@@ -180,6 +180,8 @@ def test_join_tokens_are_secret_end_to_end(tier_run):
 def test_scripts_run_through_bash_stdin_with_their_digest_as_trigger(tier_run):
     _, run = tier_run
     for command in run.of_type(COMMAND):
+        if command.name.endswith("-membership"):
+            continue
         assert command.inputs["create"].endswith("bash -s")
         (trigger,) = command.inputs["triggers"]
         script = trigger.split("@")[0]
@@ -191,8 +193,8 @@ def test_private_hosts_are_reached_through_the_master(tier_run):
     (init,) = run.commands("swarm-init.sh")
     for command in run.of_type(COMMAND):
         connection = command.inputs["connection"]
-        if command.name.endswith("-labels"):
-            assert connection == init.inputs["connection"], "labels are set from the first manager"
+        if command.name.endswith(("-labels", "-membership")):
+            assert connection == init.inputs["connection"], "labels and removals run on the first manager"
         elif command.name.startswith("a-"):
             assert "proxy" not in connection and connection["host"].startswith("198.51.100.")
         else:
@@ -256,3 +258,28 @@ def test_missing_image_archive_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         run_program(tier="minimal", workers="0", preloadImages=["/nowhere/web.tar"])
     assert "dockyard:preloadImages" in str(info.value) and "no file at /nowhere/web.tar" in str(info.value)
+
+
+def test_removed_nodes_are_drained_and_removed_from_a_manager_before_their_host_goes(tier_run):
+    tier, run = tier_run
+    (init,) = run.commands("swarm-init.sh")
+    memberships = [c for c in run.of_type(COMMAND) if c.name.endswith("-membership")]
+    joins = run.commands("swarm-join.sh")
+    assert len(memberships) == len(joins), "every joined node, manager or worker, has a membership"
+    removal = (ROOT / "components" / "scripts" / "swarm-remove-node.sh").read_text()
+    for membership in memberships:
+        host = membership.name.split("-")[0]
+        (join,) = [j for j in joins if j.name.startswith(f"{host}-")]
+        assert run.depends_on(membership, join), "removal runs before the join (and the host) go"
+        assert membership.inputs["connection"] == init.inputs["connection"], "it runs on the first manager"
+        assert membership.inputs["create"].startswith("docker node inspect"), "creating it changes nothing"
+        node = f"node-{join.name}"
+        assert membership.inputs["delete"].startswith(f"NODE_ID={node} bash -c ")
+        assert "docker node rm --force" in membership.inputs["delete"] and "drain" in removal
+
+
+def test_vms_are_deleted_after_their_node_leaves_the_swarm():
+    run = run_program(stack="local", cloud="local", tier="default", workers="1")
+    membership = run.named("w1-worker-membership")
+    assert run.depends_on(membership, run.named("local-w1")), \
+        "the VM outlives the membership, so destroy removes the node first"

@@ -55,6 +55,8 @@ class Replay:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dockyard-replay-")))
     executed: list[Executed] = field(default_factory=list)
     outputs: dict = field(default_factory=dict)
+    # resources of the last up that have a delete, in registration order: name -> how to delete
+    deletable: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- the mock provider ------------------------------------------------------------------
@@ -97,10 +99,16 @@ class Replay:
             stdout, stderr = self._run(args.typ, args.name, ["sh", "-c", inputs["create"]], inputs.get("stdin"),
                                        inputs["create"], inputs.get("delete"), inputs.get("dir"))
             inputs.update(stdout=stdout.rstrip("\n"), stderr=stderr.rstrip("\n"))
+            if inputs.get("delete"):
+                with self.lock:
+                    self.deletable[args.name] = ["sh", "-c", inputs["delete"]], inputs.get("dir")
         elif args.typ == "command:remote:Command":
             argv = self._ssh_argv(inputs["connection"], inputs["create"])
             stdout, stderr = self._run(args.typ, args.name, argv, inputs.get("stdin"), inputs["create"])
             inputs.update(stdout=stdout.rstrip("\n"), stderr=stderr.rstrip("\n"))
+            if inputs.get("delete"):
+                with self.lock:
+                    self.deletable[args.name] = self._ssh_argv(inputs["connection"], inputs["delete"]), None
         elif args.typ == "command:remote:CopyToRemote":
             target = inputs["remotePath"]
             command = f"cat > {shlex.quote(target)}.part && mv {shlex.quote(target)}.part {shlex.quote(target)}"
@@ -126,6 +134,7 @@ class Replay:
     def up(self) -> dict:
         """One `pulumi up` of the stack, executed for real. Returns the stack outputs."""
         config = parse_config(self.stack, self.raw_config, file_exists=os.path.isfile)
+        previous, self.deletable = self.deletable, {}
         topology = build_topology(config.tier, config.workers, config.managers,
                                   config.nfs.export_root, config.nfs.mount_root)
         outer = self
@@ -152,17 +161,18 @@ class Replay:
 
         program()
         self.outputs = outputs
+        # what the program no longer declares is deleted, newest first, as the engine does
+        for name in reversed([n for n in previous if n not in self.deletable]):
+            argv, cwd = previous[name]
+            self._run("delete", f"{name} (delete)", argv, None, argv[-1], cwd=cwd)
         return outputs
 
     def destroy(self) -> None:
-        """Delete what the local commands made, newest first (as the engine does)."""
-        made = [e for e in self.executed if e.type == "command:local:Command" and e.delete]
-        seen = set()
-        for e in reversed(made):
-            if e.name in seen:
-                continue
-            seen.add(e.name)
-            self._run(e.type, f"{e.name} (delete)", ["sh", "-c", e.delete], None, e.delete, cwd=e.dir)
+        """Delete everything that has a delete, newest first (as the engine does)."""
+        for name in reversed(list(self.deletable)):
+            argv, cwd = self.deletable[name]
+            self._run("delete", f"{name} (delete)", argv, None, argv[-1], cwd=cwd)
+        self.deletable = {}
 
     def key_file(self) -> str:
         generated = sorted(self.workdir.glob("generated-*"))

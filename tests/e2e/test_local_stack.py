@@ -1,5 +1,5 @@
-"""The `local` stack on real VMs: up, checks, up again (nothing changes), destroy, up,
-a VM killed by hand, destroy. The commands run for real through tests/e2e/replay.py, the
+"""The `local` stack on real VMs: up, checks, a service and a rolling update, workers
+1 -> 0 -> 1, up again (nothing changes), destroy, up, a VM killed by hand, destroy. The commands run for real through tests/e2e/replay.py, the
 stand-in for the engine (see its docstring for what it does not do)."""
 import os
 import re
@@ -158,6 +158,27 @@ def test_a_rolling_update_fails_no_request(stack):
     assert counts["failed"] == 0, errors[:5]
     for ip in (MANAGER, WORKER):
         assert get(ip).strip() == "dockyard web 2"
+
+
+def test_scaling_workers_down_and_up_keeps_the_service_answering(stack):
+    stack.raw_config["workers"] = "0"
+    timed("scale down to 0 workers", stack.up)
+    order = [e.name for e in stack.executed]
+    assert order.index("w1-worker-membership (delete)") < order.index("local-w1 (delete)"), \
+        "the node leaves the swarm before its VM is deleted"
+    assert stack.ssh(MANAGER, "docker node ls --format '{{.Hostname}}'").stdout.split() == ["b"]
+    assert "e2e-w1" not in subprocess.run(["python3", "-m", "localcloud", "list", "--net", NET],
+                                          capture_output=True, text=True).stdout
+    assert get(MANAGER).strip() == "dockyard web 2"
+    running = stack.ssh(MANAGER, "docker service ps web --filter desired-state=running --format '{{.Node}}'")
+    assert running.stdout.split() == ["b", "b"], "both replicas moved to the remaining node"
+
+    stack.raw_config["workers"] = "1"
+    timed("scale up to 1 worker", stack.up)
+    nodes = stack.ssh(MANAGER, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout.split("\n")
+    assert sorted(n for n in nodes if n) == ["b Ready", "w1 Ready"]
+    assert get(MANAGER).strip() == "dockyard web 2"
+    assert wait_for("the mesh on the new worker", lambda: _answer(WORKER)) == "dockyard web 2"
     stack.ssh(MANAGER, "docker service rm web")
 
 

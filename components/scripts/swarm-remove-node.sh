@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# swarm-remove-node.sh: take a node out of the swarm before its host is deleted: demote it
+# if it is a manager, drain it, wait (bounded) for its tasks to move, then remove it.
+# Run on a manager that stays. Works when the node's host is already gone.
+#
+# Inputs (environment):
+#   NODE_ID        the node to remove
+#   DRAIN_TIMEOUT  seconds to wait for its tasks to move elsewhere (default 120)
+#
+# Safe to run again: a node that is no longer in the swarm is left alone.
+set -eu
+
+log() { echo "swarm-remove-node: $*" >&2; }
+fatal() { log "error: $*"; exit 1; }
+
+NODE_ID=${NODE_ID:-}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
+[ -n "$NODE_ID" ] || fatal "NODE_ID must be set"
+[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || fatal "run this on a swarm manager"
+
+if ! docker node inspect "$NODE_ID" >/dev/null 2>&1; then
+  log "$NODE_ID is not in the swarm any more"
+  exit 0
+fi
+[ "$(docker info --format '{{.Swarm.NodeID}}')" != "$NODE_ID" ] || fatal "a manager cannot remove itself"
+
+if [ "$(docker node inspect --format '{{.Spec.Role}}' "$NODE_ID")" = manager ]; then
+  managers=$(docker node ls --filter role=manager -q | wc -l)
+  reachable=$(docker node ls --filter role=manager --format '{{.ManagerStatus}}' | grep -c -E 'Leader|Reachable' || true)
+  # after the demotion, the remaining managers must still hold a majority of themselves
+  if [ $(( (reachable - 1) * 2 )) -le $(( managers - 1 )) ]; then
+    fatal "demoting $NODE_ID would leave $((reachable - 1)) reachable of $((managers - 1)) managers: no majority"
+  fi
+  log "demoting $NODE_ID"
+  docker node demote "$NODE_ID" >/dev/null
+fi
+
+log "draining $NODE_ID"
+docker node update --availability drain "$NODE_ID" >/dev/null
+waited=0
+while [ "$waited" -lt "$DRAIN_TIMEOUT" ]; do
+  running=$(docker node ps "$NODE_ID" --filter desired-state=running -q 2>/dev/null | wc -l)
+  [ "$running" -eq 0 ] && break
+  sleep 5
+  waited=$((waited + 5))
+done
+[ "$waited" -lt "$DRAIN_TIMEOUT" ] || log "warning: tasks still on $NODE_ID after ${DRAIN_TIMEOUT}s; removing it anyway"
+
+log "removing $NODE_ID from the swarm"
+docker node rm --force "$NODE_ID" >/dev/null
