@@ -3,7 +3,7 @@ join tokens, which stay Pulumi secrets from `docker swarm join-token` to the joi
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
@@ -37,6 +37,20 @@ def node_labels(name: str, *, node_id: pulumi.Output[str], labels: dict[str, str
     )
 
 
+def join_swarm(name: str, *, host: Host, join: SwarmJoin, role: str, parent: pulumi.Resource,
+               depends_on: list[pulumi.Resource]) -> tuple[remote.Command, pulumi.Output[str]]:
+    """Join `host` to the swarm as `role`; returns the command and the new node's ID."""
+    command = run_script(
+        f"{name}-swarm-join",
+        connection=host.connection,
+        script="swarm-join.sh",
+        env={"MANAGER_ADDR": join.manager_address, "ADVERTISE_ADDR": host.private_ip, "JOIN_ROLE": role},
+        secret_env={"JOIN_TOKEN": join.manager_token if role == "manager" else join.worker_token},
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.ready),
+    )
+    return command, command.stdout.apply(lambda s: s.strip())
+
+
 def node_membership(name: str, *, node_id: pulumi.Output[str], join: SwarmJoin, parent: pulumi.Resource,
                     depends_on: list[pulumi.Resource]) -> remote.Command:
     """The node's place in the swarm, held on a manager. Deleting it (a lower worker or
@@ -62,6 +76,9 @@ class SwarmManagerArgs:
     depends_on: list[pulumi.Resource]
     # None: this manager initialises the swarm
     join: Optional[SwarmJoin] = None
+    # memberships of the managers before this one: removals then run one at a time, newest
+    # first, so that each demotion leaves a majority of the managers that remain
+    membership_after: list[pulumi.Resource] = field(default_factory=list)
 
 
 class SwarmManager(pulumi.ComponentResource):
@@ -93,21 +110,13 @@ class SwarmManager(pulumi.ComponentResource):
                 manager_token=pulumi.Output.secret(lines.apply(lambda t: t[1])),
                 ready=[init, tokens],
             )
-            self.membership = init
+            self.joined = init
         else:
             self.join = args.join
-            self.membership = run_script(
-                f"{name}-swarm-join",
-                connection=host.connection,
-                script="swarm-join.sh",
-                env={"MANAGER_ADDR": args.join.manager_address, "ADVERTISE_ADDR": host.private_ip,
-                     "JOIN_ROLE": "manager"},
-                secret_env={"JOIN_TOKEN": args.join.manager_token},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on + args.join.ready),
-            )
-            self.node_id = self.membership.stdout.apply(lambda s: s.strip())
-            self.removal = node_membership(name, node_id=self.node_id, join=self.join, parent=self,
-                                           depends_on=[self.membership] + self.join.ready)
+            self.joined, self.node_id = join_swarm(name, host=host, join=self.join, role="manager", parent=self,
+                                                   depends_on=args.depends_on)
+            self.membership = node_membership(name, node_id=self.node_id, join=self.join, parent=self,
+                                              depends_on=[self.joined] + self.join.ready + args.membership_after)
         self.labels = node_labels(name, node_id=self.node_id, labels=args.labels, join=self.join, parent=self,
-                                  depends_on=[self.membership] + self.join.ready)
+                                  depends_on=[self.joined] + self.join.ready)
         self.register_outputs({"node_id": self.node_id})

@@ -56,16 +56,22 @@ class NfsServer(pulumi.ComponentResource):
             if not export.replica_of:
                 continue
             source = args.all_exports[export.replica_of]
+            source_dir = f"/var/lib/dockyard/replica-source/{source.name}"
+            source_mount = run_script(
+                f"{name}-{export.name}-replica-source",
+                connection=args.host.connection,
+                script="nfs-mount.sh",
+                env={"SOURCE": args.addresses[source.server].apply(lambda ip, p=source.path: f"{ip}:{p}"),
+                     "MOUNT_POINT": source_dir, "MODE": "ro"},
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=args.depends_on + list(args.export_ready[source.name])),
+            )
             replica = run_script(
                 f"{name}-{export.name}-replica",
                 connection=args.host.connection,
                 script="nfs-replica.sh",
-                env={
-                    "SOURCE": args.addresses[source.server].apply(lambda ip, p=source.path: f"{ip}:{p}"),
-                    "TARGET": export.path,
-                },
-                opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=args.depends_on + [self.server] + list(args.export_ready[source.name])),
+                env={"SOURCE_DIR": source_dir, "TARGET": export.path},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server, source_mount]),
             )
             self.replicas.append(replica)
             self.ready.append(replica)

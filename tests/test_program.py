@@ -283,3 +283,10 @@ def test_vms_are_deleted_after_their_node_leaves_the_swarm():
     membership = run.named("w1-worker-membership")
     assert run.depends_on(membership, run.named("local-w1")), \
         "the VM outlives the membership, so destroy removes the node first"
+
+
+def test_manager_removals_run_one_at_a_time_newest_first():
+    run = run_program(tier="medium", workers="0")
+    memberships = [run.named(f"d{i}-manager-membership") for i in range(2, 8)]
+    for earlier, later in zip(memberships, memberships[1:]):
+        assert run.depends_on(later, earlier), f"{later.name} must be deleted before {earlier.name}"

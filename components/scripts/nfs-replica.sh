@@ -1,54 +1,40 @@
 #!/usr/bin/env bash
-# nfs-replica.sh: keep a read-only copy of another NFS server's export (medium tier: the
-# read server of the NFS pair copies the write server every minute).
+# nfs-replica.sh: keep a copy of a mounted export in a local directory (medium tier: the read
+# server of the NFS pair copies the write server's export every minute and serves the copy
+# read-only). The source is mounted first, by nfs-mount.sh.
 #
 # Inputs (environment):
-#   SOURCE  the export to copy, "<address>:<path>"
-#   TARGET  the local directory that receives the copy (this host exports it read-only)
+#   SOURCE_DIR  where the export to copy is mounted (read-only)
+#   TARGET      the local directory that receives the copy
 #
-# Safe to run again: the mount, the unit files and the timer are changed only when different.
+# Safe to run again: the unit files and the timer are changed only when different.
 set -eu
 
 log() { echo "nfs-replica: $*" >&2; }
 fatal() { log "error: $*"; exit 1; }
 
-SOURCE=${SOURCE:-}
+SOURCE_DIR=${SOURCE_DIR:-}
 TARGET=${TARGET:-}
-if [ -z "$SOURCE" ] || [ -z "$TARGET" ]; then fatal "SOURCE and TARGET must be set"; fi
+if [ -z "$SOURCE_DIR" ] || [ -z "$TARGET" ]; then fatal "SOURCE_DIR and TARGET must be set"; fi
 [ "$(id -u)" = 0 ] || fatal "must run as root"
-export DEBIAN_FRONTEND=noninteractive
+mountpoint -q "$SOURCE_DIR" || fatal "$SOURCE_DIR is not mounted"
 
-missing=""
-command -v rsync >/dev/null 2>&1 || missing="$missing rsync"
-command -v mount.nfs4 >/dev/null 2>&1 || missing="$missing nfs-common"
-if [ -n "$missing" ]; then
-  log "installing$missing"
+if ! command -v rsync >/dev/null 2>&1; then
+  log "installing rsync"
   apt-get -q -y -o DPkg::Lock::Timeout=600 update >/dev/null
-  # shellcheck disable=SC2086 # the list is meant to split into package names
-  apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends $missing >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends rsync >/dev/null
 fi
-
-source_dir=/var/lib/dockyard/replica-source
-mkdir -p "$source_dir" "$TARGET"
-line="$SOURCE $source_dir nfs4 ro,nfsvers=4.2,_netdev,nofail,hard 0 0"
-if ! grep -qxF "$line" /etc/fstab; then
-  log "mounting $SOURCE read-only on $source_dir"
-  awk -v mp="$source_dir" '$2 != mp' /etc/fstab > /etc/fstab.new
-  echo "$line" >> /etc/fstab.new
-  mv /etc/fstab.new /etc/fstab
-  if mountpoint -q "$source_dir"; then umount -l "$source_dir"; fi
-fi
-mountpoint -q "$source_dir" || mount "$source_dir" || fatal "cannot mount $SOURCE"
+mkdir -p "$TARGET"
 
 service="[Unit]
-Description=dockyard: copy $SOURCE to $TARGET
-RequiresMountsFor=$source_dir $TARGET
+Description=dockyard: copy $SOURCE_DIR to $TARGET
+RequiresMountsFor=$SOURCE_DIR $TARGET
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/rsync -a --delete $source_dir/ $TARGET/"
+ExecStart=/usr/bin/rsync -a --delete $SOURCE_DIR/ $TARGET/"
 timer="[Unit]
-Description=dockyard: copy $SOURCE to $TARGET every minute
+Description=dockyard: copy $SOURCE_DIR to $TARGET every minute
 
 [Timer]
 OnBootSec=30s
@@ -72,4 +58,4 @@ if [ "$changed" = yes ]; then
 fi
 systemctl enable --now dockyard-nfs-replica.timer >/dev/null 2>&1
 systemctl start dockyard-nfs-replica.service
-log "$TARGET is a copy of $SOURCE, refreshed every minute"
+log "$TARGET is a copy of $SOURCE_DIR, refreshed every minute"
