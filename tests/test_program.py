@@ -8,7 +8,7 @@ import pytest
 
 from components.hosts.firewall import CONTROL_PORTS
 from components.topology import build_topology
-from tests.harness import MANAGER_TOKEN, TEST_KEY, WORKER_TOKEN, RecordingMonitor, Mocks, run_program
+from tests.harness import MANAGER_TOKEN, WORKER_TOKEN, Mocks, RecordingMonitor, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = {"minimal": 1, "default": 2, "small": 5, "medium": 11}

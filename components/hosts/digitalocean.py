@@ -20,8 +20,6 @@ from .firewall import inbound_rules
 # (each dial waits up to 15 s) before it gives up.
 SSH_DIAL_ATTEMPTS = 40
 
-VOLUME_MOUNTS = {"nfs": None, "ci": "/srv/ci"}  # None: the NFS export root
-
 
 def tag_name(text: str) -> str:
     """DigitalOcean tags allow letters, digits, '-', '_' and ':'."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import TIMINGS
 from tests.e2e.replay import Replay
 
 pytestmark = pytest.mark.e2e
@@ -40,9 +41,12 @@ def leftovers() -> list[str]:
 
 def timed(label, fn):
     start = time.monotonic()
-    result = fn()
-    print(f"\n[e2e] {label}: {time.monotonic() - start:.0f} s", flush=True)
-    return result
+    try:
+        return fn()
+    finally:
+        line = f"[e2e] {label}: {time.monotonic() - start:.0f} s"
+        TIMINGS.append(line)
+        print(f"\n{line}", flush=True)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +157,8 @@ def test_a_rolling_update_fails_no_request(stack):
         time.sleep(2)
         stop.set()
         loop.join()
-    print(f"[e2e] requests during the update: {counts}", flush=True)
+    TIMINGS.append(f"[e2e] requests during the rolling update: {counts}")
+    print(TIMINGS[-1], flush=True)
     assert counts["ok"] > 20
     assert counts["failed"] == 0, errors[:5]
     for ip in (MANAGER, WORKER):
