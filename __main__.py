@@ -30,3 +30,6 @@ pulumi.export("worker_addresses", cluster.worker_addresses)
 pulumi.export("swarm_manager_endpoint", cluster.swarm_manager_endpoint)
 pulumi.export("nfs_exports", cluster.nfs_exports)
 pulumi.export("ssh_config", cluster.ssh_config)
+if cluster.platform.ssh_private_key is not None:
+    # the key the stack made for its hosts: pulumi stack output --show-secrets ssh_private_key
+    pulumi.export("ssh_private_key", cluster.platform.ssh_private_key)

@@ -48,6 +48,7 @@ class Cluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:index:Cluster", name, None, opts)
         cfg, topo, hosts = args.config, args.topology, args.platform.hosts
+        self.platform = args.platform
         child = pulumi.ResourceOptions(parent=self)
         addresses = {n: h.private_ip for n, h in hosts.items()}
 

@@ -122,6 +122,7 @@ class RecordingMonitor(MockMonitor):
 class Run:
     registrations: list[Registration]
     outputs: dict = field(default_factory=dict)
+    cluster: object = None
 
     def of_type(self, typ: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == typ]
@@ -179,6 +180,7 @@ def run_program(stack: str = "test", **overrides) -> Run:
     @pulumi.runtime.test
     def program():
         cluster = deploy(config, topology, pulumi.Output.secret(TEST_KEY))
+        run.cluster = cluster
         values = [getattr(cluster, name) for name in OUTPUTS]
         return pulumi.Output.all(*values).apply(lambda vs: run.outputs.update(zip(OUTPUTS, vs)))
 

@@ -2,6 +2,8 @@
 commands, in the right order, with the stack's generated key kept secret."""
 import json
 
+import pulumi
+import pulumi.runtime.sync_await
 import pytest
 
 from tests.harness import TEST_KEY, run_program
@@ -73,3 +75,11 @@ def test_hosts_are_reached_directly_with_the_generated_key_kept_secret(run):
 def test_local_stack_is_disposable(run):
     (cloud,) = run.of_type("dockyard:local:Cloud")
     assert cloud.inputs["disposable"] is True
+
+
+def test_the_generated_key_is_exported_as_a_secret_only_on_local(run):
+    key = run.cluster.platform.ssh_private_key
+    assert key is not None
+    assert pulumi.runtime.sync_await._sync_await(key.is_secret())
+    do = run_program(stack="do", tier="minimal", workers="0")
+    assert do.cluster.platform.ssh_private_key is None, "on DigitalOcean the key is the user's"

@@ -42,3 +42,5 @@ class Platform:
     private_cidr: str
     # The stable public address of the master (a reserved IP on DigitalOcean).
     master_address: pulumi.Output[str]
+    # The key the hosts accept, when the cloud made it (a secret); None when it is the user's.
+    ssh_private_key: Optional[pulumi.Output[str]] = None

@@ -111,6 +111,6 @@ class LocalCloud(pulumi.ComponentResource):
                 ready=[vm],
             )
         master_ip = hosts[topo.master.name].private_ip
-        self.private_key = private_key
-        self.platform = Platform(hosts=hosts, private_cidr=network_cidr, master_address=master_ip)
+        self.platform = Platform(hosts=hosts, private_cidr=network_cidr, master_address=master_ip,
+                                 ssh_private_key=private_key)
         self.register_outputs({"master_address": master_ip})
