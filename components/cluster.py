@@ -123,11 +123,11 @@ class Cluster(pulumi.ComponentResource):
                                       opts=child)]
         join = self.managers[0].join
         for spec in others:
-            before = [m.membership for m in self.managers[1:]][-1:]
+            previous = self.managers[-1]
             self.managers.append(SwarmManager(
                 f"{spec.name}-manager",
                 SwarmManagerArgs(host=hosts[spec.name], labels=labels(spec), depends_on=engine(spec.name), join=join,
-                                 membership_after=before),
+                                 membership_after=[previous.membership] if previous.membership else []),
                 opts=child,
             ))
         self.workers = [

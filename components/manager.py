@@ -54,8 +54,8 @@ def join_swarm(name: str, *, host: Host, join: SwarmJoin, role: str, parent: pul
 def node_membership(name: str, *, node_id: pulumi.Output[str], join: SwarmJoin, parent: pulumi.Resource,
                     depends_on: list[pulumi.Resource]) -> remote.Command:
     """The node's place in the swarm, held on a manager. Deleting it (a lower worker or
-    manager count, or `pulumi destroy`) drains the node and removes it from the swarm, and
-    the engine deletes it before the node's host, which depends on it through the join."""
+    manager count, or `pulumi destroy`) drains the node and removes it from the swarm. It
+    depends on the join, which depends on the host, so the engine deletes it first."""
     removal = script_text("swarm-remove-node.sh")
     return remote.Command(
         f"{name}-membership",
@@ -111,6 +111,7 @@ class SwarmManager(pulumi.ComponentResource):
                 ready=[init, tokens],
             )
             self.joined = init
+            self.membership = None  # the first manager stays for the swarm's lifetime
         else:
             self.join = args.join
             self.joined, self.node_id = join_swarm(name, host=host, join=self.join, role="manager", parent=self,

@@ -41,7 +41,7 @@ def log(message: str) -> None:
     print(f"localcloud: {message}", file=sys.stderr, flush=True)
 
 
-def run(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(list(args), text=True, capture_output=True)
     if check and result.returncode != 0:
         raise LocalCloudError(f"{' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
@@ -94,7 +94,7 @@ def host_link(net: str) -> str:
 
 
 def netns_exists(net: str) -> bool:
-    return netns(net) in run("ip", "netns", "list", capture=True).stdout.split()
+    return netns(net) in run("ip", "netns", "list").stdout.split()
 
 
 def in_netns(net: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -116,7 +116,7 @@ def network_up(net: str, cidr: str) -> str:
         run("ip", "link", "add", link, "type", "veth", "peer", "name", "uplink", "netns", netns(net))
     in_netns(net, "ip", "link", "set", "uplink", "master", BRIDGE)
     in_netns(net, "ip", "link", "set", "uplink", "up")
-    if host_address not in run("ip", "-o", "addr", "show", "dev", link, capture=True).stdout:
+    if host_address not in run("ip", "-o", "addr", "show", "dev", link).stdout:
         run("ip", "addr", "add", host_address, "dev", link)
     run("ip", "link", "set", link, "up")
     return host_address.split("/")[0]
@@ -168,7 +168,7 @@ def mac_for(ip: str) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in packed)
 
 
-def wait_for_ssh(name: str, ip: str, timeout: float) -> None:
+def wait_for_ssh(net: str, name: str, ip: str, timeout: float) -> None:
     start = time.monotonic()
     last_report = start
     while True:
@@ -183,7 +183,7 @@ def wait_for_ssh(name: str, ip: str, timeout: float) -> None:
         now = time.monotonic()
         if now - start > timeout:
             raise LocalCloudError(f"{name} ({ip}) did not answer on SSH within {timeout:.0f} s; "
-                                  f"its console is in {vm_dir('*', name)}/serial.log")
+                                  f"its console is in {vm_dir(net, name)}/serial.log")
         if now - last_report >= 30:
             log(f"{name}: booting, {now - start:.0f} s")
             last_report = now
@@ -200,7 +200,7 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
     if pid_of(net, name):
         log(f"{name}: already running")
         if wait:
-            wait_for_ssh(name, ip, wait)
+            wait_for_ssh(net, name, ip, wait)
         return info
     if not netns_exists(net):
         raise LocalCloudError(f"network {net} does not exist; run `python3 -m localcloud network-up` first")
@@ -234,7 +234,7 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
         "-daemonize", "-pidfile", str(directory / "pid"),
     )
     if wait:
-        wait_for_ssh(name, ip, wait)
+        wait_for_ssh(net, name, ip, wait)
     return info
 
 

@@ -110,8 +110,7 @@ def test_every_droplet_is_behind_a_firewall(tier_run):
     covered = set()
     for fw in run.of_type(FIREWALL):
         assert fw.inputs["dropletIds"]
-        covered.update(d.name for d in run.of_type(DROPLET) if any(
-            True for dep in fw.dependencies if dep == d.urn))
+        covered.update(d.name for d in run.of_type(DROPLET) if d.urn in fw.dependencies)
     assert covered == {d.name for d in run.of_type(DROPLET)}
 
 

@@ -17,6 +17,8 @@ import pulumi
 import pulumi_tls as tls
 from pulumi_command import local, remote
 
+from localcloud.vm import recipe_digest
+
 from ..config import DockyardConfig
 from ..topology import Role, Topology
 from . import Host, Platform
@@ -28,12 +30,6 @@ DATA_DISK_GB = {"nfs": 20, "ci": 20}
 MEMORY_MB = {Role.MASTER: 1536, Role.CICD: 1536, Role.NFS: 1024, Role.MANAGER: 1280, Role.WORKER: 1024}
 # A VM on an emulated CPU takes 1-2 minutes to answer SSH; 3 at once take longer.
 SSH_WAIT_SECONDS = 900
-
-
-def recipe_digest() -> str:
-    import hashlib
-
-    return hashlib.sha256((PROJECT_ROOT / "localcloud" / "build-image.sh").read_bytes()).hexdigest()[:16]
 
 
 def vm_addresses(topology: Topology, cidr: str) -> dict[str, str]:

@@ -39,13 +39,10 @@ SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/
 class Executed:
     type: str
     name: str
-    create: str
+    command: str
     stdout: str
     stderr: str
     seconds: float
-    delete: str | None = None
-    dir: str | None = None
-    secret_stdin: bool = False
 
 
 @dataclass
@@ -72,15 +69,15 @@ class Replay:
         for line in text.splitlines():
             print(f"    {name}: {line}", file=sys.stderr, flush=True)
 
-    def _run(self, typ: str, name: str, argv: list[str], stdin: str | None, create: str,
-             delete: str | None = None, cwd: str | None = None) -> tuple[str, str]:
+    def _run(self, typ: str, name: str, argv: list[str], stdin: str | None, command: str,
+             cwd: str | None = None) -> tuple[str, str]:
         print(f"  + {name}", file=sys.stderr, flush=True)
         start = time.monotonic()
         result = subprocess.run(argv, input=stdin, text=True, capture_output=True, cwd=cwd)
         seconds = time.monotonic() - start
         self._log(name, result.stderr)
         with self.lock:
-            self.executed.append(Executed(typ, name, create, result.stdout, result.stderr, seconds, delete, cwd))
+            self.executed.append(Executed(typ, name, command, result.stdout, result.stderr, seconds))
         if result.returncode != 0:
             raise RuntimeError(f"{name} failed with exit code {result.returncode}: {result.stderr[-2000:]}")
         print(f"  = {name} ({seconds:.0f} s)", file=sys.stderr, flush=True)
@@ -97,7 +94,7 @@ class Replay:
             inputs["publicKeyOpenssh"] = Path(f"{path}.pub").read_text()
         elif args.typ == "command:local:Command":
             stdout, stderr = self._run(args.typ, args.name, ["sh", "-c", inputs["create"]], inputs.get("stdin"),
-                                       inputs["create"], inputs.get("delete"), inputs.get("dir"))
+                                       inputs["create"], inputs.get("dir"))
             inputs.update(stdout=stdout.rstrip("\n"), stderr=stderr.rstrip("\n"))
             if inputs.get("delete"):
                 with self.lock:

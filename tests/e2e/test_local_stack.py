@@ -225,7 +225,7 @@ def test_join_tokens_never_appear_in_clear(stack):
     tokens = set(token_runs[0].stdout.split())
     assert len(tokens) == 2 and all(t.startswith("SWMTKN-1-") for t in tokens)
     for e in stack.executed:
-        visible = e.create + e.stderr + ("" if e in token_runs else e.stdout)
+        visible = e.command + e.stderr + ("" if e in token_runs else e.stdout)
         assert not any(t in visible for t in tokens), f"{e.name} shows a join token"
     # nor in any process's command line on the hosts
     for host in (MANAGER, WORKER):
