@@ -46,6 +46,30 @@ class NfsSettings:
     mount_root: str
 
 
+CI_SERVICES = ("registry", "gitea", "drone")
+# Pinned official images; on local VMs the registry is the one built into the VM image from
+# Debian's docker-registry package (Docker Hub is not reachable from there).
+DEFAULT_CI_IMAGES = {
+    "registry": "registry:2.8.3",
+    "gitea": "gitea/gitea:1.22.6",
+    "drone": "drone/drone:2.24.0",
+    "droneRunner": "drone/drone-runner-docker:1.8.3",
+}
+LOCAL_REGISTRY_IMAGE = "dockyard/registry:2.8.2"
+
+
+@dataclass(frozen=True)
+class CiSettings:
+    services: tuple[str, ...]      # which of registry, gitea, drone run on the CI/CD host
+    images: Mapping[str, str]      # image reference of each service (and droneRunner)
+    admin_user: str                # Gitea admin, also Drone's admin and the registry's user
+    admin_email: str
+    gc_schedule: str               # systemd OnCalendar= of the registry's garbage collection
+
+    def runs(self, service: str) -> bool:
+        return service in self.services
+
+
 @dataclass(frozen=True)
 class DockyardConfig:
     stack: str
@@ -66,6 +90,13 @@ class DockyardConfig:
     nfs: NfsSettings
     disposable: bool
     preload_images: tuple[str, ...] = field(default=())
+    # dockyard:allowManagerMajorityLoss: the operator checked the managers and allows an
+    # update that removes half of them or more
+    allow_manager_majority_loss: bool = False
+    # dockyard:keptVolumes: host name -> id of a volume a destroyed stack kept, to reattach
+    kept_volumes: Mapping[str, str] = field(default_factory=dict)
+    ci: CiSettings = field(default_factory=lambda: CiSettings((), dict(DEFAULT_CI_IMAGES), "dockyard",
+                                                              "dockyard@localhost", "Sun *-*-* 03:00:00"))
 
     def size_of(self, role: Role) -> str:
         return self.sizes[role.value]
@@ -293,8 +324,25 @@ def parse_config(
         if not file_exists(path):
             p.fail("preloadImages", f"no file at {path}; list docker-archive tarballs (docker save -o FILE IMAGE)")
 
+    ci = _ci_settings(p, tier, cloud, "ciServices" in raw)
+
     image = p.string("image", "ubuntu-24-04-x64")
     disposable = p.boolean("disposable", cloud == "local")
+    allow_majority_loss = p.boolean("allowManagerMajorityLoss", False)
+    kept_volumes = {str(k): str(v) for k, v in p.mapping("keptVolumes").items()}
+    if kept_volumes:
+        from .topology import build_topology
+
+        with_volume = {h.name for h in build_topology(tier, workers, managers).hosts if h.volume}
+        for host, volume_id in kept_volumes.items():
+            if host not in with_volume:
+                p.fail("keptVolumes", f"host {host!r} has no data volume in tier {tier}; "
+                                      f"the hosts with one are {', '.join(sorted(with_volume))}")
+            if not re.fullmatch(r"[0-9a-f-]{36}", volume_id):
+                p.fail("keptVolumes", f"{host}: {volume_id!r} is not a volume id; find it with "
+                                      f"`doctl compute volume list` (name dockyard-<stack>-{host}-...)")
+        if cloud != "digitalocean":
+            p.fail("keptVolumes", "only DigitalOcean volumes are kept; local stacks are disposable")
 
     if p.errors:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(p.errors))
@@ -303,16 +351,65 @@ def parse_config(
         stack=stack, tier=tier, cloud=cloud, workers=workers, managers=managers, region=region,
         vpc_cidr=vpc_cidr, image=image, sizes=sizes, volume_gb=volume_gb, ssh=ssh,
         admin_cidrs=admin_cidrs, public_ports=tuple(public_ports), docker_version=docker_version,
-        registry_mirrors=registry_mirrors, nfs=nfs, disposable=disposable, preload_images=preload_images,
+        registry_mirrors=registry_mirrors, nfs=nfs, disposable=disposable, preload_images=preload_images, ci=ci,
+        allow_manager_majority_loss=allow_majority_loss, kept_volumes=kept_volumes,
     )
+
+
+def _ci_settings(p: _Parser, tier: str, cloud: str, services_set: bool) -> CiSettings:
+    if tier == "minimal":
+        default_services: tuple[str, ...] = ()
+    elif cloud == "local":
+        # Gitea and Drone images must be built and preloaded first (README, "CI/CD on local VMs")
+        default_services = ("registry",)
+    else:
+        default_services = CI_SERVICES
+    services = p.string_list("ciServices") if services_set else default_services
+    for service in services:
+        if service not in CI_SERVICES:
+            p.fail("ciServices", f"unknown service {service!r}; choose from {', '.join(CI_SERVICES)}")
+    if tier == "minimal" and services:
+        p.fail("ciServices", "the minimal tier has no CI/CD host and uses third-party CI (thesis 5.1); "
+                             "remove the key, or choose tier default, small or medium")
+    if "drone" in services and "gitea" not in services:
+        p.fail("ciServices", "drone logs in and fetches code through gitea; add gitea or remove drone")
+
+    images = dict(DEFAULT_CI_IMAGES)
+    if cloud == "local":
+        images["registry"] = LOCAL_REGISTRY_IMAGE
+    for key, ref in p.mapping("ciImages").items():
+        if key not in images:
+            p.fail("ciImages", f"unknown image {key!r}; the images are {', '.join(images)}")
+        elif not isinstance(ref, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", ref) or ref.endswith(":latest"):
+            p.fail("ciImages", f"{key}: {ref!r} must be a pinned image reference such as gitea/gitea:1.22.6 "
+                               f"(not :latest, so that an upgrade shows in `pulumi preview`)")
+        else:
+            images[key] = ref
+
+    admin_user = p.string("ciAdminUser", "dockyard")
+    # Gitea reserves "admin" and names with characters other than these
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{1,38}", admin_user) or admin_user in ("admin", "root"):
+        p.fail("ciAdminUser", f"{admin_user!r} is not allowed as Gitea's admin; use lowercase letters, "
+                              f"digits, '.', '_' or '-', and not admin or root")
+    admin_email = p.string("ciAdminEmail", f"{admin_user}@localhost")
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+", admin_email):
+        p.fail("ciAdminEmail", f"{admin_email!r} is not an email address")
+    gc_schedule = p.string("registryGcSchedule", "Sun *-*-* 03:00:00")
+    if not re.fullmatch(r"[A-Za-z0-9*,:. /~-]+", gc_schedule):
+        p.fail("registryGcSchedule", f"{gc_schedule!r} is not a systemd calendar event such as "
+                                     f"'Sun *-*-* 03:00:00' or 'daily'")
+    return CiSettings(tuple(services), images, admin_user, admin_email, gc_schedule)
 
 
 CONFIG_KEYS = (
     "tier", "cloud", "workers", "managers", "region", "vpcCidr", "image", "sizes",
     "volumeSizes", "sshUser", "sshPublicKey", "sshKeyId", "sshPrivateKeyPath", "adminCidrs",
     "publicPorts", "dockerVersion", "registryMirrors", "nfs", "disposable", "preloadImages",
+    "ciServices", "ciImages", "ciAdminUser", "ciAdminEmail", "registryGcSchedule", "allowManagerMajorityLoss",
+    "keptVolumes",
 )
-OBJECT_KEYS = ("sizes", "volumeSizes", "adminCidrs", "publicPorts", "registryMirrors", "nfs", "preloadImages")
+OBJECT_KEYS = ("sizes", "volumeSizes", "adminCidrs", "publicPorts", "registryMirrors", "nfs", "preloadImages",
+               "ciServices", "ciImages", "keptVolumes")
 
 
 def read_raw_config(cfg) -> dict[str, Any]:

@@ -1,17 +1,85 @@
 """Choose the stack's cloud and bring the platform up on it."""
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
+import pulumi_docker as docker
 
+from .cicd import CiCd, CiCdArgs
 from .cluster import Cluster, ClusterArgs
 from .config import DockyardConfig
-from .topology import Topology
+from .hosts import Platform
+from .topology import Role, Topology
+
+# The hosts are new machines whose keys nobody has seen yet, as with pulumi-command's
+# connections; the key pair of the stack is what authenticates.
+DOCKER_SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                      "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
+
+
+@dataclass
+class Deployment:
+    cluster: Cluster
+    cicd: Optional[CiCd]
+
+    def outputs(self) -> dict[str, pulumi.Output]:
+        """What the stack exports (secrets stay secrets)."""
+        c = self.cluster
+        result = {
+            "master_address": c.master_address,
+            "manager_addresses": c.manager_addresses,
+            "worker_addresses": c.worker_addresses,
+            "swarm_manager_endpoint": c.swarm_manager_endpoint,
+            "nfs_exports": c.nfs_exports,
+            "ssh_config": c.ssh_config,
+        }
+        if self.cicd is not None:
+            optional = {
+                "registry": self.cicd.registry_address,
+                "registry_ca_certificate": self.cicd.ca_certificate,
+                "registry_password": self.cicd.registry_password,
+                "gitea_url": self.cicd.gitea_url,
+                "gitea_admin_password": self.cicd.admin_password,
+                "drone_url": self.cicd.drone_url,
+            }
+            result.update({k: v for k, v in optional.items() if v is not None})
+        return result
+
+
+def docker_ssh_options(identity_file: Optional[str], user: str, jump_host: Optional[pulumi.Input[str]]):
+    """ssh options for the docker provider (it runs the system ssh): the stack's key and,
+    for a host behind the master, a hop through the master with the same key."""
+    identity = ["-o", f"IdentityFile={identity_file}", "-o", "IdentitiesOnly=yes"] if identity_file else []
+    if jump_host is None:
+        return DOCKER_SSH_OPTIONS + identity
+
+    def with_jump(master: str) -> list[str]:
+        hop = " ".join(["ssh", *DOCKER_SSH_OPTIONS, *identity, "-W", "%h:%p", shlex.quote(f"{user}@{master}")])
+        return DOCKER_SSH_OPTIONS + identity + ["-o", f"ProxyCommand={hop}"]
+    return pulumi.Output.from_input(jump_host).apply(with_jump)
+
+
+def ci_docker_provider(config: DockyardConfig, platform: Platform, ci_host: str, master: str,
+                       engine: pulumi.Resource) -> docker.Provider:
+    """The docker provider of the CI/CD host. Its address waits for the host's engine, so a
+    preview of hosts that do not exist yet does not try to reach them."""
+    host = platform.hosts[ci_host]
+    address = pulumi.Output.all(host.private_ip if ci_host != master else host.ssh_address, engine.id).apply(
+        lambda values: f"ssh://{config.ssh.user}@{values[0]}")
+    jump = platform.master_address if ci_host != master else None
+    return docker.Provider(
+        f"{ci_host}-docker-provider",
+        host=address,
+        ssh_opts=docker_ssh_options(platform.identity_file, config.ssh.user, jump),
+        opts=pulumi.ResourceOptions(depends_on=[engine, *platform.identity_ready]),
+    )
 
 
 def deploy(config: DockyardConfig, topology: Topology,
-           private_key: Optional[pulumi.Input[str]]) -> Cluster:
+           private_key: Optional[pulumi.Input[str]]) -> Deployment:
     """The stack's hosts on its cloud, and the platform on them. DigitalOcean hosts take
     the configured key; local VMs get a key made for the stack."""
     if config.cloud == "digitalocean":
@@ -25,4 +93,19 @@ def deploy(config: DockyardConfig, topology: Topology,
 
         cloud = LocalCloud("local", LocalCloudArgs(config=config, topology=topology))
         platform = cloud.platform
-    return Cluster(config.stack, ClusterArgs(config=config, topology=topology, platform=platform))
+    cluster = Cluster(config.stack, ClusterArgs(config=config, topology=topology, platform=platform))
+
+    cicd = None
+    ci_hosts = topology.with_role(Role.CICD)
+    if ci_hosts and config.ci.services:
+        ci, master = ci_hosts[0].name, topology.master.name
+        engines = {name: [e.engine] + ([cluster.preloads[name].load] if name in cluster.preloads else [])
+                   for name, e in cluster.engines.items()}
+        provider = ci_docker_provider(config, platform, ci, master, engines[ci][-1])
+        logins = [ci] + [m.name for m in topology.managers]
+        cicd = CiCd("cicd", CiCdArgs(
+            stack=config.stack, settings=config.ci, host=platform.hosts[ci],
+            url_address=platform.master_address if ci == master else platform.hosts[ci].private_ip,
+            clients=[platform.hosts[h.name] for h in topology.hosts], logins=logins, ready=engines,
+        ), opts=pulumi.ResourceOptions(providers={"docker": provider}))
+    return Deployment(cluster, cicd)

@@ -8,6 +8,8 @@
 #   MIRROR        Debian mirror (default: http://deb.debian.org/debian)
 #   PACKAGE_CACHE directory where debootstrap keeps downloaded packages between builds
 #   IMAGE_SIZE    size of the root filesystem (default 6G; sparse on disk)
+#   PRELOAD_DIR   directory of docker-archive tarballs the VMs load into Docker at first
+#                 boot (optional; the local stack's registry image comes this way)
 #
 # Needs root, debootstrap and e2fsprogs. Writes to OUT only when the whole build succeeded,
 # so an interrupted build never leaves a half image behind.
@@ -20,6 +22,7 @@ OUT=${OUT:-}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 PACKAGE_CACHE=${PACKAGE_CACHE:-}
 IMAGE_SIZE=${IMAGE_SIZE:-6G}
+PRELOAD_DIR=${PRELOAD_DIR:-}
 [ -n "$OUT" ] || fatal "OUT must be set"
 [ "$(id -u)" = 0 ] || fatal "must run as root (debootstrap and chroot)"
 command -v debootstrap >/dev/null 2>&1 || fatal "debootstrap is missing: apt-get install debootstrap"
@@ -112,8 +115,45 @@ ExecStart=/usr/local/sbin/dockyard-firstboot
 WantedBy=sysinit.target
 UNIT
 
+mkdir -p "$root/var/lib/dockyard/preload"
+if [ -n "$PRELOAD_DIR" ]; then
+  for archive in "$PRELOAD_DIR"/*.tar; do
+    [ -f "$archive" ] || continue
+    log "preloading $(basename "$archive")"
+    cp "$archive" "$root/var/lib/dockyard/preload/"
+  done
+fi
+cat > "$root/usr/local/sbin/dockyard-preload" <<'SCRIPT'
+#!/bin/sh
+# Load the archives in /var/lib/dockyard/preload once; each is removed when it is loaded,
+# so that later boots skip this.
+set -eu
+for archive in /var/lib/dockyard/preload/*.tar; do
+  [ -f "$archive" ] || continue
+  docker load -q -i "$archive"
+  rm -f "$archive"
+done
+SCRIPT
+chmod 755 "$root/usr/local/sbin/dockyard-preload"
+cat > "$root/etc/systemd/system/dockyard-preload.service" <<'UNIT'
+[Unit]
+Description=dockyard: load the images that came with the VM image into Docker
+After=docker.service
+Requires=docker.service
+ConditionDirectoryNotEmpty=/var/lib/dockyard/preload
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/dockyard-preload
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+
 chroot "$root" /bin/sh -eu <<'CHROOT'
 export DEBIAN_FRONTEND=noninteractive
+systemctl enable dockyard-preload.service >/dev/null 2>&1
 systemctl enable dockyard-firstboot.service systemd-networkd.service ssh.service docker.service >/dev/null 2>&1
 # Nothing periodic: on a slow emulated CPU these timers steal the bootstrap's time.
 for timer in apt-daily apt-daily-upgrade man-db e2scrub_all fstrim dpkg-db-backup logrotate; do

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 # --- image ---------------------------------------------------------------------------------
 
 def recipe_digest() -> str:
-    return hashlib.sha256(RECIPE.read_bytes()).hexdigest()[:16]
+    """Changes when the image's recipe does: the build script or the images built into it."""
+    digest = hashlib.sha256(RECIPE.read_bytes())
+    digest.update((Path(__file__).parent / "images.py").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def image_dir() -> Path:
@@ -71,8 +75,17 @@ def ensure_image() -> Path:
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         log(f"building the base image {target.name} (about 2 minutes, once per recipe)")
-        env = {**os.environ, "OUT": str(partial), "PACKAGE_CACHE": str(CACHE / "debs")}
-        result = subprocess.run(["bash", str(RECIPE)], env=env)
+        preload = Path(tempfile.mkdtemp(prefix="dockyard-preload-"))
+        try:
+            from localcloud.images import registry_image, write_archive
+
+            # Docker Hub is out of reach: the stack's registry image comes inside the VM image
+            write_archive(registry_image(), preload / "registry.tar")
+            env = {**os.environ, "OUT": str(partial), "PACKAGE_CACHE": str(CACHE / "debs"),
+                   "PRELOAD_DIR": str(preload)}
+            result = subprocess.run(["bash", str(RECIPE)], env=env)
+        finally:
+            shutil.rmtree(preload, ignore_errors=True)
         if result.returncode != 0:
             shutil.rmtree(partial, ignore_errors=True)
             raise LocalCloudError("the base image build failed (see the messages above)")
@@ -238,6 +251,11 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
     return info
 
 
+def key_file(net: str) -> Path:
+    """Where the program keeps a copy of the network's SSH key for tools that need a file."""
+    return STATE / net / "ssh-key"
+
+
 def delete(net: str, name: str) -> None:
     pid = pid_of(net, name)
     if pid:
@@ -302,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--net")
     p = sub.add_parser("cleanup", help="delete every VM of a network and the network")
     p.add_argument("--net", required=True)
+    p = sub.add_parser("ci-images", help="build Gitea, Drone and its runner here; write them as docker-archives "
+                                         "to OUT and print the dockyard:ciImages settings for them as JSON")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("registry-image", help="write the dockyard/registry image as a docker-archive")
+    p.add_argument("--out", required=True)
     p = sub.add_parser("web-image", help="write the dockyard/web:VERSION test app as a docker-archive")
     p.add_argument("--version", required=True)
     p.add_argument("--out", required=True)
@@ -323,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{vm['network']}\t{vm['name']}\t{vm['ip']}\t{vm['state']}")
         elif args.command == "cleanup":
             cleanup(args.net)
+        elif args.command == "ci-images":
+            from localcloud.ci_images import build_ci_images
+
+            print(json.dumps(build_ci_images(Path(args.out))))
+        elif args.command == "registry-image":
+            from localcloud.images import registry_image, write_archive
+
+            print(write_archive(registry_image(), Path(args.out)))
         elif args.command == "web-image":
             from localcloud.images import deb_file, web_image, write_archive
 

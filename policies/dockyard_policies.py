@@ -148,7 +148,10 @@ def droplet_size_allowed(args, report_violation: Report) -> None:
 
 
 def registry_tls_and_auth(args, report_violation: Report) -> None:
-    if args.resource_type != CONTAINER or "registry" not in str(args.props.get("image", "")):
+    # a container runs the registry if it says so by its name or its image reference (with
+    # pulumi-docker the image is often an ID, so the name is what is left)
+    named = f"{args.props.get('name', '')} {args.props.get('image', '')}"
+    if args.resource_type != CONTAINER or "registry" not in named:
         return
     env = {}
     for item in args.props.get("envs") or []:

@@ -20,6 +20,8 @@ SIG_KEY = "4dabf18193072939515e22adb298388d"
 TEST_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-private-key\n-----END OPENSSH PRIVATE KEY-----\n"
 WORKER_TOKEN = "SWMTKN-1-testworkertoken"
 MANAGER_TOKEN = "SWMTKN-1-testmanagertoken"
+GENERATED_PREFIX = "generated-secret-"  # what the mocked pulumi-random passwords start with
+OAUTH_SECRET = "gto_testoauthclientsecret"
 
 
 def unwrap(value: Any) -> tuple[Any, bool]:
@@ -52,6 +54,7 @@ class Registration:
     additional_secret_outputs: list[str]
     retain_on_delete: bool
     protect: bool
+    import_id: str = ""
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -77,7 +80,18 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["fingerprint"] = "aa:bb:cc"
         if args.typ == "tls:index/privateKey:PrivateKey":
             outputs["privateKeyOpenssh"] = TEST_KEY
+            outputs["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\n{args.name}\n-----END PRIVATE KEY-----\n"
             outputs["publicKeyOpenssh"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILocalStackKey\n"
+        if args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            outputs["certPem"] = f"-----BEGIN CERTIFICATE-----\n{args.name}\n-----END CERTIFICATE-----\n"
+        if args.typ == "tls:index/certRequest:CertRequest":
+            outputs["certRequestPem"] = f"-----BEGIN CERTIFICATE REQUEST-----\n{args.name}\n-----END CERTIFICATE REQUEST-----\n"
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = f"{GENERATED_PREFIX}{args.name}"
+            outputs["bcryptHash"] = f"$2a$10$hashof{args.name}"
+        if args.typ == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = f"sha256:{n:064x}"
+            outputs["repoDigest"] = f"{outputs['name']}@sha256:{n:064x}"
         if args.typ == "command:local:Command":
             outputs["stdout"] = ""
             outputs["stderr"] = ""
@@ -85,6 +99,8 @@ class Mocks(pulumi.runtime.Mocks):
             stdin, _ = unwrap(args.inputs.get("stdin", ""))
             if "swarm-tokens.sh" in stdin:
                 outputs["stdout"] = f"{WORKER_TOKEN}\n{MANAGER_TOKEN}\n"
+            elif "gitea-setup.sh" in stdin:
+                outputs["stdout"] = f"client_id=test-client-id\nclient_secret={OAUTH_SECRET}\n"
             elif "swarm-init.sh" in stdin or "swarm-join.sh" in stdin:
                 outputs["stdout"] = f"node-{args.name}\n"
             else:
@@ -114,6 +130,7 @@ class RecordingMonitor(MockMonitor):
             inputs=inputs, secret_inputs=secret_inputs, dependencies=list(request.dependencies),
             additional_secret_outputs=list(request.additionalSecretOutputs),
             retain_on_delete=bool(request.retainOnDelete), protect=bool(request.protect),
+            import_id=request.importId,
         ))
         return response
 
@@ -123,6 +140,7 @@ class Run:
     registrations: list[Registration]
     outputs: dict = field(default_factory=dict)
     cluster: object = None
+    deployment: object = None
 
     def of_type(self, typ: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == typ]
@@ -179,10 +197,12 @@ def run_program(stack: str = "test", **overrides) -> Run:
 
     @pulumi.runtime.test
     def program():
-        cluster = deploy(config, topology, pulumi.Output.secret(TEST_KEY))
-        run.cluster = cluster
-        values = [getattr(cluster, name) for name in OUTPUTS]
-        return pulumi.Output.all(*values).apply(lambda vs: run.outputs.update(zip(OUTPUTS, vs)))
+        deployment = deploy(config, topology, pulumi.Output.secret(TEST_KEY))
+        run.cluster = deployment.cluster
+        run.deployment = deployment
+        outputs = deployment.outputs()
+        names = list(outputs)
+        return pulumi.Output.all(*outputs.values()).apply(lambda vs: run.outputs.update(zip(names, vs)))
 
     program()
     return run

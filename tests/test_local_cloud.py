@@ -68,8 +68,22 @@ def test_hosts_are_reached_directly_with_the_generated_key_kept_secret(run):
         assert "proxy" not in connection
         assert connection["privateKey"] == TEST_KEY
         assert "connection" in command.secret_inputs
-    for vm in run.of_type(LOCAL):
-        assert "PRIVATE KEY" not in json.dumps(vm.inputs)
+    for command in run.of_type(LOCAL):
+        if command.name == "local-ssh-key-file":
+            # the one copy on disk, for the docker provider's ssh: stdin, secret, mode 0600
+            assert command.inputs["stdin"] == TEST_KEY and "stdin" in command.secret_inputs
+            assert "umask 077" in command.inputs["create"] and command.inputs["delete"].startswith("rm -f ")
+        else:
+            assert "PRIVATE KEY" not in json.dumps(command.inputs)
+
+
+def test_the_docker_provider_uses_the_key_file_after_it_is_written(run):
+    (provider,) = run.of_type("pulumi:providers:docker")
+    key_file = run.named("local-ssh-key-file")
+    path = key_file.inputs["delete"].removeprefix("rm -f ")
+    assert f"IdentityFile={path}" in provider.inputs["sshOpts"]
+    assert run.depends_on(provider, key_file)
+    assert provider.inputs["host"] == "ssh://root@10.231.0.11"
 
 
 def test_local_stack_is_disposable(run):

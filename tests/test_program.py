@@ -62,6 +62,28 @@ def test_stateful_volumes_survive_destroy(tier_run):
     assert len(attachments) == len(volumes)
 
 
+def test_a_recreated_stack_adopts_its_kept_volumes():
+    kept = "506f78a4-e098-11e5-ad9f-000f53306ae1"
+    run = run_program(stack="again", tier="small", workers="1", keptVolumes={"b": kept})
+    volumes = {v.name: v for v in run.of_type("digitalocean:index/volume:Volume")}
+    assert volumes["do-b-nfs"].import_id == kept, "the NFS data comes back"
+    assert volumes["do-a-ci"].import_id == "", "volumes not listed are made new"
+    # the adopted volume keeps the name and settings the stack gave it, so the import matches
+    assert volumes["do-b-nfs"].inputs["name"] == "dockyard-again-b-nfs"
+
+
+@pytest.mark.parametrize("kept,message", [
+    ({"w1": "506f78a4-e098-11e5-ad9f-000f53306ae1"}, "host 'w1' has no data volume in tier small"),
+    ({"b": "vol-1"}, "b: 'vol-1' is not a volume id"),
+])
+def test_kept_volumes_must_name_a_host_with_a_volume(kept, message):
+    from components.config import ConfigError, parse_config
+    from tests.harness import BASE_CONFIG
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config("s", {**BASE_CONFIG, "tier": "small", "workers": "1", "keptVolumes": kept})
+
+
 def test_disposable_stack_deletes_its_volumes():
     run = run_program(tier="default", workers="0", disposable="true")
     assert not any(v.retain_on_delete for v in run.of_type("digitalocean:index/volume:Volume"))
@@ -190,12 +212,14 @@ def test_scripts_run_through_bash_stdin_with_their_digest_as_trigger(tier_run):
 def test_private_hosts_are_reached_through_the_master(tier_run):
     _, run = tier_run
     (init,) = run.commands("swarm-init.sh")
+    master = run.named("a-docker").inputs["connection"]["host"]
+    assert master.startswith("198.51.100.")
     for command in run.of_type(COMMAND):
         connection = command.inputs["connection"]
         if command.name.endswith(("-labels", "-membership")):
             assert connection == init.inputs["connection"], "labels and removals run on the first manager"
-        elif command.name.startswith("a-"):
-            assert "proxy" not in connection and connection["host"].startswith("198.51.100.")
+        elif command.name.startswith(("a-", "cicd-a-")) or "proxy" not in connection:
+            assert "proxy" not in connection and connection["host"] == master, command.name
         else:
             assert connection["proxy"]["host"].startswith("198.51.100."), command.name
             assert connection["host"].startswith("10.210.")

@@ -8,7 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "components" / "scripts").glob("*.sh"))
-ALL_SHELL = SCRIPTS + sorted((ROOT / "tools").glob("*.sh")) + [ROOT / ".ci" / "run"]
+ALL_SHELL = (SCRIPTS + sorted((ROOT / "tools").glob("*.sh")) + sorted((ROOT / "previews").glob("*.sh"))
+             + sorted((ROOT / "localcloud").glob("*.sh")) + [ROOT / ".ci" / "run"])
 
 
 def test_there_are_scripts():

@@ -44,3 +44,7 @@ class Platform:
     master_address: pulumi.Output[str]
     # The key the hosts accept, when the cloud made it (a secret); None when it is the user's.
     ssh_private_key: Optional[pulumi.Output[str]] = None
+    # A file holding the hosts' private key, for tools that run the system ssh (the docker
+    # provider); None when the user's ssh agent holds it. What writes the file, if anything.
+    identity_file: Optional[str] = None
+    identity_ready: list[pulumi.Resource] = field(default_factory=list)

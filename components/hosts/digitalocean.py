@@ -94,8 +94,10 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                     size=cfg.volume_gb[spec.volume],
                     initial_filesystem_type="ext4",
                     description=f"dockyard {cfg.stack}: {spec.volume} data of host {spec.name}",
-                    # Stateful data outlives `pulumi destroy` unless the stack is disposable.
-                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=not cfg.disposable),
+                    # Stateful data outlives `pulumi destroy` unless the stack is disposable;
+                    # a recreated stack adopts the kept volume instead of making a blank one.
+                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=not cfg.disposable,
+                                                import_=cfg.kept_volumes.get(spec.name)),
                 )
                 self.volumes[spec.name] = volume
                 attachments[spec.name] = do.VolumeAttachment(
@@ -181,7 +183,8 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                 data_device=device,
                 ready=ready,
             )
-        self.platform = Platform(hosts=hosts, private_cidr=cfg.vpc_cidr, master_address=self.reserved_ip.ip_address)
+        self.platform = Platform(hosts=hosts, private_cidr=cfg.vpc_cidr, master_address=self.reserved_ip.ip_address,
+                                 identity_file=cfg.ssh.private_key_path)
 
         self.register_outputs({
             "vpc_id": self.vpc.id,

@@ -30,6 +30,10 @@ def inbound_rules(role: Role, private_cidr: str, admin_cidrs: tuple[str, ...],
         rules.append(Rule("tcp", "22", from_master=True))
     if role == Role.NFS:
         rules += [Rule(proto, port, (private_cidr,)) for proto, port in NFS_PORTS]
+    if role == Role.CICD:
+        # the registry serves the cluster; Gitea and Drone serve the admins and the cluster
+        rules.append(Rule("tcp", "5000", (private_cidr,)))
+        rules += [Rule("tcp", port, (private_cidr, *admin_cidrs)) for port in ("3000", "8000")]
     if role in (Role.MANAGER, Role.WORKER):
         rules += [Rule(proto, port, (private_cidr,)) for proto, port in SWARM_PORTS]
         rules += [Rule("tcp", str(port), ANYWHERE) for port in public_ports]

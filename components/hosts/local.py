@@ -17,7 +17,7 @@ import pulumi
 import pulumi_tls as tls
 from pulumi_command import local, remote
 
-from localcloud.vm import recipe_digest
+from localcloud.vm import key_file, recipe_digest
 
 from ..config import DockyardConfig
 from ..topology import Role, Topology
@@ -76,6 +76,14 @@ class LocalCloud(pulumi.ComponentResource):
 
         # the provider marks it secret too; saying so here keeps it secret on every path
         private_key = pulumi.Output.secret(self.ssh_key.private_key_openssh)
+        key_path = key_file(net)
+        self.key_file = local.Command(
+            f"{name}-ssh-key-file",
+            create=f"umask 077 && mkdir -p {shlex.quote(str(key_path.parent))} && cat > {shlex.quote(str(key_path))}",
+            stdin=private_key,
+            delete=f"rm -f {shlex.quote(str(key_path))}",
+            opts=child,
+        )
         addresses = vm_addresses(topo, network_cidr)
         self.vms: dict[str, local.Command] = {}
         hosts: dict[str, Host] = {}
@@ -108,5 +116,6 @@ class LocalCloud(pulumi.ComponentResource):
             )
         master_ip = hosts[topo.master.name].private_ip
         self.platform = Platform(hosts=hosts, private_cidr=network_cidr, master_address=master_ip,
-                                 ssh_private_key=private_key)
+                                 ssh_private_key=private_key, identity_file=str(key_path),
+                                 identity_ready=[self.key_file])
         self.register_outputs({"master_address": master_ip})

@@ -105,4 +105,9 @@ else
 fi
 for _ in $(seq 1 90); do docker info >/dev/null 2>&1 && break; sleep 2; done
 docker info >/dev/null 2>&1 || fatal "dockerd does not answer; see journalctl -u docker"
+# Host images that bring container images (dockyard's local VMs) load them at boot; wait
+# for that, so that nothing after this pulls an image that is about to be there.
+if systemctl cat dockyard-preload.service >/dev/null 2>&1; then
+  systemctl start dockyard-preload.service || fatal "loading the host image's containers failed; see journalctl -u dockyard-preload"
+fi
 log "docker engine $(docker version --format '{{.Server.Version}}') is running"

@@ -4,17 +4,33 @@ engine's plugins cannot be built: run the program's commands for real.
 It runs the dockyard program on the Pulumi SDK's mock monitor, and the mock *executes*
 each `command:local:Command` (with sh, in its `dir`) and `command:remote:Command` (with
 ssh, `create` as the remote command line and `stdin` on stdin, through `proxy` as a jump
-host when set), and makes `tls:index/privateKey:PrivateKey` keys with ssh-keygen. The SDK
-registers a resource only once the resources it depends on are registered, so commands run
-in the program's dependency order, in parallel where the program allows it. `destroy()`
-runs the local commands' `delete` in reverse order.
+host when set). For the other providers it does what their resources would:
+- tls: SSH keys with ssh-keygen; ECDSA keys, the CA, CSRs and signed certificates with
+  the `cryptography` package;
+- random: passwords from `secrets`, their bcrypt hash with `bcrypt`;
+- docker: the provider's `host` and `sshOpts` are used as the docker CLI would (ssh to the
+  host, run `docker` there); RemoteImage inspects or pulls, Network creates, Container is
+  `docker run` with the resource's ports, volumes, env (sent as an env file on stdin, never
+  on a command line), labels, network and health check.
+Generated keys, certificates and passwords are kept per resource name, so a second `up`
+sees the same values, as the engine's state would give.
 
-What it does not do: diff against a previous state (a second `up` re-runs every command,
-which is the idempotency check), refresh, or anything for other providers."""
+The SDK registers a resource only once the resources it depends on are registered, so
+commands run in the program's dependency order, in parallel where the program allows it.
+`destroy()` runs the deletes in reverse order.
+
+What it does not do: diff against a previous state (a second `up` re-runs every command
+and recreates every container, which is the idempotency check), refresh, or the
+DigitalOcean provider."""
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import json
 import os
+import secrets
 import shlex
+import string
 import subprocess
 import sys
 import tempfile
@@ -23,7 +39,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bcrypt
 import pulumi
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pulumi.runtime.mocks import MockMonitor
 
 from components.config import parse_config
@@ -54,6 +75,8 @@ class Replay:
     outputs: dict = field(default_factory=dict)
     # resources of the last up that have a delete, in registration order: name -> how to delete
     deletable: dict = field(default_factory=dict)
+    # docker providers by id: their host and ssh options
+    docker_hosts: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- the mock provider ------------------------------------------------------------------
@@ -85,13 +108,13 @@ class Replay:
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         inputs, _ = unwrap(dict(args.inputs))
-        if args.typ == "tls:index/privateKey:PrivateKey":
-            path = self.workdir / f"generated-{args.name}"
-            if not path.exists():
-                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", args.name, "-f", str(path)],
-                               check=True)
-            inputs["privateKeyOpenssh"] = path.read_text()
-            inputs["publicKeyOpenssh"] = Path(f"{path}.pub").read_text()
+        if args.typ.startswith(("tls:", "random:")):
+            inputs.update(self._generated(args.typ, args.name, inputs))
+        elif args.typ == "pulumi:providers:docker":
+            with self.lock:
+                self.docker_hosts[f"{args.name}-id"] = inputs
+        elif args.typ.startswith("docker:"):
+            inputs.update(self._docker(args.typ, args.name, inputs, args.provider))
         elif args.typ == "command:local:Command":
             stdout, stderr = self._run(args.typ, args.name, ["sh", "-c", inputs["create"]], inputs.get("stdin"),
                                        inputs["create"], inputs.get("dir"))
@@ -113,6 +136,119 @@ class Replay:
                 print(f"  + {args.name}", file=sys.stderr, flush=True)
                 subprocess.run(self._ssh_argv(inputs["connection"], command), stdin=source, check=True)
         return f"{args.name}-id", inputs
+
+    # -- tls and random ---------------------------------------------------------------------
+
+    def _generated(self, typ: str, name: str, inputs: dict) -> dict:
+        kept = self.workdir / f"generated-{name}.json"
+        if kept.exists():
+            return json.loads(kept.read_text())
+        if typ == "tls:index/privateKey:PrivateKey" and inputs.get("algorithm") == "ED25519":
+            path = self.workdir / f"generated-{name}"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True)
+            values = {"privateKeyOpenssh": path.read_text(), "publicKeyOpenssh": Path(f"{path}.pub").read_text()}
+        elif typ == "tls:index/privateKey:PrivateKey":
+            key = ec.generate_private_key(ec.SECP256R1())
+            values = {"privateKeyPem": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()).decode()}
+        elif typ == "tls:index/selfSignedCert:SelfSignedCert":
+            key = serialization.load_pem_private_key(inputs["privateKeyPem"].encode(), None)
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, inputs["subject"]["commonName"])])
+            cert = (self._certificate(subject, subject, key.public_key(), inputs["validityPeriodHours"])
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                    .sign(key, hashes.SHA256()))
+            values = {"certPem": cert.public_bytes(serialization.Encoding.PEM).decode()}
+        elif typ == "tls:index/certRequest:CertRequest":
+            key = serialization.load_pem_private_key(inputs["privateKeyPem"].encode(), None)
+            names = [x509.DNSName(d) for d in inputs.get("dnsNames", [])]
+            names += [x509.IPAddress(ipaddress.ip_address(a)) for a in inputs.get("ipAddresses", [])]
+            csr = (x509.CertificateSigningRequestBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, inputs["subject"]["commonName"])]))
+                   .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                   .sign(key, hashes.SHA256()))
+            values = {"certRequestPem": csr.public_bytes(serialization.Encoding.PEM).decode()}
+        elif typ == "tls:index/locallySignedCert:LocallySignedCert":
+            csr = x509.load_pem_x509_csr(inputs["certRequestPem"].encode())
+            ca = x509.load_pem_x509_certificate(inputs["caCertPem"].encode())
+            ca_key = serialization.load_pem_private_key(inputs["caPrivateKeyPem"].encode(), None)
+            sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            cert = (self._certificate(csr.subject, ca.subject, csr.public_key(), inputs["validityPeriodHours"])
+                    .add_extension(sans, critical=False)
+                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                    .sign(ca_key, hashes.SHA256()))
+            values = {"certPem": cert.public_bytes(serialization.Encoding.PEM).decode()}
+        elif typ == "random:index/randomPassword:RandomPassword":
+            alphabet = string.ascii_letters + string.digits
+            result = "".join(secrets.choice(alphabet) for _ in range(int(inputs["length"])))
+            values = {"result": result, "bcryptHash": bcrypt.hashpw(result.encode(), bcrypt.gensalt()).decode()}
+        else:
+            raise RuntimeError(f"the replay cannot make a {typ}")
+        kept.write_text(json.dumps(values))
+        kept.chmod(0o600)
+        return values
+
+    @staticmethod
+    def _certificate(subject, issuer, public_key, hours) -> x509.CertificateBuilder:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(hours=int(hours))))
+
+    # -- docker -------------------------------------------------------------------------------
+
+    def _docker_argv(self, provider_ref: str, command: str) -> list[str]:
+        provider = self.docker_hosts[provider_ref.rsplit("::", 1)[-1]]
+        opts = provider.get("sshOpts") or []
+        if isinstance(opts, str):
+            opts = json.loads(opts)
+        return ["ssh", *opts, provider["host"].removeprefix("ssh://"), command]
+
+    def _docker(self, typ: str, name: str, inputs: dict, provider: str) -> dict:
+        if typ == "docker:index/remoteImage:RemoteImage":
+            image = shlex.quote(inputs["name"])
+            stdout, _ = self._run(typ, name, self._docker_argv(
+                provider, f"docker image inspect -f '{{{{.Id}}}}' {image} 2>/dev/null || "
+                          f"{{ docker pull -q {image} >&2 && docker image inspect -f '{{{{.Id}}}}' {image}; }}"),
+                None, f"image {inputs['name']}")
+            return {"imageId": stdout.strip(), "repoDigest": ""}
+        if typ == "docker:index/network:Network":
+            network = shlex.quote(inputs["name"])
+            self._run(typ, name, self._docker_argv(
+                provider, f"docker network inspect {network} >/dev/null 2>&1 || docker network create {network}"),
+                None, f"network {inputs['name']}")
+            return {}
+        if typ == "docker:index/container:Container":
+            container = inputs["name"]
+            run = ["docker", "run", "-d", "--name", container, "--restart", inputs.get("restart", "no"),
+                   "--env-file", "/dev/stdin"]
+            for network in inputs.get("networksAdvanced", []):
+                run += ["--network", network["name"]] + [f"--network-alias={a}" for a in network.get("aliases", [])]
+            for port in inputs.get("ports", []):  # numbers arrive as floats from protobuf
+                run += ["-p", f"{int(port.get('external', port['internal']))}:{int(port['internal'])}"]
+            for volume in inputs.get("volumes", []):
+                run += ["-v", f"{volume['hostPath']}:{volume['containerPath']}" + (":ro" if volume.get("readOnly") else "")]
+            for label in inputs.get("labels", []):
+                run += ["--label", f"{label['label']}={label['value']}"]
+            health = inputs.get("healthcheck")
+            if health:
+                run += ["--health-cmd", shlex.join(health["tests"][1:])]
+                run += [f"--health-{k.replace('startPeriod', 'start-period')}="
+                        f"{int(health[k]) if isinstance(health[k], float) else health[k]}"
+                        for k in ("interval", "timeout", "retries", "startPeriod") if k in health]
+            run += [inputs["image"], *inputs.get("command", [])]
+            remove = f"docker rm -f {shlex.quote(container)} >/dev/null 2>&1 || true"
+            env_file = "".join(f"{e}\n" for e in inputs.get("envs", []))
+            self._run(typ, name, self._docker_argv(provider, f"{remove}; {shlex.join(run)}"), env_file,
+                      f"docker run {container}")
+            if inputs.get("mustRun"):
+                self._run(typ, f"{name} (running)", self._docker_argv(
+                    provider, f"sleep 3; docker inspect -f '{{{{.State.Running}}}}' {shlex.quote(container)} | grep -qx true"
+                              f" || {{ docker logs --tail 20 {shlex.quote(container)}; exit 1; }}"),
+                    None, f"running {container}")
+            with self.lock:
+                self.deletable[name] = self._docker_argv(provider, remove), None
+            return {}
+        raise RuntimeError(f"the replay cannot make a {typ}")
 
     def _ssh_argv(self, conn: dict, command: str) -> list[str]:
         argv = ["ssh", *SSH_OPTIONS, "-i", self._key_file(conn["privateKey"])]
@@ -146,15 +282,13 @@ class Replay:
         mocks = _Mocks()
         pulumi.runtime.set_mocks(mocks, project="dockyard", stack=self.stack, preview=False,
                                  monitor=MockMonitor(mocks))
-        names = ("master_address", "manager_addresses", "worker_addresses", "swarm_manager_endpoint",
-                 "nfs_exports", "ssh_config")
         outputs: dict = {}
 
         @pulumi.runtime.test
         def program():
-            cluster = deploy(config, topology, None)
-            values = [getattr(cluster, n) for n in names]
-            return pulumi.Output.all(*values).apply(lambda vs: outputs.update(zip(names, vs)))
+            declared = deploy(config, topology, None).outputs()
+            names = list(declared)
+            return pulumi.Output.all(*declared.values()).apply(lambda vs: outputs.update(zip(names, vs)))
 
         program()
         self.outputs = outputs
@@ -172,13 +306,12 @@ class Replay:
         self.deletable = {}
 
     def key_file(self) -> str:
-        generated = sorted(self.workdir.glob("generated-*"))
-        generated = [g for g in generated if not g.name.endswith(".pub")]
-        return str(generated[0])
+        (key,) = [g for g in self.workdir.glob("generated-*") if g.suffix == ""]
+        return str(key)
 
-    def ssh(self, host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def ssh(self, host: str, command: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         argv = ["ssh", *SSH_OPTIONS, "-i", self.key_file(), f"root@{host}", command]
-        result = subprocess.run(argv, text=True, capture_output=True, timeout=300)
+        result = subprocess.run(argv, text=True, capture_output=True, timeout=300, input=stdin)
         if check and result.returncode != 0:
             raise AssertionError(f"ssh {host} {shlex.quote(command)}: {result.stderr}")
         return result

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 NET = "e2e"
 CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24"}
-MANAGER, WORKER = "10.233.0.12", "10.233.0.13"
+MASTER, MANAGER, WORKER = "10.233.0.11", "10.233.0.12", "10.233.0.13"
 # What the bootstrap scripts log when they change something; a second run must log none.
 CHANGES = re.compile(r"formatting|adding .* to /etc/fstab|mounting|installing|writing|restarting|initialising|"
                      r"joining|labelling|creating|recording|configuring sshd|loading")
@@ -88,7 +88,7 @@ def test_manager_writes_and_worker_reads_the_export_read_only(stack):
 
 
 def test_master_is_the_bastion_with_an_inventory(stack):
-    inventory = stack.ssh("10.233.0.11", "cat /etc/dockyard/inventory").stdout
+    inventory = stack.ssh(MASTER, "cat /etc/dockyard/inventory").stdout
     assert "b 10.233.0.12 manager,nfs" in inventory and "w1 10.233.0.13 worker" in inventory
 
 
@@ -108,18 +108,48 @@ def wait_for(description, check, timeout=420, every=10):
         time.sleep(every)
 
 
-def test_a_preloaded_image_runs_as_a_service_spread_over_both_nodes(stack):
+def curl_code(stack, host, url, *options, stdin=None):
+    return stack.ssh(host, f"curl -s -o /dev/null -w '%{{http_code}}' {' '.join(options)} {url}",
+                     check=False, stdin=stdin).stdout
+
+
+def test_the_registry_answers_over_tls_with_the_stacks_ca_and_only_with_its_password(stack):
+    registry, password = stack.outputs["registry"], stack.outputs["registry_password"]
+    assert registry == f"{MASTER}:5000"
+    ca = f"/etc/docker/certs.d/{registry}/ca.crt"
+    credentials = f'user = "dockyard:{password}"\n'
     for host in (MANAGER, WORKER):
-        assert "dockyard/web" in stack.ssh(host, "docker image ls --format '{{.Repository}}:{{.Tag}}'").stdout
-    stack.ssh(MANAGER, "docker service create --detach --name web --replicas 2 "
-                       "--publish published=8080,target=8080 --no-resolve-image --update-order start-first "
-                       "--update-delay 5s --update-failure-action rollback dockyard/web:1")
+        assert curl_code(stack, host, f"https://{registry}/v2/", "--cacert", ca) == "401", "no password, no entry"
+        assert curl_code(stack, host, f"https://{registry}/v2/", "--cacert", ca, "-K -", stdin=credentials) == "200"
+        wrong = 'user = "dockyard:wrong"\n'
+        assert curl_code(stack, host, f"https://{registry}/v2/", "--cacert", ca, "-K -", stdin=wrong) == "401"
+    # its certificate comes from the stack's CA, not from a public one, and plain HTTP is refused
+    assert curl_code(stack, WORKER, f"https://{registry}/v2/") == "000"
+    assert curl_code(stack, WORKER, f"http://{registry}/v2/") == "400"
+    health = stack.ssh(MASTER, "docker inspect -f '{{.State.Health.Status}}' registry").stdout.strip()
+    assert health in ("healthy", "starting")
+
+
+def test_an_image_pushed_to_the_registry_runs_as_a_service_spread_over_both_nodes(stack):
+    registry = stack.outputs["registry"]
+    # pushed from the manager, whose docker is logged in; no insecure-registry setting anywhere
+    stack.ssh(MANAGER, f"for v in 1 2; do docker tag dockyard/web:$v {registry}/web:$v && "
+                       f"docker push {registry}/web:$v >/dev/null; done")
+    assert "insecure" not in stack.ssh(WORKER, "cat /etc/docker/daemon.json 2>/dev/null || true").stdout
+    stack.ssh(MANAGER, "docker service create --detach --name web --replicas 2 --with-registry-auth "
+                       "--publish published=8080,target=8080 --update-order start-first "
+                       f"--update-delay 5s --update-failure-action rollback {registry}/web:1")
     wait_for("2/2 web replicas", lambda: stack.ssh(
         MANAGER, "docker service ls --filter name=web --format '{{.Replicas}}'").stdout.strip() == "2/2")
     nodes = stack.ssh(MANAGER, "docker service ps web --filter desired-state=running --format '{{.Node}}'").stdout
     assert sorted(nodes.split()) == ["b", "w1"]
+    # the worker pulled it from the registry over TLS, with the credentials the manager forwarded
+    assert f"{registry}/web" in stack.ssh(WORKER, "docker image ls --format '{{.Repository}}'").stdout
     for ip in (MANAGER, WORKER):  # the routing mesh answers on every node
         assert wait_for(f"web on {ip}", lambda: _answer(ip)) == "dockyard web 1"
+    # the scheduled garbage collection runs cleanly on the registry's data
+    stack.ssh(MASTER, "systemctl start dockyard-registry-gc.service")
+    assert stack.ssh(MASTER, "systemctl list-timers dockyard-registry-gc.timer --no-legend").stdout.strip()
 
 
 def _answer(ip):
@@ -152,7 +182,8 @@ def test_a_rolling_update_fails_no_request(stack):
     loop.start()
     try:
         timed("rolling update", lambda: stack.ssh(
-            MANAGER, "docker service update --detach=false --quiet --image dockyard/web:2 --no-resolve-image web"))
+            MANAGER, f"docker service update --detach=false --quiet --with-registry-auth "
+                     f"--image {stack.outputs['registry']}/web:2 web"))
     finally:
         time.sleep(2)
         stop.set()
@@ -220,7 +251,7 @@ def test_a_second_up_changes_nothing(stack):
     assert stack.ssh(MANAGER, "docker node ls -q | sort").stdout == node_ids
 
 
-def test_join_tokens_never_appear_in_clear(stack):
+def test_join_tokens_and_the_registry_password_never_appear_in_clear(stack):
     token_runs = [e for e in stack.executed if e.name.endswith("-join-tokens")]
     tokens = set(token_runs[0].stdout.split())
     assert len(tokens) == 2 and all(t.startswith("SWMTKN-1-") for t in tokens)
@@ -228,8 +259,12 @@ def test_join_tokens_never_appear_in_clear(stack):
         visible = e.command + e.stderr + ("" if e in token_runs else e.stdout)
         assert not any(t in visible for t in tokens), f"{e.name} shows a join token"
     # nor in any process's command line on the hosts
-    for host in (MANAGER, WORKER):
-        assert "SWMTKN" not in stack.ssh(host, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '").stdout
+    password = stack.outputs["registry_password"]
+    for e in stack.executed:
+        assert password not in e.command + e.stderr + e.stdout, f"{e.name} shows the registry password"
+    for host in (MASTER, MANAGER, WORKER):
+        cmdlines = stack.ssh(host, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '").stdout
+        assert "SWMTKN" not in cmdlines and password not in cmdlines
 
 
 def test_destroy_and_recreate_with_a_vm_killed_by_hand(stack):

@@ -1,0 +1,285 @@
+"""The CI/CD host: Gitea (code), Drone (builds) and a Docker registry (images), as containers
+that pulumi-docker manages over SSH, so an image bump is a diff in `pulumi preview`.
+
+The registry serves TLS with a certificate from a CA the stack creates (pulumi-tls) and
+asks for a password (pulumi-random, stored as a bcrypt htpasswd). Every host trusts that
+CA through /etc/docker/certs.d, so no host needs an insecure-registry setting. Gitea is
+installed without its web installer, and gitea-setup.sh creates the OAuth2 application
+Drone logs in with, whose client id and secret go straight into Drone's container.
+
+The docker provider for the CI/CD host comes in through `opts.providers`."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+import pulumi_tls as tls
+
+from .config import CiSettings
+from .hosts import Host
+from .remote import run_script
+
+CI_ROOT = "/srv/ci"
+REGISTRY_PORT = 5000
+GITEA_PORT = 3000
+DRONE_PORT = 8000
+NETWORK = "dockyard-ci"
+CA_YEARS = 10
+CERT_DAYS = 730
+CERT_RENEW_DAYS = 30  # `pulumi up` in the last 30 days of the certificate makes a new one
+HEALTH = dict(interval="30s", timeout="5s", retries=3, start_period="20s")
+
+
+def parse_oauth_app(stdout: str) -> dict[str, str]:
+    """client_id and client_secret from gitea-setup.sh's output."""
+    values = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
+    missing = {"client_id", "client_secret"} - values.keys()
+    if missing:
+        raise ValueError(f"gitea-setup.sh printed no {', '.join(sorted(missing))}")
+    return values
+
+
+def docker_config_json(registry: str, user: str, password: str) -> str:
+    """A docker config.json holding the registry's credentials (what `docker login` writes)."""
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return json.dumps({"auths": {registry: {"auth": auth}}}, sort_keys=True)
+
+
+@dataclass
+class CiCdArgs:
+    stack: str
+    settings: CiSettings
+    host: Host                         # the CI/CD host
+    url_address: pulumi.Input[str]     # where users reach Gitea and Drone
+    clients: list[Host]                # every host of the stack: each trusts the registry's CA
+    logins: list[str]                  # hosts whose docker CLI logs in to the registry
+    ready: dict[str, list[pulumi.Resource]] = field(default_factory=dict)  # per host: its engine
+
+
+class CiCd(pulumi.ComponentResource):
+    def __init__(self, name: str, args: CiCdArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("dockyard:role:CiCd", name, None, opts)
+        s, host = args.settings, args.host
+        child = pulumi.ResourceOptions(parent=self)
+        self.registry_address: Optional[pulumi.Output[str]] = None
+        self.ca_certificate: Optional[pulumi.Output[str]] = None
+        self.registry_password: Optional[pulumi.Output[str]] = None
+        self.admin_password: Optional[pulumi.Output[str]] = None
+        self.gitea_url: Optional[pulumi.Output[str]] = None
+        self.drone_url: Optional[pulumi.Output[str]] = None
+        self.containers: dict[str, docker.Container] = {}
+        self.clients: dict[str, object] = {}
+
+        address = pulumi.Output.from_input(args.url_address)
+        ci_ready = args.ready.get(host.name, [])
+
+        def password(suffix: str, length: int = 32) -> random.RandomPassword:
+            # letters and digits only: these go into JSON, URLs and config files unquoted
+            return random.RandomPassword(f"{name}-{suffix}", length=length, special=False, opts=child)
+
+        self.network = docker.Network(f"{name}-network", name=NETWORK,
+                                      opts=pulumi.ResourceOptions(parent=self, depends_on=ci_ready))
+        images = {key: docker.RemoteImage(f"{name}-{key}-image", name=s.images[key], keep_locally=True,
+                                          opts=pulumi.ResourceOptions(parent=self, depends_on=ci_ready))
+                  for key in self._images_needed(s)}
+
+        def container(key: str, image: str, depends_on: list[pulumi.Resource], secret_envs: bool = True,
+                      **kwargs) -> docker.Container:
+            self.containers[key] = docker.Container(
+                f"{name}-{key}",
+                name=key,
+                image=images[image].image_id,
+                restart="unless-stopped",
+                must_run=True,
+                networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name, aliases=[key])],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on,
+                                            additional_secret_outputs=["envs"] if secret_envs else None),
+                **kwargs,
+            )
+            return self.containers[key]
+
+        files_ready: list[pulumi.Resource] = list(ci_ready)
+        if s.runs("registry"):
+            self.registry_address = host.private_ip.apply(lambda ip: f"{ip}:{REGISTRY_PORT}")
+            ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+            ca = tls.SelfSignedCert(
+                f"{name}-ca",
+                private_key_pem=ca_key.private_key_pem,
+                is_ca_certificate=True,
+                validity_period_hours=CA_YEARS * 365 * 24,
+                allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
+                subject=tls.SelfSignedCertSubjectArgs(common_name=f"dockyard {args.stack} CA",
+                                                      organization="dockyard"),
+                opts=child,
+            )
+            self.ca_certificate = ca.cert_pem
+            registry_key = tls.PrivateKey(f"{name}-registry-key", algorithm="ECDSA", ecdsa_curve="P256",
+                                          opts=child)
+            csr = tls.CertRequest(
+                f"{name}-registry-csr",
+                private_key_pem=registry_key.private_key_pem,
+                subject=tls.CertRequestSubjectArgs(common_name="registry", organization="dockyard"),
+                ip_addresses=[host.private_ip],
+                dns_names=["registry", "localhost"],
+                opts=child,
+            )
+            cert = tls.LocallySignedCert(
+                f"{name}-registry-cert",
+                cert_request_pem=csr.cert_request_pem,
+                ca_private_key_pem=ca_key.private_key_pem,
+                ca_cert_pem=ca.cert_pem,
+                validity_period_hours=CERT_DAYS * 24,
+                early_renewal_hours=CERT_RENEW_DAYS * 24,
+                allowed_uses=["server_auth", "digital_signature", "key_encipherment"],
+                opts=child,
+            )
+            registry_password = password("registry-password")
+            self.registry_password = pulumi.Output.secret(registry_password.result)
+            htpasswd = pulumi.Output.secret(registry_password.bcrypt_hash.apply(lambda h: f"{s.admin_user}:{h}"))
+            auth_json = pulumi.Output.secret(pulumi.Output.all(self.registry_address, registry_password.result).apply(
+                lambda a: docker_config_json(a[0], s.admin_user, a[1])))
+            self.files = run_script(
+                f"{name}-files",
+                connection=host.connection,
+                script="ci-files.sh",
+                env={"CI_ROOT": CI_ROOT, "GC_SCHEDULE": s.gc_schedule},
+                secret_env={"REGISTRY_CERT": cert.cert_pem, "REGISTRY_KEY": registry_key.private_key_pem,
+                            "REGISTRY_HTPASSWD": htpasswd, "DOCKER_CONFIG_JSON": auth_json},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=ci_ready),
+            )
+            files_ready = [self.files]
+            # the registry reads its certificate at start: a new certificate restarts it
+            cert_digest = cert.cert_pem.apply(lambda pem: hashlib.sha256(pem.encode()).hexdigest()[:16])
+            registry = container(
+                "registry", "registry", files_ready, secret_envs=False,
+                ports=[docker.ContainerPortArgs(internal=5000, external=REGISTRY_PORT)],
+                volumes=[
+                    docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/registry/data", container_path="/var/lib/registry"),
+                    docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/registry/certs", container_path="/certs",
+                                               read_only=True),
+                    docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/registry/auth", container_path="/auth",
+                                               read_only=True),
+                ],
+                envs=[
+                    "REGISTRY_HTTP_TLS_CERTIFICATE=/certs/registry.crt",
+                    "REGISTRY_HTTP_TLS_KEY=/certs/registry.key",
+                    "REGISTRY_AUTH=htpasswd",
+                    "REGISTRY_AUTH_HTPASSWD_REALM=dockyard",
+                    "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd",
+                    "REGISTRY_STORAGE_DELETE_ENABLED=true",
+                    # health over plain HTTP on loopback only, for the health check
+                    "REGISTRY_HTTP_DEBUG_ADDR=127.0.0.1:5001",
+                ],
+                labels=[docker.ContainerLabelArgs(label="dockyard.certificate", value=cert_digest)],
+                healthcheck=docker.ContainerHealthcheckArgs(
+                    tests=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:5001/debug/health"], **HEALTH),
+            )
+            for client in args.clients:
+                secret_env = None
+                if client.name in args.logins:
+                    secret_env = {"REGISTRY_USER": s.admin_user, "REGISTRY_PASSWORD": registry_password.result}
+                self.clients[client.name] = run_script(
+                    f"{name}-{client.name}-registry-client",
+                    connection=client.connection,
+                    script="registry-client.sh",
+                    env={"REGISTRY": self.registry_address, "CA_CERT": ca.cert_pem},
+                    secret_env=secret_env,
+                    opts=pulumi.ResourceOptions(parent=self,
+                                                depends_on=args.ready.get(client.name, []) + [registry]),
+                )
+
+        if s.runs("gitea"):
+            self.gitea_url = address.apply(lambda a: f"http://{a}:{GITEA_PORT}")
+            self.drone_url = address.apply(lambda a: f"http://{a}:{DRONE_PORT}")
+            admin_password = password("gitea-admin-password", 24)
+            self.admin_password = pulumi.Output.secret(admin_password.result)
+            secret_key = password("gitea-secret-key", 64)
+            gitea = container(
+                "gitea", "gitea", files_ready,
+                ports=[docker.ContainerPortArgs(internal=3000, external=GITEA_PORT)],
+                volumes=[docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/gitea", container_path="/data")],
+                envs=[
+                    "USER_UID=1000", "USER_GID=1000",
+                    "GITEA__security__INSTALL_LOCK=true",
+                    pulumi.Output.secret(secret_key.result).apply(lambda k: f"GITEA__security__SECRET_KEY={k}"),
+                    "GITEA__database__DB_TYPE=sqlite3",
+                    self.gitea_url.apply(lambda u: f"GITEA__server__ROOT_URL={u}/"),
+                    address.apply(lambda a: f"GITEA__server__DOMAIN={a}"),
+                    "GITEA__server__DISABLE_SSH=true",
+                    "GITEA__service__DISABLE_REGISTRATION=true",
+                    # Drone's webhook endpoint is on this host, which Gitea refuses by default
+                    address.apply(lambda a: f"GITEA__webhook__ALLOWED_HOST_LIST={a},loopback,private"),
+                ],
+                healthcheck=docker.ContainerHealthcheckArgs(
+                    tests=["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:3000/api/healthz"], **HEALTH),
+            )
+            self.gitea_setup = run_script(
+                f"{name}-gitea-setup",
+                connection=host.connection,
+                script="gitea-setup.sh",
+                env={"GITEA_CONTAINER": "gitea", "GITEA_URL": f"http://127.0.0.1:{GITEA_PORT}",
+                     "ADMIN_USER": s.admin_user, "ADMIN_EMAIL": s.admin_email, "DRONE_URL": self.drone_url},
+                secret_env={"ADMIN_PASSWORD": admin_password.result},
+                secret_stdout=True,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gitea]),
+            )
+
+        if s.runs("drone"):
+            oauth = pulumi.Output.secret(self.gitea_setup.stdout.apply(parse_oauth_app))
+            rpc_secret = pulumi.Output.secret(password("drone-rpc-secret").result)
+            self.drone_rpc_secret = rpc_secret
+            drone = container(
+                "drone", "drone", [self.gitea_setup],
+                ports=[docker.ContainerPortArgs(internal=80, external=DRONE_PORT)],
+                volumes=[docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/drone/data", container_path="/data")],
+                envs=[
+                    self.gitea_url.apply(lambda u: f"DRONE_GITEA_SERVER={u}"),
+                    oauth.apply(lambda o: f"DRONE_GITEA_CLIENT_ID={o['client_id']}"),
+                    oauth.apply(lambda o: f"DRONE_GITEA_CLIENT_SECRET={o['client_secret']}"),
+                    rpc_secret.apply(lambda r: f"DRONE_RPC_SECRET={r}"),
+                    address.apply(lambda a: f"DRONE_SERVER_HOST={a}:{DRONE_PORT}"),
+                    "DRONE_SERVER_PROTO=http",
+                    f"DRONE_USER_CREATE=username:{s.admin_user},admin:true",
+                    "DRONE_DATABASE_DRIVER=sqlite3",
+                    "DRONE_DATABASE_DATASOURCE=/data/database.sqlite",
+                ],
+                healthcheck=docker.ContainerHealthcheckArgs(
+                    tests=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/healthz"], **HEALTH),
+            )
+            runner_volumes = [docker.ContainerVolumeArgs(host_path="/var/run/docker.sock",
+                                                         container_path="/var/run/docker.sock")]
+            runner_envs = [
+                "DRONE_RPC_PROTO=http", "DRONE_RPC_HOST=drone",
+                rpc_secret.apply(lambda r: f"DRONE_RPC_SECRET={r}"),
+                f"DRONE_RUNNER_NAME={host.name}", "DRONE_RUNNER_CAPACITY=2",
+            ]
+            if s.runs("registry"):
+                # pipelines pull private images from the stack's registry with these credentials
+                runner_volumes.append(docker.ContainerVolumeArgs(
+                    host_path=f"{CI_ROOT}/drone/docker-config.json",
+                    container_path="/etc/dockyard/docker-config.json", read_only=True))
+                runner_envs.append("DRONE_DOCKER_CONFIG=/etc/dockyard/docker-config.json")
+            container(
+                "drone-runner", "droneRunner", [drone],
+                volumes=runner_volumes,
+                envs=runner_envs,
+                healthcheck=docker.ContainerHealthcheckArgs(
+                    tests=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3000/healthz"], **HEALTH),
+            )
+
+        self.register_outputs({
+            "registry": self.registry_address,
+            "gitea_url": self.gitea_url,
+            "drone_url": self.drone_url,
+        })
+
+    @staticmethod
+    def _images_needed(s: CiSettings) -> list[str]:
+        keys = [k for k in ("registry", "gitea", "drone") if s.runs(k)]
+        return keys + (["droneRunner"] if s.runs("drone") else [])

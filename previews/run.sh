@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# run.sh: preview every stack a pull request touches and write one markdown comment per
+# stack to OUT_DIR/<stack>.md; with GITEA_TOKEN set (Drone on the platform's own Gitea),
+# also post each as a comment on the pull request, replacing the stack's previous one.
+#
+# Inputs (environment):
+#   BASE_REF          the branch the pull request goes into, e.g. main
+#   OUT_DIR           where the comments go (default: previews/out)
+#   PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE, DIGITALOCEAN_TOKEN   for `pulumi preview`
+#   GITEA_TOKEN       (optional) a Gitea token that may comment; with DRONE_REPO_LINK,
+#                     DRONE_REPO and DRONE_PULL_REQUEST, which Drone sets
+#
+# Exits non-zero when a preview failed (after writing its comment), so the check is red.
+set -eu
+
+log() { echo "previews: $*" >&2; }
+fatal() { log "error: $*"; exit 1; }
+
+BASE_REF=${BASE_REF:-}
+OUT_DIR=${OUT_DIR:-previews/out}
+GITEA_TOKEN=${GITEA_TOKEN:-}
+[ -n "$BASE_REF" ] || fatal "BASE_REF is empty"
+command -v pulumi >/dev/null 2>&1 || fatal "the pulumi CLI is missing"
+PYTHON=${PYTHON:-.venv/bin/python}
+
+git fetch -q origin "$BASE_REF" 2>/dev/null || true
+stacks=$(git diff --name-only "origin/$BASE_REF"...HEAD | "$PYTHON" -m previews.touched |
+  tr -d '[]",' )
+mkdir -p "$OUT_DIR"
+failed=
+for stack in $stacks; do
+  log "previewing $stack"
+  if ! pulumi preview --stack "$stack" --non-interactive --json --event-log "$OUT_DIR/$stack.events" \
+      --policy-pack policies > "$OUT_DIR/$stack.json"; then
+    failed="$failed $stack"
+  fi
+  "$PYTHON" -m previews.comment --stack "$stack" "$OUT_DIR/$stack.json" --events "$OUT_DIR/$stack.events" \
+    > "$OUT_DIR/$stack.md"
+  if [ -n "$GITEA_TOKEN" ]; then
+    "$PYTHON" -m previews.gitea "$OUT_DIR/$stack.md" "$stack"
+  fi
+done
+[ -z "$failed" ] || fatal "the preview failed for:$failed"
+log "previews written to $OUT_DIR for: ${stacks:-no stack}"

@@ -1,0 +1,37 @@
+"""Which stacks a change needs previews of: a stack file touches its stack; the program,
+its dependencies or the policy pack touch every cloud stack; tests and docs touch none.
+
+    git diff --name-only origin/main... | python3 -m previews.touched
+prints a JSON list of stack names (a GitHub Actions matrix)."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+# the stacks that run in a cloud; `local` runs on the developer's machine, not in CI
+CLOUD_STACKS = ("minimal", "default", "small", "medium")
+PROGRAM = re.compile(r"^(__main__\.py|Pulumi\.yaml|requirements\.txt|components/.*|policies/.*)$")
+STACK_FILE = re.compile(r"^stacks/Pulumi\.([A-Za-z0-9_.-]+)\.yaml$")
+
+
+def touched_stacks(paths: list[str]) -> list[str]:
+    stacks: set[str] = set()
+    for path in paths:
+        path = path.strip()
+        if PROGRAM.match(path):
+            stacks.update(CLOUD_STACKS)
+        elif match := STACK_FILE.match(path):
+            if match.group(1) in CLOUD_STACKS:
+                stacks.add(match.group(1))
+    return [s for s in CLOUD_STACKS if s in stacks]
+
+
+def main() -> int:
+    print(json.dumps(touched_stacks([line for line in sys.stdin.read().splitlines() if line.strip()])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Gitea, Drone and the registry on the CI/CD host, on mocks, per tier: where they run, how
+they are wired, that the CA reaches every host and that no secret is in clear."""
+import json
+
+import pytest
+
+from components.cicd import docker_config_json, parse_oauth_app
+from components.config import ConfigError, parse_config
+from components.hosts.firewall import inbound_rules
+from components.topology import Role, build_topology
+from policies import dockyard_policies as policies
+from tests.harness import BASE_CONFIG, GENERATED_PREFIX, OAUTH_SECRET, TEST_KEY, run_program
+from tests.test_policies import resource_args, violations
+
+CONTAINER = "docker:index/container:Container"
+PROVIDER = "pulumi:providers:docker"
+COMMAND = "command:remote:Command"
+CI_HOST = {"default": "a", "small": "a", "medium": "b"}
+RESERVED_IP = "203.0.113.10"
+
+
+@pytest.fixture(scope="module", params=list(CI_HOST))
+def tier_run(request):
+    return request.param, run_program(stack=f"ci-{request.param}", tier=request.param, workers="2")
+
+
+def envs(container) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in container.inputs["envs"])
+
+
+
+def test_the_trio_runs_on_the_tiers_ci_host_through_its_docker_provider(tier_run):
+    tier, run = tier_run
+    (provider,) = run.of_type(PROVIDER)
+    ci = CI_HOST[tier]
+    engine = run.named(f"{ci}-docker")
+    ci_address = engine.inputs["connection"]["host"]
+    ssh_opts = provider.inputs["sshOpts"]
+    # provider settings reach the engine JSON-encoded
+    opts = " ".join(json.loads(ssh_opts) if isinstance(ssh_opts, str) else ssh_opts)
+    if ci == "a":
+        # the master: reached on its reserved address, no hop
+        assert provider.inputs["host"] == f"ssh://root@{RESERVED_IP}"
+        assert "ProxyCommand" not in opts
+    else:
+        # medium's CI host is private: reached through the master with the same key
+        assert provider.inputs["host"] == f"ssh://root@{ci_address}"
+        assert f"ProxyCommand=ssh " in opts and f"root@{RESERVED_IP}" in opts
+    assert run.depends_on(provider, engine), "the provider connects once the host's engine runs"
+    containers = {c.inputs["name"]: c for c in run.of_type(CONTAINER)}
+    assert set(containers) == {"registry", "gitea", "drone", "drone-runner"}
+    for container in containers.values():
+        assert container.inputs["restart"] == "unless-stopped"
+        assert container.inputs["healthcheck"]["tests"][0] == "CMD"
+        assert container.inputs["image"].startswith("sha256:"), "pinned to the pulled image's ID"
+        data = [v["hostPath"] for v in container.inputs.get("volumes", []) if v["hostPath"].startswith("/srv/ci/")]
+        if container.inputs["name"] != "drone-runner":
+            assert data, f"{container.inputs['name']} keeps its data on the CI volume"
+    images = {i.inputs["name"] for i in run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert images == {"registry:2.8.3", "gitea/gitea:1.22.6", "drone/drone:2.24.0", "drone/drone-runner-docker:1.8.3"}
+
+
+def test_minimal_has_no_ci_host_and_no_trio():
+    run = run_program(stack="ci-minimal", tier="minimal", workers="1")
+    assert run.of_type(PROVIDER) == [] and run.of_type(CONTAINER) == []
+    assert "registry" not in run.outputs and "gitea_url" not in run.outputs
+
+
+def test_drone_is_wired_to_gitea_with_the_oauth_app_and_a_shared_rpc_secret(tier_run):
+    tier, run = tier_run
+    containers = {c.inputs["name"]: c for c in run.of_type(CONTAINER)}
+    drone, runner = containers["drone"], containers["drone-runner"]
+    server = envs(drone)
+    address = RESERVED_IP if CI_HOST[tier] == "a" else run.named(f"{CI_HOST[tier]}-docker").inputs["connection"]["host"]
+    assert server["DRONE_GITEA_SERVER"] == f"http://{address}:3000"
+    assert server["DRONE_GITEA_CLIENT_ID"] == "test-client-id"
+    assert server["DRONE_GITEA_CLIENT_SECRET"] == OAUTH_SECRET
+    assert server["DRONE_SERVER_HOST"] == f"{address}:8000"
+    assert server["DRONE_RPC_SECRET"].startswith(GENERATED_PREFIX)
+    assert envs(runner)["DRONE_RPC_SECRET"] == server["DRONE_RPC_SECRET"]
+    assert envs(runner)["DRONE_RPC_HOST"] == "drone"
+    assert envs(runner)["DRONE_DOCKER_CONFIG"] == "/etc/dockyard/docker-config.json"
+    for container in (drone, runner):
+        assert "envs" in container.secret_inputs and "envs" in container.additional_secret_outputs
+    (setup,) = run.commands("gitea-setup.sh")
+    assert set(setup.additional_secret_outputs) >= {"stdout", "stderr"} and setup.inputs["logging"] == "none"
+    assert f"DRONE_URL=http://{address}:8000" in setup.inputs["create"]
+    assert run.depends_on(drone, setup) and run.depends_on(setup, run.named("cicd-gitea"))
+    gitea = envs(containers["gitea"])
+    assert gitea["GITEA__security__INSTALL_LOCK"] == "true"
+    assert gitea["GITEA__service__DISABLE_REGISTRATION"] == "true"
+    assert "envs" in containers["gitea"].secret_inputs
+
+
+def test_the_registry_serves_tls_with_htpasswd_and_passes_the_policy(tier_run):
+    _, run = tier_run
+    registry = next(c for c in run.of_type(CONTAINER) if c.inputs["name"] == "registry")
+    env = envs(registry)
+    assert env["REGISTRY_AUTH"] == "htpasswd" and env["REGISTRY_HTTP_TLS_CERTIFICATE"] == "/certs/registry.crt"
+    assert violations(policies.registry_tls_and_auth, resource_args(CONTAINER, registry.inputs, name=registry.name)) == []
+    stripped = {**registry.inputs, "envs": [e for e in registry.inputs["envs"] if "TLS" not in e]}
+    assert violations(policies.registry_tls_and_auth, resource_args(CONTAINER, stripped, name=registry.name))
+    (files,) = run.commands("ci-files.sh")
+    assert run.depends_on(registry, files)
+    stdin = files.inputs["stdin"]
+    assert "stdin" in files.secret_inputs
+    assert "REGISTRY_HTPASSWD='dockyard:$2a$10$hashofcicd-registry-password'" in stdin
+    assert "BEGIN CERTIFICATE" in stdin and "BEGIN PRIVATE KEY" in stdin
+    cert = run.named("cicd-registry-cert")
+    assert cert.inputs["earlyRenewalHours"] == 30 * 24 and "server_auth" in cert.inputs["allowedUses"]
+    assert run.named("cicd-ca").inputs["isCaCertificate"] is True
+    csr = run.named("cicd-registry-csr")
+    assert run.outputs["registry"] == f"{csr.inputs['ipAddresses'][0]}:5000"
+
+
+def test_every_host_trusts_the_registry_ca_and_managers_log_in(tier_run):
+    tier, run = tier_run
+    topo = build_topology(tier, 2)
+    clients = {c.name.removeprefix("cicd-").removesuffix("-registry-client"): c
+               for c in run.commands("registry-client.sh")}
+    assert set(clients) == {h.name for h in topo.hosts}
+    registry = next(c for c in run.of_type(CONTAINER) if c.inputs["name"] == "registry")
+    ca = run.named("cicd-ca")
+    logins = {CI_HOST[tier]} | {m.name for m in topo.managers}
+    for host, client in clients.items():
+        assert f"CA_CERT='-----BEGIN CERTIFICATE-----\ncicd-ca\n" in client.inputs["create"]
+        assert f"REGISTRY={run.outputs['registry']}" in client.inputs["create"]
+        assert run.depends_on(client, registry) and run.depends_on(client, run.named(f"{host}-docker"))
+        assert run.depends_on(client, ca)
+        logs_in = "REGISTRY_PASSWORD=generated-secret-" in client.inputs["stdin"]
+        assert logs_in == (host in logins), host
+        if logs_in:
+            assert "stdin" in client.secret_inputs
+
+
+def test_no_generated_secret_is_in_clear(tier_run):
+    _, run = tier_run
+    for r in run.registrations:
+        for key, value in r.inputs.items():
+            text = json.dumps(value)
+            if GENERATED_PREFIX in text or OAUTH_SECRET in text or "PRIVATE KEY" in text or TEST_KEY in text:
+                assert key in r.secret_inputs, f"{r.name}.{key} holds a secret in clear"
+    for name in ("registry_password", "gitea_admin_password"):
+        assert run.outputs[name].startswith(GENERATED_PREFIX)
+
+
+def test_secret_outputs_are_secret(tier_run):
+    import pulumi
+
+    _, run = tier_run
+    outputs = run.deployment.outputs()
+    for name in ("registry_password", "gitea_admin_password"):
+        assert pulumi.runtime.sync_await._sync_await(outputs[name].is_secret()), name
+    assert not pulumi.runtime.sync_await._sync_await(outputs["gitea_url"].is_secret())
+
+
+def test_an_image_bump_is_a_change_of_the_pulled_image():
+    run = run_program(stack="ci-bump", tier="default", workers="1", ciImages={"gitea": "gitea/gitea:1.22.7"})
+    names = {i.inputs["name"] for i in run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert "gitea/gitea:1.22.7" in names and "gitea/gitea:1.22.6" not in names
+
+
+def test_the_ci_host_opens_registry_to_the_vpc_and_the_web_uis_to_admins():
+    rules = inbound_rules(Role.CICD, "10.210.0.0/20", ("203.0.113.0/24",), (80,))
+    by_port = {r.port_range: set(r.source_addresses) for r in rules if r.protocol == "tcp"}
+    assert by_port["5000"] == {"10.210.0.0/20"}
+    assert by_port["3000"] == by_port["8000"] == {"10.210.0.0/20", "203.0.113.0/24"}
+
+
+def test_local_stack_runs_the_registry_built_into_the_vm_image():
+    config = parse_config("local", {"cloud": "local"})
+    assert config.ci.services == ("registry",)
+    assert config.ci.images["registry"] == "dockyard/registry:2.8.2"
+    full = parse_config("local", {"cloud": "local", "ciServices": ["registry", "gitea", "drone"]})
+    assert full.ci.services == ("registry", "gitea", "drone")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"tier": "minimal", "ciServices": ["registry"]}, "dockyard:ciServices: the minimal tier has no CI/CD host"),
+    ({"ciServices": ["drone"]}, "dockyard:ciServices: drone logs in and fetches code through gitea"),
+    ({"ciServices": ["jenkins"]}, "dockyard:ciServices: unknown service 'jenkins'"),
+    ({"ciImages": {"gitea": "gitea/gitea:latest"}}, "dockyard:ciImages: gitea: 'gitea/gitea:latest' must be a pinned"),
+    ({"ciImages": {"nginx": "nginx:1"}}, "dockyard:ciImages: unknown image 'nginx'"),
+    ({"ciAdminUser": "admin"}, "dockyard:ciAdminUser: 'admin' is not allowed"),
+    ({"registryGcSchedule": "sunday; rm -rf /"}, "dockyard:registryGcSchedule:"),
+])
+def test_ci_config_errors_say_what_to_change(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config("s", {**BASE_CONFIG, "sshPrivateKey": True, **overrides})
+    assert message in str(error.value)
+
+
+def test_oauth_app_and_docker_config_helpers():
+    assert parse_oauth_app("client_id=abc\nclient_secret=s3cr=t\n") == {"client_id": "abc", "client_secret": "s3cr=t"}
+    with pytest.raises(ValueError, match="client_secret"):
+        parse_oauth_app("client_id=abc\n")
+    config = json.loads(docker_config_json("10.0.0.2:5000", "u", "p"))
+    assert config == {"auths": {"10.0.0.2:5000": {"auth": "dTpw"}}}
+
+
+def test_the_example_pipeline_builds_pushes_and_rolls_out_with_rollback():
+    import yaml
+
+    from components.cicd import CI_ROOT
+
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "web"
+    pipeline = yaml.safe_load((root / ".drone.yml").read_text())
+    assert [s["name"] for s in pipeline["steps"]] == ["test", "build-and-push", "deploy"]
+    volumes = {v["name"]: v["host"]["path"] for v in pipeline["volumes"]}
+    # the credentials file ci-files.sh writes for the runner
+    assert volumes["registry-auth"] == f"{CI_ROOT}/drone/docker-config.json"
+    build, deploy = pipeline["steps"][1], pipeline["steps"][2]
+    assert any("docker push" in c for c in build["commands"])
+    rollout = " ".join(deploy["commands"])
+    assert "--update-order start-first" in rollout and "--update-failure-action rollback" in rollout
+    assert "--with-registry-auth" in rollout
+    for step in (build, deploy):
+        assert all("from_secret" in v for v in step["environment"].values()), "no credential in the file"
+    assert (root / "Dockerfile").read_text().count("HEALTHCHECK") == 1
