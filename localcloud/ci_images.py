@@ -157,12 +157,12 @@ def base_layer() -> bytes:
 
 # Everything goes under /usr/local: Debian's /bin is a link to usr/bin, which a file under
 # /bin in the top layer would replace by a directory (and /bin/sh would be gone).
-def ci_images(base: bytes, gitea: dict[str, Path], drone: dict[str, Path], runner: dict[str, Path]) -> dict[str, ImageSpec]:
+def ci_images(base: bytes, gitea: dict[str, Path], drone: dict[str, Path], runner: dict[str, Path],
+              gitea_source: Path) -> dict[str, ImageSpec]:
     path = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
     # Without the `bindata` build tag Gitea reads its locales, templates and static files
     # from STATIC_ROOT_PATH; they come from the module's source (the web UI's compiled
     # JavaScript is not there, which the API and git over HTTP do not need).
-    gitea_source = module_dir(GITEA)
     gitea_static = {}
     for tree in ("options", "templates", "public"):
         gitea_static.update(tree_files(gitea_source / tree, f"{GITEA_STATIC}/{tree}"))
@@ -194,7 +194,7 @@ def ci_images(base: bytes, gitea: dict[str, Path], drone: dict[str, Path], runne
 
 def build_ci_images(out: Path) -> dict[str, str]:
     """Write the three archives to `out`; returns the `dockyard:ciImages` settings for them."""
-    specs = ci_images(base_layer(), go_binaries(GITEA), go_binaries(DRONE), go_binaries(RUNNER))
+    specs = ci_images(base_layer(), go_binaries(GITEA), go_binaries(DRONE), go_binaries(RUNNER), module_dir(GITEA))
     settings = {}
     for name, spec in specs.items():
         write_archive(spec, out / f"{name}.tar")
