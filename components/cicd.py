@@ -59,7 +59,8 @@ class CiCdArgs:
     url_address: pulumi.Input[str]     # where users reach Gitea and Drone
     clients: list[Host]                # every host of the stack: each trusts the registry's CA
     logins: list[str]                  # hosts whose docker CLI logs in to the registry
-    ready: dict[str, list[pulumi.Resource]] = field(default_factory=dict)  # per host: its engine
+    # per host: what must exist before anything uses its engine (the engine, preloaded images)
+    ready: dict[str, list[pulumi.Resource]] = field(default_factory=dict)
 
 
 class CiCd(pulumi.ComponentResource):

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .topology import DEFAULT_MANAGERS, MANAGER_COUNT_SETTABLE, MAX_MANAGERS, TIERS, Role
+from .topology import DEFAULT_MANAGERS, MANAGER_COUNT_SETTABLE, MAX_MANAGERS, TIERS, Role, build_topology
 
 NAMESPACE = "dockyard"
 CLOUDS = ("digitalocean", "local")
@@ -331,8 +331,6 @@ def parse_config(
     allow_majority_loss = p.boolean("allowManagerMajorityLoss", False)
     kept_volumes = {str(k): str(v) for k, v in p.mapping("keptVolumes").items()}
     if kept_volumes:
-        from .topology import build_topology
-
         with_volume = {h.name for h in build_topology(tier, workers, managers).hosts if h.volume}
         for host, volume_id in kept_volumes.items():
             if host not in with_volume:

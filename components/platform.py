@@ -64,10 +64,10 @@ def docker_ssh_options(identity_file: Optional[str], user: str, jump_host: Optio
 
 def ci_docker_provider(config: DockyardConfig, platform: Platform, ci_host: str, master: str,
                        engine: pulumi.Resource) -> docker.Provider:
-    """The docker provider of the CI/CD host. Its address waits for the host's engine, so a
-    preview of hosts that do not exist yet does not try to reach them."""
-    host = platform.hosts[ci_host]
-    address = pulumi.Output.all(host.private_ip if ci_host != master else host.ssh_address, engine.id).apply(
+    """The docker provider of the CI/CD host, reached where an operator reaches it. Its
+    address waits for the host's engine, so a preview of hosts that do not exist yet does
+    not try to reach them."""
+    address = pulumi.Output.all(platform.hosts[ci_host].ssh_address, engine.id).apply(
         lambda values: f"ssh://{config.ssh.user}@{values[0]}")
     jump = platform.master_address if ci_host != master else None
     return docker.Provider(
@@ -99,13 +99,14 @@ def deploy(config: DockyardConfig, topology: Topology,
     ci_hosts = topology.with_role(Role.CICD)
     if ci_hosts and config.ci.services:
         ci, master = ci_hosts[0].name, topology.master.name
-        engines = {name: [e.engine] + ([cluster.preloads[name].load] if name in cluster.preloads else [])
-                   for name, e in cluster.engines.items()}
-        provider = ci_docker_provider(config, platform, ci, master, engines[ci][-1])
+        # a host is ready for containers once its engine runs and its preloaded images are in
+        ready = {name: [cluster.preloads[name].load if name in cluster.preloads else e.engine]
+                 for name, e in cluster.engines.items()}
+        provider = ci_docker_provider(config, platform, ci, master, ready[ci][0])
         logins = [ci] + [m.name for m in topology.managers]
         cicd = CiCd("cicd", CiCdArgs(
             stack=config.stack, settings=config.ci, host=platform.hosts[ci],
-            url_address=platform.master_address if ci == master else platform.hosts[ci].private_ip,
-            clients=[platform.hosts[h.name] for h in topology.hosts], logins=logins, ready=engines,
+            url_address=platform.hosts[ci].ssh_address,
+            clients=[platform.hosts[h.name] for h in topology.hosts], logins=logins, ready=ready,
         ), opts=pulumi.ResourceOptions(providers={"docker": provider}))
     return Deployment(cluster, cicd)

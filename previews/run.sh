@@ -24,8 +24,7 @@ command -v pulumi >/dev/null 2>&1 || fatal "the pulumi CLI is missing"
 PYTHON=${PYTHON:-.venv/bin/python}
 
 git fetch -q origin "$BASE_REF" 2>/dev/null || true
-stacks=$(git diff --name-only "origin/$BASE_REF"...HEAD | "$PYTHON" -m previews.touched |
-  tr -d '[]",' )
+stacks=$(git diff --name-only "origin/$BASE_REF"...HEAD | "$PYTHON" -m previews.touched --plain)
 mkdir -p "$OUT_DIR"
 failed=
 for stack in $stacks; do

@@ -1,14 +1,13 @@
 """Which stacks a change needs previews of: a stack file touches its stack; the program,
 its dependencies or the policy pack touch every cloud stack; tests and docs touch none.
 
-    git diff --name-only origin/main... | python3 -m previews.touched
-prints a JSON list of stack names (a GitHub Actions matrix)."""
+    git diff --name-only origin/main... | python3 -m previews.touched [--plain]
+prints a JSON list of stack names (a GitHub Actions matrix), or with --plain one per line."""
 from __future__ import annotations
 
 import json
 import re
 import sys
-from pathlib import Path
 
 # the stacks that run in a cloud; `local` runs on the developer's machine, not in CI
 CLOUD_STACKS = ("minimal", "default", "small", "medium")
@@ -28,10 +27,11 @@ def touched_stacks(paths: list[str]) -> list[str]:
     return [s for s in CLOUD_STACKS if s in stacks]
 
 
-def main() -> int:
-    print(json.dumps(touched_stacks([line for line in sys.stdin.read().splitlines() if line.strip()])))
+def main(argv: list[str]) -> int:
+    stacks = touched_stacks([line for line in sys.stdin.read().splitlines() if line.strip()])
+    print("\n".join(stacks) if "--plain" in argv else json.dumps(stacks))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -181,8 +181,6 @@ BASE_CONFIG = {
     "sshPrivateKey": True,
 }
 
-OUTPUTS = ("master_address", "manager_addresses", "worker_addresses", "swarm_manager_endpoint",
-           "nfs_exports", "ssh_config")
 
 
 def run_program(stack: str = "test", **overrides) -> Run:

@@ -45,7 +45,7 @@ def test_the_trio_runs_on_the_tiers_ci_host_through_its_docker_provider(tier_run
     else:
         # medium's CI host is private: reached through the master with the same key
         assert provider.inputs["host"] == f"ssh://root@{ci_address}"
-        assert f"ProxyCommand=ssh " in opts and f"root@{RESERVED_IP}" in opts
+        assert "ProxyCommand=ssh " in opts and f"root@{RESERVED_IP}" in opts
     assert run.depends_on(provider, engine), "the provider connects once the host's engine runs"
     containers = {c.inputs["name"]: c for c in run.of_type(CONTAINER)}
     assert set(containers) == {"registry", "gitea", "drone", "drone-runner"}
@@ -123,7 +123,7 @@ def test_every_host_trusts_the_registry_ca_and_managers_log_in(tier_run):
     ca = run.named("cicd-ca")
     logins = {CI_HOST[tier]} | {m.name for m in topo.managers}
     for host, client in clients.items():
-        assert f"CA_CERT='-----BEGIN CERTIFICATE-----\ncicd-ca\n" in client.inputs["create"]
+        assert "CA_CERT='-----BEGIN CERTIFICATE-----\ncicd-ca\n" in client.inputs["create"]
         assert f"REGISTRY={run.outputs['registry']}" in client.inputs["create"]
         assert run.depends_on(client, registry) and run.depends_on(client, run.named(f"{host}-docker"))
         assert run.depends_on(client, ca)

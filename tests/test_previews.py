@@ -135,3 +135,14 @@ def test_the_drone_pipeline_runs_the_same_previews_on_pull_requests():
         assert "from_secret" in step["environment"][name], f"{name} comes from a Drone secret"
     assert step["commands"][-1] == "bash previews/run.sh"
     assert "previews.gitea" in (ROOT / "previews/run.sh").read_text()
+
+
+def test_touched_prints_a_matrix_or_plain_lines(monkeypatch, capsys):
+    import io
+
+    from previews.touched import main
+
+    for argv, expected in (([], '["small"]\n'), (["--plain"], "small\n")):
+        monkeypatch.setattr("sys.stdin", io.StringIO("stacks/Pulumi.small.yaml\nREADME.md\n"))
+        assert main(argv) == 0
+        assert capsys.readouterr().out == expected
