@@ -74,6 +74,7 @@ class CiCd(pulumi.ComponentResource):
         self.admin_password: Optional[pulumi.Output[str]] = None
         self.gitea_url: Optional[pulumi.Output[str]] = None
         self.drone_url: Optional[pulumi.Output[str]] = None
+        self.drone_admin_token: Optional[pulumi.Output[str]] = None
         self.containers: dict[str, docker.Container] = {}
         self.clients: dict[str, object] = {}
 
@@ -235,6 +236,8 @@ class CiCd(pulumi.ComponentResource):
             oauth = pulumi.Output.secret(self.gitea_setup.stdout.apply(parse_oauth_app))
             rpc_secret = pulumi.Output.secret(password("drone-rpc-secret").result)
             self.drone_rpc_secret = rpc_secret
+            # the admin's API token, for scripts and the drone CLI (DRONE_TOKEN)
+            self.drone_admin_token = pulumi.Output.secret(password("drone-admin-token", 32).result)
             drone = container(
                 "drone", "drone", [self.gitea_setup],
                 ports=[docker.ContainerPortArgs(internal=80, external=DRONE_PORT)],
@@ -246,7 +249,8 @@ class CiCd(pulumi.ComponentResource):
                     rpc_secret.apply(lambda r: f"DRONE_RPC_SECRET={r}"),
                     address.apply(lambda a: f"DRONE_SERVER_HOST={a}:{DRONE_PORT}"),
                     "DRONE_SERVER_PROTO=http",
-                    f"DRONE_USER_CREATE=username:{s.admin_user},admin:true",
+                    self.drone_admin_token.apply(
+                        lambda token: f"DRONE_USER_CREATE=username:{s.admin_user},admin:true,token:{token}"),
                     "DRONE_DATABASE_DRIVER=sqlite3",
                     "DRONE_DATABASE_DATASOURCE=/data/database.sqlite",
                 ],
@@ -259,7 +263,11 @@ class CiCd(pulumi.ComponentResource):
                 "DRONE_RPC_PROTO=http", "DRONE_RPC_HOST=drone",
                 rpc_secret.apply(lambda r: f"DRONE_RPC_SECRET={r}"),
                 f"DRONE_RUNNER_NAME={host.name}", "DRONE_RUNNER_CAPACITY=2",
+                # the clone credentials (the user's Gitea token) go to the clone step only
+                "DRONE_NETRC_CLONE_ONLY=true",
             ]
+            if "droneClone" in s.images:
+                runner_envs.append(f"DRONE_RUNNER_CLONE_IMAGE={s.images['droneClone']}")
             if s.runs("registry"):
                 # pipelines pull private images from the stack's registry with these credentials
                 runner_volumes.append(docker.ContainerVolumeArgs(
@@ -283,4 +291,6 @@ class CiCd(pulumi.ComponentResource):
     @staticmethod
     def _images_needed(s: CiSettings) -> list[str]:
         keys = [k for k in ("registry", "gitea", "drone") if s.runs(k)]
-        return keys + (["droneRunner"] if s.runs("drone") else [])
+        if s.runs("drone"):
+            keys += ["droneRunner"] + (["droneClone"] if "droneClone" in s.images else [])
+        return keys

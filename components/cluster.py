@@ -8,7 +8,7 @@ engine on every host -> master inventory and bastion
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 
@@ -16,24 +16,37 @@ from .config import DockyardConfig
 from .docker_host import DockerHost, DockerHostArgs
 from .hosts import Platform
 from .images import ImagePreload, ImagePreloadArgs
-from .manager import SwarmManager, SwarmManagerArgs
+from .manager import ManagerAccess, SwarmManager, SwarmManagerArgs
 from .master import Master, MasterArgs
 from .nfs import NfsClient, NfsClientArgs, NfsServer, NfsServerArgs
 from .topology import Role, Topology
 from .worker import SwarmWorker, SwarmWorkerArgs
 
 
+# For the memberships' ssh from the operator's machine: no prompt, and a bounded wait on a
+# host that is gone or goes away.
+BATCH_SSH_OPTIONS = ["BatchMode yes", "StrictHostKeyChecking no", "UserKnownHostsFile /dev/null",
+                     "LogLevel ERROR", "ConnectTimeout 10", "ServerAliveInterval 10", "ServerAliveCountMax 3"]
+
+
+def host_alias(stack: str, name: str) -> str:
+    return f"dockyard-{stack}-{name}"
+
+
 def ssh_config(stack: str, names: list[str], master: str, addresses: list[str], user: str,
-               identity_file: Optional[str]) -> str:
-    """An ssh_config snippet that reaches every host, the private ones through the master."""
+               identity_file: Optional[str], options: Sequence[str] = ()) -> str:
+    """An ssh_config snippet that reaches every host, the private ones through the master;
+    `options` apply to all of them."""
     blocks = []
     for name, address in zip(names, addresses):
-        lines = [f"Host dockyard-{stack}-{name}", f"  HostName {address}", f"  User {user}"]
+        lines = [f"Host {host_alias(stack, name)}", f"  HostName {address}", f"  User {user}"]
         if identity_file:
-            lines.append(f"  IdentityFile {identity_file}")
+            lines += [f"  IdentityFile {identity_file}", "  IdentitiesOnly yes"]
         if name != master:
-            lines.append(f"  ProxyJump dockyard-{stack}-{master}")
+            lines.append(f"  ProxyJump {host_alias(stack, master)}")
         blocks.append("\n".join(lines))
+    if options:
+        blocks.append("\n".join(["Host *"] + [f"  {o}" for o in options]))
     return "\n\n".join(blocks) + "\n"
 
 
@@ -117,9 +130,18 @@ class Cluster(pulumi.ComponentResource):
             return result
 
         first, *others = topo.managers
+        reach = [master.name] + [m.name for m in topo.managers if m.name != master.name]
+        access = ManagerAccess(
+            aliases=[host_alias(cfg.stack, m.name) for m in topo.managers],
+            ssh_config=pulumi.Output.all(*[hosts[n].ssh_address for n in reach]).apply(
+                lambda addrs: ssh_config(cfg.stack, reach, master.name, addrs, cfg.ssh.user,
+                                         args.platform.identity_file,
+                                         BATCH_SSH_OPTIONS)),
+            ready=list(args.platform.identity_ready),
+        )
         self.managers = [SwarmManager(f"{first.name}-manager",
                                       SwarmManagerArgs(host=hosts[first.name], labels=labels(first),
-                                                       depends_on=engine(first.name)),
+                                                       depends_on=engine(first.name), access=access),
                                       opts=child)]
         join = self.managers[0].join
         for spec in others:
@@ -152,7 +174,7 @@ class Cluster(pulumi.ComponentResource):
                          for e, ip in zip(topo.exports, ips)})
         names = [h.name for h in topo.hosts]
         self.ssh_config = pulumi.Output.all(*[hosts[n].ssh_address for n in names]).apply(
-            lambda addrs: ssh_config(cfg.stack, names, master.name, addrs, cfg.ssh.user, cfg.ssh.private_key_path))
+            lambda addrs: ssh_config(cfg.stack, names, master.name, addrs, cfg.ssh.user, args.platform.identity_file))
         self.register_outputs({
             "master_address": self.master_address,
             "manager_addresses": self.manager_addresses,

@@ -56,6 +56,9 @@ DEFAULT_CI_IMAGES = {
     "droneRunner": "drone/drone-runner-docker:1.8.3",
 }
 LOCAL_REGISTRY_IMAGE = "dockyard/registry:2.8.2"
+# Images without a default: the runner's own default clone image (drone/git:latest) is used
+# unless this names one, e.g. one preloaded on hosts that cannot reach Docker Hub.
+OPTIONAL_CI_IMAGES = ("droneClone",)
 
 
 @dataclass(frozen=True)
@@ -376,8 +379,8 @@ def _ci_settings(p: _Parser, tier: str, cloud: str, services_set: bool) -> CiSet
     if cloud == "local":
         images["registry"] = LOCAL_REGISTRY_IMAGE
     for key, ref in p.mapping("ciImages").items():
-        if key not in images:
-            p.fail("ciImages", f"unknown image {key!r}; the images are {', '.join(images)}")
+        if key not in images and key not in OPTIONAL_CI_IMAGES:
+            p.fail("ciImages", f"unknown image {key!r}; the images are {', '.join([*images, *OPTIONAL_CI_IMAGES])}")
         elif not isinstance(ref, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", ref) or ref.endswith(":latest"):
             p.fail("ciImages", f"{key}: {ref!r} must be a pinned image reference such as gitea/gitea:1.22.6 "
                                f"(not :latest, so that an upgrade shows in `pulumi preview`)")

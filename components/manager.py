@@ -7,10 +7,22 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
-from pulumi_command import remote
+from pulumi_command import local, remote
 
 from .hosts import Host
 from .remote import run_script, script_text
+
+
+@dataclass
+class ManagerAccess:
+    """How the operator's machine reaches the managers over ssh, to keep the memberships."""
+
+    # the managers' Host aliases in `ssh_config`, the first manager first
+    aliases: list[str]
+    # an ssh_config text for those aliases (and the master they are reached through)
+    ssh_config: pulumi.Output[str]
+    # what must exist before ssh can use the key (the key file of local VMs)
+    ready: list[pulumi.Resource] = field(default_factory=list)
 
 
 @dataclass
@@ -23,6 +35,7 @@ class SwarmJoin:
     manager_token: pulumi.Output[str]
     # the resources that made the swarm and read its tokens: joins wait for them
     ready: list[pulumi.Resource]
+    access: ManagerAccess
 
 
 def node_labels(name: str, *, node_id: pulumi.Output[str], labels: dict[str, str], join: SwarmJoin,
@@ -52,20 +65,24 @@ def join_swarm(name: str, *, host: Host, join: SwarmJoin, role: str, parent: pul
 
 
 def node_membership(name: str, *, node_id: pulumi.Output[str], join: SwarmJoin, parent: pulumi.Resource,
-                    depends_on: list[pulumi.Resource]) -> remote.Command:
-    """The node's place in the swarm, held on a manager. Deleting it (a lower worker or
-    manager count, or `pulumi destroy`) drains the node and removes it from the swarm. It
-    depends on the join, which depends on the host, so the engine deletes it first."""
-    removal = script_text("swarm-remove-node.sh")
-    return remote.Command(
+                    depends_on: list[pulumi.Resource]) -> local.Command:
+    """The node's place in the swarm. Deleting it (a lower worker or manager count, or
+    `pulumi destroy`) drains the node and removes it from the swarm. It depends on the join,
+    which depends on the host, so the engine deletes it first.
+
+    It runs on the operator's machine and reaches whichever manager answers, first manager
+    first: a membership held on one manager could not be deleted once that manager is gone,
+    and a destroy would stop there (pulumi-command#104). A change of managers or addresses is
+    an update (the check runs again), never a new membership, which would remove the node."""
+    driver = shlex.quote(script_text("swarm-membership.sh"))
+    return local.Command(
         f"{name}-membership",
-        connection=join.manager_connection,
-        create=node_id.apply(lambda i: f"docker node inspect --format '{{{{.ID}}}}' {shlex.quote(i)}"),
-        delete=node_id.apply(lambda i: f"NODE_ID={shlex.quote(i)} bash -c {shlex.quote(removal)}"),
-        opts=pulumi.ResourceOptions(
-            parent=parent, depends_on=depends_on,
-            # a new manager address must not look like a new membership: that would remove the node
-            ignore_changes=["connection"]),
+        create=f"bash -c {driver} swarm-membership.sh check",
+        delete=f"bash -c {driver} swarm-membership.sh remove",
+        stdin=script_text("swarm-remove-node.sh"),
+        environment={"NODE_ID": node_id, "MANAGERS": " ".join(join.access.aliases),
+                     "SSH_CONFIG": join.access.ssh_config},
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.access.ready),
     )
 
 
@@ -74,6 +91,8 @@ class SwarmManagerArgs:
     host: Host
     labels: dict[str, str]
     depends_on: list[pulumi.Resource]
+    # the first manager hands it on to the nodes that join
+    access: Optional[ManagerAccess] = None
     # None: this manager initialises the swarm
     join: Optional[SwarmJoin] = None
     # memberships of the managers before this one: removals then run one at a time, newest
@@ -90,6 +109,8 @@ class SwarmManager(pulumi.ComponentResource):
         host = args.host
         child = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
         if args.join is None:
+            if args.access is None:
+                raise ValueError("the first manager needs the managers' ssh access for the memberships")
             init = run_script(f"{name}-swarm-init", connection=host.connection, script="swarm-init.sh",
                               env={"ADVERTISE_ADDR": host.private_ip}, opts=child)
             self.node_id = init.stdout.apply(lambda s: s.strip())
@@ -109,6 +130,7 @@ class SwarmManager(pulumi.ComponentResource):
                 worker_token=pulumi.Output.secret(lines.apply(lambda t: t[0])),
                 manager_token=pulumi.Output.secret(lines.apply(lambda t: t[1])),
                 ready=[init, tokens],
+                access=args.access,
             )
             self.joined = init
             self.membership = None  # the first manager stays for the swarm's lifetime

@@ -44,6 +44,7 @@ class Deployment:
                 "gitea_url": self.cicd.gitea_url,
                 "gitea_admin_password": self.cicd.admin_password,
                 "drone_url": self.cicd.drone_url,
+                "drone_admin_token": self.cicd.drone_admin_token,
             }
             result.update({k: v for k, v in optional.items() if v is not None})
         return result

@@ -4,10 +4,13 @@ the Go module proxy and Debian packages, for hosts that cannot reach Docker Hub.
     python3 -m localcloud ci-images --out DIR
 
 writes DIR/gitea.tar, DIR/drone.tar and DIR/drone-runner.tar and prints the `dockyard:`
-settings that use them. The binaries are cached in ~/.cache/dockyard/ci-bin, the Debian base
+settings that use them. For pipelines it also writes DIR/drone-pipeline.tar (the clone step,
+and a docker CLI with ssh for build and deploy steps; `ciImages.droneClone`) and
+DIR/busybox.tar (busybox, for test steps and as a base image). The binaries are cached in ~/.cache/dockyard/ci-bin, the Debian base
 layer in ~/.cache/dockyard/ci-base; a second run only writes the archives.
 
-Each image is a Debian 12 minbase layer (git, ca-certificates, curl, wget) plus the
+Each image but busybox is a Debian 12 minbase layer (git, ca-certificates, curl, wget,
+openssh-client) plus the
 binary and, for Gitea, an entrypoint that does what the official image's does: an app.ini
 under /data/gitea, GITEA__section__KEY variables written into it, then `gitea web` as the
 user git (uid 1000)."""
@@ -23,10 +26,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from localcloud.images import ImageSpec, write_archive
+from localcloud.images import ImageSpec, deb_file, write_archive
 
 CACHE = Path(os.environ.get("DOCKYARD_CACHE_DIR", Path.home() / ".cache" / "dockyard"))
-BASE_PACKAGES = "git,ca-certificates,curl,wget"
+BASE_PACKAGES = "git,ca-certificates,curl,wget,openssh-client"
 GITEA_STATIC = "/usr/local/share/gitea"
 
 
@@ -83,6 +86,75 @@ environment-to-ini --config "$ini"
 chown -R git:git /data
 exec setpriv --reuid=git --regid=git --init-groups env HOME=/data/git USER=git gitea web --config "$ini"
 """
+
+
+# Bump when the pipeline image's content changes.
+PIPELINE_VERSION = "1"
+PIPELINE_TAG = f"dockyard/drone-pipeline:{PIPELINE_VERSION}"
+
+DRONE_CLONE = """#!/bin/sh
+# drone-clone: the clone step of a Drone pipeline, which the runner runs in its workspace
+# before the other steps (the job of the drone/git image, for hosts without Docker Hub).
+#
+# Inputs (environment, set by the runner):
+#   DRONE_REMOTE_URL     the repository
+#   DRONE_COMMIT_REF     what to fetch (refs/heads/main); else DRONE_COMMIT_BRANCH
+#   DRONE_COMMIT_SHA     the commit to check out; else what was fetched
+#   DRONE_NETRC_MACHINE, DRONE_NETRC_USERNAME, DRONE_NETRC_PASSWORD  credentials, if private
+#   PLUGIN_DEPTH         clone depth (pipeline `clone: depth:`)
+set -eu
+
+fatal() { echo "drone-clone: error: $*" >&2; exit 1; }
+
+[ -n "${DRONE_REMOTE_URL:-}" ] || fatal "DRONE_REMOTE_URL must be set"
+if [ -n "${DRONE_NETRC_MACHINE:-}" ]; then
+  umask 077
+  printf 'machine %s\nlogin %s\npassword %s\n' \
+    "$DRONE_NETRC_MACHINE" "$DRONE_NETRC_USERNAME" "$DRONE_NETRC_PASSWORD" > "${HOME:-/root}/.netrc"
+  umask 022
+fi
+[ -d .git ] || git init -q
+git remote add origin "$DRONE_REMOTE_URL" 2>/dev/null || git remote set-url origin "$DRONE_REMOTE_URL"
+ref=${DRONE_COMMIT_REF:-refs/heads/${DRONE_COMMIT_BRANCH:-main}}
+echo "+ git fetch origin $ref"
+if [ -n "${PLUGIN_DEPTH:-}" ]; then
+  git fetch -q --depth="$PLUGIN_DEPTH" origin "$ref"
+else
+  git fetch -q origin "$ref"
+fi
+commit=${DRONE_COMMIT_SHA:-FETCH_HEAD}
+echo "+ git checkout $commit"
+git checkout -q -f "$commit"
+"""
+
+
+def docker_cli() -> bytes:
+    """Debian's docker CLI (linked against libc only), cached."""
+    cached = CACHE / "ci-bin" / "docker-cli"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.with_suffix(".partial").write_bytes(deb_file("docker.io", "/usr/bin/docker"))
+        cached.with_suffix(".partial").rename(cached)
+    return cached.read_bytes()
+
+
+def busybox_image() -> ImageSpec:
+    """busybox from Debian's busybox-static, every applet linked, tagged with its version."""
+    busybox = deb_file("busybox-static", "/bin/busybox")
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "busybox"
+        binary.write_bytes(busybox)
+        binary.chmod(0o755)
+        banner = subprocess.run([str(binary)], capture_output=True, text=True).stdout
+        applets = subprocess.run([str(binary), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    version = banner.split()[1].lstrip("v")  # "BusyBox v1.35.0 (Debian ...)"
+    return ImageSpec(
+        repo_tag=f"dockyard/busybox:{version}",
+        cmd=["sh"],
+        files={"/bin/busybox": (busybox, 0o755)},
+        symlinks={f"/bin/{applet}": "busybox" for applet in applets if applet != "busybox"},
+        env=("PATH=/bin",),
+    )
 
 
 def module_dir(build: GoBuild) -> Path:
@@ -158,7 +230,7 @@ def base_layer() -> bytes:
 # Everything goes under /usr/local: Debian's /bin is a link to usr/bin, which a file under
 # /bin in the top layer would replace by a directory (and /bin/sh would be gone).
 def ci_images(base: bytes, gitea: dict[str, Path], drone: dict[str, Path], runner: dict[str, Path],
-              gitea_source: Path) -> dict[str, ImageSpec]:
+              gitea_source: Path, docker: bytes) -> dict[str, ImageSpec]:
     path = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
     # Without the `bindata` build tag Gitea reads its locales, templates and static files
     # from STATIC_ROOT_PATH; they come from the module's source (the web UI's compiled
@@ -189,15 +261,24 @@ def ci_images(base: bytes, gitea: dict[str, Path], drone: dict[str, Path], runne
             files={"/usr/local/bin/drone-runner-docker": (runner["drone-runner-docker"].read_bytes(), 0o755)},
             env=path + ("GODEBUG=netdns=go", "DRONE_PLATFORM_OS=linux", "DRONE_PLATFORM_ARCH=amd64"),
             exposed_ports=("3000/tcp",), base_layers=(base,)),
+        # the runner replaces the entrypoint of steps with commands by /bin/sh
+        "drone-pipeline": ImageSpec(
+            repo_tag=PIPELINE_TAG,
+            cmd=[], entrypoint=["/usr/local/bin/drone-clone"],
+            files={"/usr/local/bin/docker": (docker, 0o755),
+                   "/usr/local/bin/drone-clone": (DRONE_CLONE.encode(), 0o755)},
+            env=path, base_layers=(base,)),
     }
 
 
 def build_ci_images(out: Path) -> dict[str, str]:
-    """Write the three archives to `out`; returns the `dockyard:ciImages` settings for them."""
-    specs = ci_images(base_layer(), go_binaries(GITEA), go_binaries(DRONE), go_binaries(RUNNER), module_dir(GITEA))
+    """Write the archives to `out`; returns the `dockyard:ciImages` settings for them."""
+    specs = ci_images(base_layer(), go_binaries(GITEA), go_binaries(DRONE), go_binaries(RUNNER), module_dir(GITEA),
+                      docker_cli())
     settings = {}
     for name, spec in specs.items():
         write_archive(spec, out / f"{name}.tar")
-        key = {"gitea": "gitea", "drone": "drone", "drone-runner": "droneRunner"}[name]
+        key = {"gitea": "gitea", "drone": "drone", "drone-runner": "droneRunner", "drone-pipeline": "droneClone"}[name]
         settings[key] = spec.repo_tag
+    write_archive(busybox_image(), out / "busybox.tar")
     return settings

@@ -86,6 +86,10 @@ def test_drone_is_wired_to_gitea_with_the_oauth_app_and_a_shared_rpc_secret(tier
     assert set(setup.additional_secret_outputs) >= {"stdout", "stderr"} and setup.inputs["logging"] == "none"
     assert f"DRONE_URL=http://{address}:8000" in setup.inputs["create"]
     assert run.depends_on(drone, setup) and run.depends_on(setup, run.named("cicd-gitea"))
+    assert server["DRONE_USER_CREATE"] == f"username:dockyard,admin:true,token:{run.outputs['drone_admin_token']}", \
+        "the admin can script Drone with the stack's token"
+    assert envs(runner)["DRONE_NETRC_CLONE_ONLY"] == "true", "the Gitea token reaches the clone step only"
+    assert "DRONE_RUNNER_CLONE_IMAGE" not in envs(runner), "the runner's own clone image unless one is set"
     gitea = envs(containers["gitea"])
     assert gitea["GITEA__security__INSTALL_LOCK"] == "true"
     assert gitea["GITEA__service__DISABLE_REGISTRATION"] == "true"
@@ -140,7 +144,7 @@ def test_no_generated_secret_is_in_clear(tier_run):
             text = json.dumps(value)
             if GENERATED_PREFIX in text or OAUTH_SECRET in text or "PRIVATE KEY" in text or TEST_KEY in text:
                 assert key in r.secret_inputs, f"{r.name}.{key} holds a secret in clear"
-    for name in ("registry_password", "gitea_admin_password"):
+    for name in ("registry_password", "gitea_admin_password", "drone_admin_token"):
         assert run.outputs[name].startswith(GENERATED_PREFIX)
 
 
@@ -149,7 +153,7 @@ def test_secret_outputs_are_secret(tier_run):
 
     _, run = tier_run
     outputs = run.deployment.outputs()
-    for name in ("registry_password", "gitea_admin_password"):
+    for name in ("registry_password", "gitea_admin_password", "drone_admin_token"):
         assert pulumi.runtime.sync_await._sync_await(outputs[name].is_secret()), name
     assert not pulumi.runtime.sync_await._sync_await(outputs["gitea_url"].is_secret())
 
@@ -158,6 +162,15 @@ def test_an_image_bump_is_a_change_of_the_pulled_image():
     run = run_program(stack="ci-bump", tier="default", workers="1", ciImages={"gitea": "gitea/gitea:1.22.7"})
     names = {i.inputs["name"] for i in run.of_type("docker:index/remoteImage:RemoteImage")}
     assert "gitea/gitea:1.22.7" in names and "gitea/gitea:1.22.6" not in names
+
+
+def test_a_clone_image_for_hosts_without_docker_hub_is_pulled_and_given_to_the_runner():
+    run = run_program(stack="ci-clone", tier="default", workers="1",
+                      ciImages={"droneClone": "dockyard/drone-pipeline:1"})
+    names = {i.inputs["name"] for i in run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert "dockyard/drone-pipeline:1" in names
+    (runner,) = [c for c in run.of_type(CONTAINER) if c.inputs["name"] == "drone-runner"]
+    assert envs(runner)["DRONE_RUNNER_CLONE_IMAGE"] == "dockyard/drone-pipeline:1"
 
 
 def test_the_ci_host_opens_registry_to_the_vpc_and_the_web_uis_to_admins():
@@ -181,6 +194,7 @@ def test_local_stack_runs_the_registry_built_into_the_vm_image():
     ({"ciServices": ["jenkins"]}, "dockyard:ciServices: unknown service 'jenkins'"),
     ({"ciImages": {"gitea": "gitea/gitea:latest"}}, "dockyard:ciImages: gitea: 'gitea/gitea:latest' must be a pinned"),
     ({"ciImages": {"nginx": "nginx:1"}}, "dockyard:ciImages: unknown image 'nginx'"),
+    ({"ciImages": {"droneClone": "drone/git:latest"}}, "dockyard:ciImages: droneClone: 'drone/git:latest' must be"),
     ({"ciAdminUser": "admin"}, "dockyard:ciAdminUser: 'admin' is not allowed"),
     ({"registryGcSchedule": "sunday; rm -rf /"}, "dockyard:registryGcSchedule:"),
 ])

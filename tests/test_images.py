@@ -2,9 +2,14 @@
 with a base layer under the image's own files, and the CI images' layout."""
 import io
 import json
+import os
+import shutil
+import subprocess
 import tarfile
 
-from localcloud.ci_images import GITEA_STATIC, ci_images
+import pytest
+
+from localcloud.ci_images import DRONE_CLONE, GITEA_STATIC, PIPELINE_TAG, ci_images
 from localcloud.images import ImageSpec, write_archive
 
 
@@ -52,8 +57,10 @@ def test_ci_images_keep_debians_bin_link_and_carry_giteas_static_files(tmp_path)
         (source / tree / "f").write_text(tree)
     specs = ci_images(b"", {k: binaries[k] for k in ("gitea", "environment-to-ini")},
                       {"drone-server": binaries["drone-server"]},
-                      {"drone-runner-docker": binaries["drone-runner-docker"]}, source)
-    assert set(specs) == {"gitea", "drone", "drone-runner"}
+                      {"drone-runner-docker": binaries["drone-runner-docker"]}, source, b"docker")
+    assert set(specs) == {"gitea", "drone", "drone-runner", "drone-pipeline"}
+    pipeline = specs["drone-pipeline"]
+    assert pipeline.repo_tag == PIPELINE_TAG and pipeline.files["/usr/local/bin/docker"][0] == b"docker"
     for spec in specs.values():
         # a file under /bin would turn Debian's /bin -> usr/bin link into a directory
         assert all(not path.startswith(("/bin/", "/lib/", "/sbin/")) for path in spec.files)
@@ -63,3 +70,59 @@ def test_ci_images_keep_debians_bin_link_and_carry_giteas_static_files(tmp_path)
     entrypoint = gitea.files["/usr/local/bin/gitea-entrypoint"][0].decode()
     assert f"STATIC_ROOT_PATH = {GITEA_STATIC}" in entrypoint
     assert "environment-to-ini" in entrypoint and "--reuid=git" in entrypoint
+
+
+def git(*args, cwd):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def origin(tmp_path):
+    repo = tmp_path / "origin"
+    repo.mkdir()
+    git("init", "-q", "-b", "main", cwd=repo)
+    for version in ("1", "2"):
+        (repo / "index.html").write_text(f"dockyard web {version}\n")
+        git("add", "index.html", cwd=repo)
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", version, cwd=repo)
+    return repo
+
+
+def clone(tmp_path, **env):
+    script = tmp_path / "drone-clone"
+    script.write_text(DRONE_CLONE)
+    workspace = tmp_path / "src"
+    workspace.mkdir(exist_ok=True)
+    return subprocess.run(["sh", str(script)], cwd=workspace, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env}), workspace
+
+
+def test_the_clone_step_checks_out_the_commit_of_the_build(tmp_path, origin):
+    first = git("rev-parse", "HEAD~1", cwd=origin)
+    result, workspace = clone(tmp_path, DRONE_REMOTE_URL=f"file://{origin}", DRONE_COMMIT_REF="refs/heads/main",
+                              DRONE_COMMIT_SHA=first)
+    assert result.returncode == 0, result.stderr
+    assert (workspace / "index.html").read_text() == "dockyard web 1\n"
+    assert git("rev-parse", "HEAD", cwd=workspace) == first
+    # run again in the same workspace (a retried step): it fetches and moves on
+    result, _ = clone(tmp_path, DRONE_REMOTE_URL=f"file://{origin}", DRONE_COMMIT_BRANCH="main")
+    assert result.returncode == 0, result.stderr
+    assert (workspace / "index.html").read_text() == "dockyard web 2\n"
+
+
+def test_the_clone_step_keeps_credentials_in_a_private_netrc(tmp_path, origin):
+    result, _ = clone(tmp_path, DRONE_REMOTE_URL=f"file://{origin}", DRONE_NETRC_MACHINE="10.0.0.2",
+                      DRONE_NETRC_USERNAME="dockyard", DRONE_NETRC_PASSWORD="t0ken")
+    assert result.returncode == 0, result.stderr
+    netrc = tmp_path / ".netrc"
+    assert netrc.read_text() == "machine 10.0.0.2\nlogin dockyard\npassword t0ken\n"
+    assert netrc.stat().st_mode & 0o077 == 0
+    assert "t0ken" not in result.stdout + result.stderr
+
+
+def test_the_clone_step_is_posix_sh_and_shellcheck_clean(tmp_path):
+    assert shutil.which("shellcheck"), "install shellcheck (apt-get install shellcheck); .ci/run does"
+    script = tmp_path / "drone-clone"
+    script.write_text(DRONE_CLONE)
+    result = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

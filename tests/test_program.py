@@ -1,6 +1,7 @@
 """The whole program on mocks, per tier: hosts, firewalls, ordering and secrets."""
 import json
 import runpy
+import shlex
 from pathlib import Path
 
 import pulumi
@@ -13,6 +14,7 @@ from tests.harness import MANAGER_TOKEN, WORKER_TOKEN, Mocks, RecordingMonitor, 
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = {"minimal": 1, "default": 2, "small": 5, "medium": 11}
 COMMAND = "command:remote:Command"
+LOCAL_COMMAND = "command:local:Command"
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
 
@@ -201,8 +203,6 @@ def test_join_tokens_are_secret_end_to_end(tier_run):
 def test_scripts_run_through_bash_stdin_with_their_digest_as_trigger(tier_run):
     _, run = tier_run
     for command in run.of_type(COMMAND):
-        if command.name.endswith("-membership"):
-            continue
         assert command.inputs["create"].endswith("bash -s")
         (trigger,) = command.inputs["triggers"]
         script = trigger.split("@")[0]
@@ -216,8 +216,8 @@ def test_private_hosts_are_reached_through_the_master(tier_run):
     assert master.startswith("198.51.100.")
     for command in run.of_type(COMMAND):
         connection = command.inputs["connection"]
-        if command.name.endswith(("-labels", "-membership")):
-            assert connection == init.inputs["connection"], "labels and removals run on the first manager"
+        if command.name.endswith("-labels"):
+            assert connection == init.inputs["connection"], "labels are set on the first manager"
         elif command.name.startswith(("a-", "cicd-a-")) or "proxy" not in connection:
             assert "proxy" not in connection and connection["host"] == master, command.name
         else:
@@ -283,22 +283,42 @@ def test_missing_image_archive_is_a_config_error():
     assert "dockyard:preloadImages" in str(info.value) and "no file at /nowhere/web.tar" in str(info.value)
 
 
-def test_removed_nodes_are_drained_and_removed_from_a_manager_before_their_host_goes(tier_run):
+def test_removed_nodes_are_drained_and_removed_through_any_manager_before_their_host_goes(tier_run):
     tier, run = tier_run
-    (init,) = run.commands("swarm-init.sh")
-    memberships = [c for c in run.of_type(COMMAND) if c.name.endswith("-membership")]
+    memberships = [c for c in run.of_type(LOCAL_COMMAND) if c.name.endswith("-membership")]
     joins = run.commands("swarm-join.sh")
     assert len(memberships) == len(joins), "every joined node, manager or worker, has a membership"
+    driver = (ROOT / "components" / "scripts" / "swarm-membership.sh").read_text()
     removal = (ROOT / "components" / "scripts" / "swarm-remove-node.sh").read_text()
+    managers = {"minimal": ["a"], "default": ["b"], "small": ["c1", "c2", "c3"],
+                "medium": [f"d{i}" for i in range(1, 8)]}[tier]
     for membership in memberships:
         host = membership.name.split("-")[0]
         (join,) = [j for j in joins if j.name.startswith(f"{host}-")]
         assert run.depends_on(membership, join), "removal runs before the join (and the host) go"
-        assert membership.inputs["connection"] == init.inputs["connection"], "it runs on the first manager"
-        assert membership.inputs["create"].startswith("docker node inspect"), "creating it changes nothing"
-        node = f"node-{join.name}"
-        assert membership.inputs["delete"].startswith(f"NODE_ID={node} bash -c ")
-        assert "docker node rm --force" in membership.inputs["delete"] and "drain" in removal
+        assert membership.inputs["create"] == f"bash -c {shlex.quote(driver)} swarm-membership.sh check"
+        assert membership.inputs["delete"] == f"bash -c {shlex.quote(driver)} swarm-membership.sh remove"
+        assert membership.inputs["stdin"] == removal, "the removal goes to the manager on stdin"
+        env = membership.inputs["environment"]
+        assert env["NODE_ID"] == f"node-{join.name}"
+        aliases = env["MANAGERS"].split()
+        assert aliases == [f"dockyard-t-{tier}-{m}" for m in managers], "every manager, the first one first"
+        config = env["SSH_CONFIG"]
+        for alias in aliases:
+            assert f"Host {alias}\n" in config
+        assert "ConnectTimeout 10" in config and "BatchMode yes" in config, "a dead manager is skipped, bounded"
+        if tier != "minimal":
+            assert f"ProxyJump dockyard-t-{tier}-a" in config, "private managers are reached through the master"
+        assert "PRIVATE KEY" not in json.dumps(membership.inputs)
+
+
+def test_the_memberships_use_the_local_vms_key_file_once_it_is_written():
+    run = run_program(stack="local", cloud="local", tier="default", workers="1")
+    membership = run.named("w1-worker-membership")
+    key_file = run.named("local-ssh-key-file")
+    assert run.depends_on(membership, key_file), "ssh needs the key; destroy deletes the key file after"
+    key_path = key_file.inputs["delete"].split()[-1]
+    assert f"IdentityFile {key_path}\n" in membership.inputs["environment"]["SSH_CONFIG"]
 
 
 def test_vms_are_deleted_after_their_node_leaves_the_swarm():

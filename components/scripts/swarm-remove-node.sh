@@ -7,22 +7,27 @@
 #   NODE_ID        the node to remove
 #   DRAIN_TIMEOUT  seconds to wait for its tasks to move elsewhere (default 120)
 #
+# Exits 3 when this host cannot act for the swarm (not a manager, or no leader in reach), so
+# that the caller tries another manager.
 # Safe to run again: a node that is no longer in the swarm is left alone.
 set -eu
 
 log() { echo "swarm-remove-node: $*" >&2; }
 fatal() { log "error: $*"; exit 1; }
+cannot_act() { log "$*"; exit 3; }
 
 NODE_ID=${NODE_ID:-}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
 [ -n "$NODE_ID" ] || fatal "NODE_ID must be set"
-[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || fatal "run this on a swarm manager"
+[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || cannot_act "this host is not a swarm manager"
+# a manager without a leader in reach cannot tell whether the node is still in the swarm
+docker node ls -q >/dev/null 2>&1 || cannot_act "this manager has no leader in reach"
 
 if ! docker node inspect "$NODE_ID" >/dev/null 2>&1; then
   log "$NODE_ID is not in the swarm any more"
   exit 0
 fi
-[ "$(docker info --format '{{.Swarm.NodeID}}')" != "$NODE_ID" ] || fatal "a manager cannot remove itself"
+[ "$(docker info --format '{{.Swarm.NodeID}}')" != "$NODE_ID" ] || cannot_act "a manager cannot remove itself"
 
 if [ "$(docker node inspect --format '{{.Spec.Role}}' "$NODE_ID")" = manager ]; then
   managers=$(docker node ls --filter role=manager -q | wc -l)

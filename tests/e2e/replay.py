@@ -2,7 +2,8 @@
 engine's plugins cannot be built: run the program's commands for real.
 
 It runs the dockyard program on the Pulumi SDK's mock monitor, and the mock *executes*
-each `command:local:Command` (with sh, in its `dir`) and `command:remote:Command` (with
+each `command:local:Command` (with sh, in its `dir`, with its `environment` added to this
+process's, and `stdin` on stdin, for create and delete alike) and `command:remote:Command` (with
 ssh, `create` as the remote command line and `stdin` on stdin, through `proxy` as a jump
 host when set). For the other providers it does what their resources would:
 - tls: SSH keys with ssh-keygen; ECDSA keys, the CA, CSRs and signed certificates with
@@ -93,10 +94,11 @@ class Replay:
             print(f"    {name}: {line}", file=sys.stderr, flush=True)
 
     def _run(self, typ: str, name: str, argv: list[str], stdin: str | None, command: str,
-             cwd: str | None = None) -> tuple[str, str]:
+             cwd: str | None = None, env: dict | None = None) -> tuple[str, str]:
         print(f"  + {name}", file=sys.stderr, flush=True)
         start = time.monotonic()
-        result = subprocess.run(argv, input=stdin, text=True, capture_output=True, cwd=cwd)
+        result = subprocess.run(argv, input=stdin, text=True, capture_output=True, cwd=cwd,
+                                env={**os.environ, **env} if env else None)
         seconds = time.monotonic() - start
         self._log(name, result.stderr)
         with self.lock:
@@ -116,19 +118,20 @@ class Replay:
         elif args.typ.startswith("docker:"):
             inputs.update(self._docker(args.typ, args.name, inputs, args.provider))
         elif args.typ == "command:local:Command":
-            stdout, stderr = self._run(args.typ, args.name, ["sh", "-c", inputs["create"]], inputs.get("stdin"),
-                                       inputs["create"], inputs.get("dir"))
+            how = dict(stdin=inputs.get("stdin"), cwd=inputs.get("dir"), env=inputs.get("environment"))
+            stdout, stderr = self._run(args.typ, args.name, ["sh", "-c", inputs["create"]], command=inputs["create"],
+                                       **how)
             inputs.update(stdout=stdout.rstrip("\n"), stderr=stderr.rstrip("\n"))
             if inputs.get("delete"):
                 with self.lock:
-                    self.deletable[args.name] = ["sh", "-c", inputs["delete"]], inputs.get("dir")
+                    self.deletable[args.name] = ["sh", "-c", inputs["delete"]], how
         elif args.typ == "command:remote:Command":
             argv = self._ssh_argv(inputs["connection"], inputs["create"])
             stdout, stderr = self._run(args.typ, args.name, argv, inputs.get("stdin"), inputs["create"])
             inputs.update(stdout=stdout.rstrip("\n"), stderr=stderr.rstrip("\n"))
             if inputs.get("delete"):
                 with self.lock:
-                    self.deletable[args.name] = self._ssh_argv(inputs["connection"], inputs["delete"]), None
+                    self.deletable[args.name] = self._ssh_argv(inputs["connection"], inputs["delete"]), {"stdin": None}
         elif args.typ == "command:remote:CopyToRemote":
             target = inputs["remotePath"]
             command = f"cat > {shlex.quote(target)}.part && mv {shlex.quote(target)}.part {shlex.quote(target)}"
@@ -246,7 +249,7 @@ class Replay:
                               f" || {{ docker logs --tail 20 {shlex.quote(container)}; exit 1; }}"),
                     None, f"running {container}")
             with self.lock:
-                self.deletable[name] = self._docker_argv(provider, remove), None
+                self.deletable[name] = self._docker_argv(provider, remove), {"stdin": None}
             return {}
         raise RuntimeError(f"the replay cannot make a {typ}")
 
@@ -294,15 +297,15 @@ class Replay:
         self.outputs = outputs
         # what the program no longer declares is deleted, newest first, as the engine does
         for name in reversed([n for n in previous if n not in self.deletable]):
-            argv, cwd = previous[name]
-            self._run("delete", f"{name} (delete)", argv, None, argv[-1], cwd=cwd)
+            argv, how = previous[name]
+            self._run("delete", f"{name} (delete)", argv, command=argv[-1], **how)
         return outputs
 
     def destroy(self) -> None:
         """Delete everything that has a delete, newest first (as the engine does)."""
         for name in reversed(list(self.deletable)):
-            argv, cwd = self.deletable[name]
-            self._run("delete", f"{name} (delete)", argv, None, argv[-1], cwd=cwd)
+            argv, how = self.deletable[name]
+            self._run("delete", f"{name} (delete)", argv, command=argv[-1], **how)
         self.deletable = {}
 
     def key_file(self) -> str:

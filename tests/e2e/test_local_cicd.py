@@ -7,13 +7,27 @@ on 2 cores the first time). Not part of `.ci/run`: run it with
 It brings up A (master + CI) and B (NFS + manager) through the stand-in engine, checks that
 Gitea is installed with the generated admin password, that the OAuth2 application Drone
 logs in with exists and is the one Drone uses, that Drone sends a login to Gitea with it,
-that the runner reached Drone with the shared RPC secret, and that no secret is in clear."""
+that the runner reached Drone with the shared RPC secret, and that no secret is in clear.
+
+Then it does what a user does with examples/web: logs in to Drone through Gitea once (the
+form login and the OAuth2 grant, as a browser would), creates the repository, activates
+it in Drone, marks it trusted and adds its secrets with the stack's admin token, and pushes.
+Drone builds the image, pushes it to the registry and creates the swarm service; a second
+push rolls the new version out. The example's Docker Hub images are swapped for the ones
+built here (busybox and the pipeline image), which is all that changes in it."""
 import json
 import os
+import shutil
 import subprocess
+import tarfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from base64 import b64encode
+from html.parser import HTMLParser
+from http.cookiejar import CookieJar
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +42,8 @@ pytestmark = [
 ]
 
 NET = "e2eci"
-MASTER = "10.234.0.11"
+MASTER, MANAGER = "10.234.0.11", "10.234.0.12"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "web"
 CONFIG = {"cloud": "local", "tier": "default", "workers": "0", "vpcCidr": "10.234.0.0/24",
           "ciServices": ["registry", "gitea", "drone"]}
 
@@ -58,8 +73,10 @@ def stack(tmp_path_factory):
         ["python3", "-m", "localcloud", "ci-images", "--out", str(images)], check=True, capture_output=True,
         text=True))
     settings = json.loads(built.stdout.strip().splitlines()[-1])
+    archives = ("gitea", "drone", "drone-runner", "drone-pipeline", "busybox")
     replay = Replay(NET, {**CONFIG, "ciImages": settings,
-                          "preloadImages": [str(images / f"{n}.tar") for n in ("gitea", "drone", "drone-runner")]})
+                          "preloadImages": [str(images / f"{n}.tar") for n in archives]})
+    replay.pipeline_images = {"busybox": repo_tag(images / "busybox.tar"), "pipeline": settings["droneClone"]}
     try:
         timed("up with Gitea and Drone", replay.up)
         yield replay
@@ -102,11 +119,162 @@ def test_the_runner_reached_drone_with_the_shared_secret(stack):
     assert "successfully pinged the remote server" in logs
 
 
+def repo_tag(archive: Path) -> str:
+    with tarfile.open(archive) as tar:
+        (tag,) = json.loads(tar.extractfile("manifest.json").read())[0]["RepoTags"]
+    return tag
+
+
+class HiddenInputs(HTMLParser):
+    """The hidden fields of a page's forms (Gitea's CSRF token, the OAuth2 grant's fields)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "input" and attrs.get("type") == "hidden" and attrs.get("name"):
+            self.fields[attrs["name"]] = attrs.get("value") or ""
+
+
+def hidden_inputs(page: str) -> dict[str, str]:
+    parser = HiddenInputs()
+    parser.feed(page)
+    return parser.fields
+
+
+def log_in_to_drone_through_gitea(gitea: str, drone: str, user: str, password: str) -> None:
+    """What a user does once in a browser: Drone's login sends them to Gitea, they sign in
+    and grant Drone access, and Gitea sends them back to Drone with a code."""
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+
+    def post(url, fields):
+        return browser.open(urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode()), timeout=30)
+
+    form = browser.open(f"{gitea}/user/login", timeout=30).read().decode()
+    signed_in = post(f"{gitea}/user/login", {"_csrf": hidden_inputs(form)["_csrf"], "user_name": user,
+                                            "password": password})
+    assert "/user/login" not in signed_in.geturl(), "Gitea did not take the admin's password"
+    grant = browser.open(f"{drone}/login", timeout=30)
+    assert grant.geturl().startswith(f"{gitea}/login/oauth/authorize"), grant.geturl()
+    fields = hidden_inputs(grant.read().decode())
+    assert fields.get("client_id"), "Gitea shows the grant page for Drone's application"
+    back = post(f"{gitea}/login/oauth/grant", {**fields, "granted": "true"})
+    assert back.geturl().startswith(drone) and back.status == 200, back.geturl()
+
+
+def drone_api(stack, method: str, path: str, body=None):
+    request = urllib.request.Request(f"{stack.outputs['drone_url']}/api{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    request.add_header("Authorization", f"Bearer {stack.outputs['drone_admin_token']}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        text = response.read().decode()
+        return json.loads(text) if text else None
+
+
+def push(stack, workdir: Path, message: str) -> None:
+    """git push over HTTP with the admin's password in a header from the environment, so it
+    is on no command line."""
+    token = b64encode(f"dockyard:{stack.outputs['gitea_admin_password']}".encode()).decode()
+    env = {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+           "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}", "GIT_TERMINAL_PROMPT": "0"}
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=workdir, env=env, check=True, capture_output=True)
+    git("add", "-A")
+    git("-c", "user.name=dockyard", "-c", "user.email=dockyard@localhost", "commit", "-q", "-m", message)
+    git("push", "-q", f"{stack.outputs['gitea_url']}/dockyard/web.git", "main")
+
+
+def finished_build(stack, number: int) -> dict:
+    def done():
+        builds = drone_api(stack, "GET", "/repos/dockyard/web/builds")
+        build = next((b for b in builds if b["number"] == number), None)
+        return build if build and build["status"] not in ("pending", "running") else None
+    build = wait_for(f"Drone build {number}", done, timeout=900, every=10)
+    if build["status"] != "success":
+        detail = drone_api(stack, "GET", f"/repos/dockyard/web/builds/{number}")
+        logs = []
+        for stage in detail.get("stages", []):
+            for step in stage.get("steps", []):
+                lines = drone_api(stack, "GET", f"/repos/dockyard/web/builds/{number}/logs/{stage['number']}/"
+                                                 f"{step['number']}") or []
+                logs.append(f"--- {step['name']} ({step['status']})\n" + "".join(line["out"] for line in lines))
+        raise AssertionError(f"build {number} ended {build['status']}:\n" + "\n".join(logs)[-6000:])
+    return build
+
+
+def served(stack) -> str:
+    return stack.ssh(MANAGER, "curl -s --max-time 5 http://127.0.0.1:8080/", check=False).stdout.strip()
+
+
+def test_a_push_is_built_pushed_to_the_registry_and_rolled_out_by_the_swarm(stack, tmp_path):
+    gitea, drone = stack.outputs["gitea_url"], stack.outputs["drone_url"]
+    password = stack.outputs["gitea_admin_password"]
+    timed("Drone login through Gitea", lambda: log_in_to_drone_through_gitea(gitea, drone, "dockyard", password))
+
+    request = urllib.request.Request(f"{gitea}/api/v1/user/repos", method="POST",
+                                     data=json.dumps({"name": "web", "private": True,
+                                                      "default_branch": "main"}).encode())
+    request.add_header("Authorization", "Basic " + b64encode(f"dockyard:{password}".encode()).decode())
+    request.add_header("Content-Type", "application/json")
+    urllib.request.urlopen(request, timeout=30).close()
+
+    drone_api(stack, "POST", "/user/repos?async=false")
+    repo = drone_api(stack, "POST", "/repos/dockyard/web")
+    assert repo["active"] is True
+    # host volumes (the docker socket, the registry login) need a trusted repository
+    assert drone_api(stack, "PATCH", "/repos/dockyard/web", {"trusted": True})["trusted"] is True
+    key = Path(stack.key_file()).read_text()
+    for name, data in (("registry", stack.outputs["registry"]), ("swarm_manager", f"ssh://root@{MANAGER}"),
+                       ("swarm_ssh_key", key)):
+        drone_api(stack, "POST", "/repos/dockyard/web/secrets", {"name": name, "data": data})
+    hooks = http(f"{gitea}/api/v1/repos/dockyard/web/hooks", "dockyard", password)[2]
+    assert any(h["config"]["url"].startswith(f"{drone}/hook") for h in json.loads(hooks)), "Drone's webhook"
+
+    workdir = tmp_path / "web"
+    shutil.copytree(EXAMPLE, workdir)
+    images = stack.pipeline_images
+    for name in (".drone.yml", "Dockerfile"):
+        text = (workdir / name).read_text()
+        text = text.replace("busybox:1.36", images["busybox"]).replace("docker:27-cli", images["pipeline"])
+        (workdir / name).write_text(text)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
+
+    start = time.monotonic()
+    push(stack, workdir, "web 1")
+    build = timed("push -> build -> deploy (service created)", lambda: finished_build(stack, 1))
+    wait_for("the first version served by the swarm", lambda: served(stack) == "dockyard web, built by Drone",
+             timeout=180, every=5)
+    TIMINGS.append(f"[e2e-cicd] first push to served: {time.monotonic() - start:.0f} s")
+    sha = build["after"][:8]
+    spec = json.loads(stack.ssh(MANAGER, "docker service inspect web").stdout)[0]["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"].startswith(f"{stack.outputs['registry']}/web:{sha}")
+    assert spec["UpdateConfig"]["Order"] == "start-first"
+    assert spec["UpdateConfig"]["FailureAction"] == "rollback"
+
+    start = time.monotonic()
+    (workdir / "index.html").write_text("dockyard web 2, built by Drone\n")
+    push(stack, workdir, "web 2")
+    build = timed("push -> build -> rolling update", lambda: finished_build(stack, 2))
+    wait_for("the second version served by the swarm", lambda: served(stack) == "dockyard web 2, built by Drone",
+             timeout=180, every=5)
+    TIMINGS.append(f"[e2e-cicd] second push to served: {time.monotonic() - start:.0f} s")
+    image = json.loads(stack.ssh(MANAGER, "docker service inspect web").stdout)[0]["Spec"]["TaskTemplate"]
+    assert image["ContainerSpec"]["Image"].startswith(f"{stack.outputs['registry']}/web:{build['after'][:8]}")
+    assert stack.ssh(MASTER, f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /etc/docker/certs.d/"
+                             f"{stack.outputs['registry']}/ca.crt https://{stack.outputs['registry']}/v2/",
+                     check=False).stdout == "401", "the registry still wants its password"
+
+
 def test_no_ci_secret_is_in_clear(stack):
     setup = [e for e in stack.executed if e.name == "cicd-gitea-setup"]
     client_secret = next(line.split("=", 1)[1] for line in setup[0].stdout.splitlines()
                          if line.startswith("client_secret="))
-    secrets = [stack.outputs["gitea_admin_password"], stack.outputs["registry_password"], client_secret]
+    secrets = [stack.outputs["gitea_admin_password"], stack.outputs["registry_password"], client_secret,
+               stack.outputs["drone_admin_token"]]
     for e in stack.executed:
         visible = e.command + e.stderr + ("" if e in setup else e.stdout)
         assert not any(s in visible for s in secrets), f"{e.name} shows a secret"

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# swarm-membership.sh: a node's place in the swarm, kept from the operator's machine through
+# whichever manager answers. Run locally (pulumi-command local) by the node's membership:
+#   swarm-membership.sh check    the node is in the swarm; prints its ID (create, update)
+#   swarm-membership.sh remove   runs swarm-remove-node.sh, given on stdin, on a manager (delete)
+#
+# Inputs (environment):
+#   NODE_ID        the node
+#   MANAGERS       ssh Host aliases of the managers to try, in order, the first manager first
+#   SSH_CONFIG     an ssh_config text that defines those aliases (address, user, key, jump
+#                  host) with a bounded ConnectTimeout
+#   DRAIN_TIMEOUT  passed on to swarm-remove-node.sh (default 120)
+#
+# A manager that cannot be reached (ssh exits 255), or that cannot act for the swarm there
+# (swarm-remove-node.sh exits 3), is skipped. When no manager can act, `remove` warns and
+# succeeds: the swarm is gone or out of reach, and a destroy of a stack whose managers are
+# dead must still finish. `check` fails then. Safe to run again, as swarm-remove-node.sh is.
+set -eu
+
+log() { echo "swarm-membership: $*" >&2; }
+fatal() { log "error: $*"; exit 1; }
+
+ACTION=${1:-}
+NODE_ID=${NODE_ID:-}
+MANAGERS=${MANAGERS:-}
+SSH_CONFIG=${SSH_CONFIG:-}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
+case "$ACTION" in check|remove) ;; *) fatal "usage: swarm-membership.sh check|remove" ;; esac
+[ -n "$NODE_ID" ] || fatal "NODE_ID must be set"
+[ -n "$MANAGERS" ] || fatal "MANAGERS must be set"
+[ -n "$SSH_CONFIG" ] || fatal "SSH_CONFIG must be set"
+case "$NODE_ID" in *[!A-Za-z0-9]*) fatal "NODE_ID $NODE_ID is not a swarm node ID" ;; esac
+
+config=$(mktemp)
+trap 'rm -f "$config"' EXIT
+printf '%s\n' "$SSH_CONFIG" > "$config"
+if [ "$ACTION" = remove ]; then
+  removal=$(cat)
+  [ -n "$removal" ] || fatal "swarm-remove-node.sh must come on stdin"
+fi
+
+for manager in $MANAGERS; do
+  status=0
+  if [ "$ACTION" = check ]; then
+    ssh -F "$config" "$manager" \
+      "[ \"\$(docker info --format '{{.Swarm.ControlAvailable}}')\" = true ] || exit 3
+       docker node inspect --format '{{.ID}}' $NODE_ID" || status=$?
+  else
+    printf '%s\n' "$removal" |
+      ssh -F "$config" "$manager" "NODE_ID=$NODE_ID DRAIN_TIMEOUT=$DRAIN_TIMEOUT bash -s" || status=$?
+  fi
+  case "$status" in
+    0) exit 0 ;;
+    255) log "cannot reach manager $manager; trying the next one" ;;
+    3) log "manager $manager cannot act for the swarm; trying the next one" ;;
+    *) fatal "$ACTION of node $NODE_ID on manager $manager failed (exit $status)" ;;
+  esac
+done
+
+[ "$ACTION" = remove ] || fatal "no manager of $MANAGERS answers; is the swarm up?"
+log "warning: no manager of $MANAGERS answers, so node $NODE_ID was not removed from the swarm;"
+log "warning: if the swarm lives on, run 'docker node rm --force $NODE_ID' on one of its managers"

@@ -1,0 +1,161 @@
+"""swarm-membership.sh (run on the operator's machine) finds a manager that can act and
+hands it the removal; swarm-remove-node.sh tells it when this manager cannot act. Both run
+here for real, against stand-ins for `ssh` and `docker` on PATH that answer as a host
+would and record what they were asked."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "components" / "scripts"
+DRIVER = SCRIPTS / "swarm-membership.sh"
+REMOVAL = SCRIPTS / "swarm-remove-node.sh"
+
+# ssh -F CONFIG ALIAS COMMAND: records the call and its stdin, then exits as ANSWER_<alias> says
+FAKE_SSH = """#!/usr/bin/env bash
+[ "$1" = -F ] || exit 99
+config=$2 alias=$3 command=$4
+cp "$config" "$LOG_DIR/config"
+stdin=$(cat)
+{ echo "alias=$alias"; echo "command=$command"; echo "stdin=${#stdin}"; } >> "$LOG_DIR/calls"
+printf '%s' "$stdin" > "$LOG_DIR/stdin-$alias"
+key="ANSWER_${alias//-/_}"
+answer=${!key:-255}
+[ "$answer" = 0 ] && echo "${NODE_ID}"
+[ "$answer" = 255 ] && echo "ssh: connect to host $alias port 22: No route to host" >&2
+exit "$answer"
+"""
+
+# docker as a manager sees it; FAKE_* say what kind of manager
+FAKE_DOCKER = """#!/usr/bin/env bash
+echo "docker $*" >> "$LOG_DIR/docker.log"
+case "$*" in
+  "info --format {{.Swarm.ControlAvailable}}") echo "${FAKE_CONTROL:-true}" ;;
+  "info --format {{.Swarm.NodeID}}") echo "${FAKE_SELF:-self}" ;;
+  "node ls -q") exit "${FAKE_LS_RC:-0}" ;;
+  "node inspect "*) [ "${FAKE_KNOWN:-yes}" = yes ] || exit 1 ;;
+  *) exit 0 ;;
+esac
+"""
+
+SSH_CONFIG = "Host dockyard-s-c1\n  HostName 10.0.0.1\nHost *\n  ConnectTimeout 10\n"
+
+
+@pytest.fixture
+def bin_dir(tmp_path):
+    for name, text in (("ssh", FAKE_SSH), ("docker", FAKE_DOCKER)):
+        path = tmp_path / name
+        path.write_text(text)
+        path.chmod(0o755)
+    return tmp_path
+
+
+def run(script: Path, bin_dir: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess:
+    full = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG_DIR": str(bin_dir), **env}
+    return subprocess.run(["bash", str(script), *args], input=stdin, env=full, text=True,
+                          capture_output=True, timeout=60)
+
+
+def calls(bin_dir: Path) -> list[dict]:
+    log = bin_dir / "calls"
+    if not log.exists():
+        return []
+    entries, current = [], {}
+    for line in log.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "alias" and current:
+            entries.append(current)
+            current = {}
+        current[key] = value
+    return entries + ([current] if current else [])
+
+
+def driver(bin_dir, action, stdin="", **answers):
+    env = {"NODE_ID": "n0de1d", "MANAGERS": "dockyard-s-c1 dockyard-s-c2 dockyard-s-c3", "SSH_CONFIG": SSH_CONFIG}
+    env.update({f"ANSWER_{alias}": str(code) for alias, code in answers.items()})
+    return run(DRIVER, bin_dir, action, stdin=stdin, **env)
+
+
+def test_check_skips_a_manager_that_cannot_be_reached(bin_dir):
+    result = driver(bin_dir, "check", dockyard_s_c1=255, dockyard_s_c2=0)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "n0de1d"
+    assert [c["alias"] for c in calls(bin_dir)] == ["dockyard-s-c1", "dockyard-s-c2"], "in order, then stop"
+    assert "cannot reach manager dockyard-s-c1" in result.stderr
+    assert (bin_dir / "config").read_text() == SSH_CONFIG + "\n", "ssh uses the stack's ssh_config"
+
+
+def test_check_fails_when_no_manager_answers(bin_dir):
+    result = driver(bin_dir, "check")
+    assert result.returncode == 1
+    assert "no manager of dockyard-s-c1 dockyard-s-c2 dockyard-s-c3 answers" in result.stderr
+    assert len(calls(bin_dir)) == 3
+
+
+def test_remove_hands_the_removal_to_the_first_manager_that_can_act(bin_dir):
+    removal = REMOVAL.read_text()
+    result = driver(bin_dir, "remove", stdin=removal, dockyard_s_c1=255, dockyard_s_c2=3, dockyard_s_c3=0)
+    assert result.returncode == 0, result.stderr
+    tried = calls(bin_dir)
+    assert [c["alias"] for c in tried] == ["dockyard-s-c1", "dockyard-s-c2", "dockyard-s-c3"]
+    assert tried[-1]["command"] == "NODE_ID=n0de1d DRAIN_TIMEOUT=120 bash -s"
+    assert (bin_dir / "stdin-dockyard-s-c3").read_text().strip() == removal.strip(), \
+        "each attempt gets the whole removal script, not what an earlier one left of stdin"
+    assert "manager dockyard-s-c2 cannot act for the swarm" in result.stderr
+
+
+def test_remove_succeeds_with_a_warning_when_no_manager_answers(bin_dir):
+    result = driver(bin_dir, "remove", stdin=REMOVAL.read_text())
+    assert result.returncode == 0, "a destroy whose managers are dead must finish"
+    assert "was not removed from the swarm" in result.stderr
+    assert "docker node rm --force n0de1d" in result.stderr, "it says what to do if the swarm lives on"
+
+
+def test_remove_stops_at_a_manager_that_refuses(bin_dir):
+    # e.g. the demotion would leave no majority: another manager would refuse too, and
+    # removing the host anyway is what the refusal is there to stop
+    result = driver(bin_dir, "remove", stdin=REMOVAL.read_text(), dockyard_s_c1=1, dockyard_s_c2=0)
+    assert result.returncode == 1
+    assert [c["alias"] for c in calls(bin_dir)] == ["dockyard-s-c1"]
+    assert "remove of node n0de1d on manager dockyard-s-c1 failed (exit 1)" in result.stderr
+
+
+def test_remove_needs_the_removal_on_stdin(bin_dir):
+    result = driver(bin_dir, "remove", stdin="", dockyard_s_c1=0)
+    assert result.returncode == 1 and "must come on stdin" in result.stderr
+    assert calls(bin_dir) == []
+
+
+@pytest.mark.parametrize("node_id", ["abc; reboot", "$(id)", "a b"])
+def test_a_node_id_that_is_not_one_is_refused_before_any_ssh(bin_dir, node_id):
+    result = run(DRIVER, bin_dir, "check", NODE_ID=node_id, MANAGERS="dockyard-s-c1", SSH_CONFIG=SSH_CONFIG)
+    assert result.returncode == 1 and "is not a swarm node ID" in result.stderr
+    assert calls(bin_dir) == []
+
+
+@pytest.mark.parametrize("fake, reason", [
+    ({"FAKE_CONTROL": "false"}, "this host is not a swarm manager"),
+    ({"FAKE_LS_RC": "1"}, "this manager has no leader in reach"),
+    ({"FAKE_SELF": "n0de1d"}, "a manager cannot remove itself"),
+])
+def test_the_removal_exits_3_where_this_manager_cannot_act(bin_dir, fake, reason):
+    result = run(REMOVAL, bin_dir, NODE_ID="n0de1d", **fake)
+    assert result.returncode == 3, result.stderr
+    assert reason in result.stderr
+    assert "node rm" not in (bin_dir / "docker.log").read_text()
+
+
+def test_the_removal_drains_then_removes_a_worker(bin_dir):
+    result = run(REMOVAL, bin_dir, NODE_ID="n0de1d", DRAIN_TIMEOUT="5")
+    assert result.returncode == 0, result.stderr
+    asked = (bin_dir / "docker.log").read_text().splitlines()
+    drain = asked.index("docker node update --availability drain n0de1d")
+    assert asked.index("docker node rm --force n0de1d") > drain
+
+
+def test_the_removal_leaves_a_node_that_is_gone_alone(bin_dir):
+    result = run(REMOVAL, bin_dir, NODE_ID="n0de1d", FAKE_KNOWN="no")
+    assert result.returncode == 0
+    assert "not in the swarm any more" in result.stderr
+    assert "node rm" not in (bin_dir / "docker.log").read_text()
