@@ -76,7 +76,6 @@ class CiCd(pulumi.ComponentResource):
         self.drone_url: Optional[pulumi.Output[str]] = None
         self.drone_admin_token: Optional[pulumi.Output[str]] = None
         self.containers: dict[str, docker.Container] = {}
-        self.clients: dict[str, object] = {}
 
         address = pulumi.Output.from_input(args.url_address)
         ci_ready = args.ready.get(host.name, [])
@@ -186,7 +185,7 @@ class CiCd(pulumi.ComponentResource):
                 secret_env = None
                 if client.name in args.logins:
                     secret_env = {"REGISTRY_USER": s.admin_user, "REGISTRY_PASSWORD": registry_password.result}
-                self.clients[client.name] = run_script(
+                run_script(
                     f"{name}-{client.name}-registry-client",
                     connection=client.connection,
                     script="registry-client.sh",
@@ -235,9 +234,8 @@ class CiCd(pulumi.ComponentResource):
         if s.runs("drone"):
             oauth = pulumi.Output.secret(self.gitea_setup.stdout.apply(parse_oauth_app))
             rpc_secret = pulumi.Output.secret(password("drone-rpc-secret").result)
-            self.drone_rpc_secret = rpc_secret
             # the admin's API token, for scripts and the drone CLI (DRONE_TOKEN)
-            self.drone_admin_token = pulumi.Output.secret(password("drone-admin-token", 32).result)
+            self.drone_admin_token = pulumi.Output.secret(password("drone-admin-token").result)
             drone = container(
                 "drone", "drone", [self.gitea_setup],
                 ports=[docker.ContainerPortArgs(internal=80, external=DRONE_PORT)],

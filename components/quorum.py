@@ -13,6 +13,8 @@ import pulumi
 
 from .config import ConfigError
 
+MANAGER_COUNT_OUTPUT = "manager_count"
+
 
 def majority(count: int) -> int:
     return count // 2 + 1
@@ -46,6 +48,3 @@ def guard_manager_change(requested: int, forced: bool) -> pulumi.Output:
         check_manager_change(None if previous is None else int(previous), requested, forced)
         return requested
     return own.get_output(MANAGER_COUNT_OUTPUT).apply(check)
-
-
-MANAGER_COUNT_OUTPUT = "manager_count"

@@ -4,16 +4,16 @@ the Go module proxy and Debian packages, for hosts that cannot reach Docker Hub.
     python3 -m localcloud ci-images --out DIR
 
 writes DIR/gitea.tar, DIR/drone.tar and DIR/drone-runner.tar and prints the `dockyard:`
-settings that use them. For pipelines it also writes DIR/drone-pipeline.tar (the clone step,
-and a docker CLI with ssh for build and deploy steps; `ciImages.droneClone`) and
-DIR/busybox.tar (busybox, for test steps and as a base image). The binaries are cached in ~/.cache/dockyard/ci-bin, the Debian base
-layer in ~/.cache/dockyard/ci-base; a second run only writes the archives.
+settings that use them. For pipelines it also writes DIR/drone-pipeline.tar (the clone
+step, and a docker CLI with ssh for build and deploy steps; `ciImages.droneClone`) and
+DIR/busybox.tar (for test steps and as a base image). The binaries are cached in
+~/.cache/dockyard/ci-bin, the Debian base layer in ~/.cache/dockyard/ci-base; a second run
+only writes the archives.
 
 Each image but busybox is a Debian 12 minbase layer (git, ca-certificates, curl, wget,
-openssh-client) plus the
-binary and, for Gitea, an entrypoint that does what the official image's does: an app.ini
-under /data/gitea, GITEA__section__KEY variables written into it, then `gitea web` as the
-user git (uid 1000)."""
+openssh-client) plus its binaries and, for Gitea, an entrypoint that does what the
+official image's does: an app.ini under /data/gitea, GITEA__section__KEY variables written
+into it, then `gitea web` as the user git (uid 1000)."""
 from __future__ import annotations
 
 import hashlib
@@ -202,7 +202,7 @@ def go_binaries(build: GoBuild) -> dict[str, Path]:
 
 
 def base_layer() -> bytes:
-    """A Debian 12 minbase root filesystem with git, certificates, curl and wget, as a layer."""
+    """A Debian 12 minbase root filesystem with BASE_PACKAGES, as a layer."""
     digest = hashlib.sha256(BASE_PACKAGES.encode()).hexdigest()[:12]
     cached = CACHE / "ci-base" / f"bookworm-{digest}.tar"
     if not cached.exists():

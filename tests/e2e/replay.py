@@ -93,7 +93,7 @@ class Replay:
         for line in text.splitlines():
             print(f"    {name}: {line}", file=sys.stderr, flush=True)
 
-    def _run(self, typ: str, name: str, argv: list[str], stdin: str | None, command: str,
+    def _run(self, typ: str, name: str, argv: list[str], stdin: str | None = None, command: str = "",
              cwd: str | None = None, env: dict | None = None) -> tuple[str, str]:
         print(f"  + {name}", file=sys.stderr, flush=True)
         start = time.monotonic()
@@ -131,7 +131,7 @@ class Replay:
             inputs.update(stdout=stdout.rstrip("\n"), stderr=stderr.rstrip("\n"))
             if inputs.get("delete"):
                 with self.lock:
-                    self.deletable[args.name] = self._ssh_argv(inputs["connection"], inputs["delete"]), {"stdin": None}
+                    self.deletable[args.name] = self._ssh_argv(inputs["connection"], inputs["delete"]), {}
         elif args.typ == "command:remote:CopyToRemote":
             target = inputs["remotePath"]
             command = f"cat > {shlex.quote(target)}.part && mv {shlex.quote(target)}.part {shlex.quote(target)}"
@@ -249,7 +249,7 @@ class Replay:
                               f" || {{ docker logs --tail 20 {shlex.quote(container)}; exit 1; }}"),
                     None, f"running {container}")
             with self.lock:
-                self.deletable[name] = self._docker_argv(provider, remove), {"stdin": None}
+                self.deletable[name] = self._docker_argv(provider, remove), {}
             return {}
         raise RuntimeError(f"the replay cannot make a {typ}")
 

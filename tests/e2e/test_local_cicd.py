@@ -76,7 +76,6 @@ def stack(tmp_path_factory):
     archives = ("gitea", "drone", "drone-runner", "drone-pipeline", "busybox")
     replay = Replay(NET, {**CONFIG, "ciImages": settings,
                           "preloadImages": [str(images / f"{n}.tar") for n in archives]})
-    replay.pipeline_images = {"busybox": repo_tag(images / "busybox.tar"), "pipeline": settings["droneClone"]}
     try:
         timed("up with Gitea and Drone", replay.up)
         yield replay
@@ -236,10 +235,11 @@ def test_a_push_is_built_pushed_to_the_registry_and_rolled_out_by_the_swarm(stac
 
     workdir = tmp_path / "web"
     shutil.copytree(EXAMPLE, workdir)
-    images = stack.pipeline_images
+    (busybox_archive,) = [a for a in stack.raw_config["preloadImages"] if a.endswith("/busybox.tar")]
+    busybox, pipeline = repo_tag(Path(busybox_archive)), stack.raw_config["ciImages"]["droneClone"]
     for name in (".drone.yml", "Dockerfile"):
         text = (workdir / name).read_text()
-        text = text.replace("busybox:1.36", images["busybox"]).replace("docker:27-cli", images["pipeline"])
+        text = text.replace("busybox:1.36", busybox).replace("docker:27-cli", pipeline)
         (workdir / name).write_text(text)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
 
