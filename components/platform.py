@@ -64,18 +64,20 @@ def docker_ssh_options(identity_file: Optional[str], user: str, jump_host: Optio
 
 
 def ci_docker_provider(config: DockyardConfig, platform: Platform, ci_host: str, master: str,
-                       engine: pulumi.Resource) -> docker.Provider:
-    """The docker provider of the CI/CD host, reached where an operator reaches it. Its
-    address waits for the host's engine, so a preview of hosts that do not exist yet does
-    not try to reach them."""
-    address = pulumi.Output.all(platform.hosts[ci_host].ssh_address, engine.id).apply(
+                       after: list[pulumi.Resource]) -> docker.Provider:
+    """The docker provider of the CI/CD host, reached where an operator reaches it. It does
+    not retry a refused connection, so it waits for everything that restarts what it
+    connects through: the host's engine (and preloads) and the master's sshd, which
+    master.sh reloads. Its address waits for them too, so a preview of hosts that do not
+    exist yet does not try to reach them."""
+    address = pulumi.Output.all(platform.hosts[ci_host].ssh_address, *[r.id for r in after]).apply(
         lambda values: f"ssh://{config.ssh.user}@{values[0]}")
     jump = platform.master_address if ci_host != master else None
     return docker.Provider(
         f"{ci_host}-docker-provider",
         host=address,
         ssh_opts=docker_ssh_options(platform.identity_file, config.ssh.user, jump),
-        opts=pulumi.ResourceOptions(depends_on=[engine, *platform.identity_ready]),
+        opts=pulumi.ResourceOptions(depends_on=[*after, *platform.identity_ready]),
     )
 
 
@@ -103,7 +105,7 @@ def deploy(config: DockyardConfig, topology: Topology,
         # a host is ready for containers once its engine runs and its preloaded images are in
         ready = {name: [cluster.preloads[name].load if name in cluster.preloads else e.engine]
                  for name, e in cluster.engines.items()}
-        provider = ci_docker_provider(config, platform, ci, master, ready[ci][0])
+        provider = ci_docker_provider(config, platform, ci, master, [ready[ci][0], cluster.master.setup])
         logins = [ci] + [m.name for m in topology.managers]
         cicd = CiCd("cicd", CiCdArgs(
             stack=config.stack, settings=config.ci, host=platform.hosts[ci],

@@ -3,11 +3,18 @@ __main__.py only assembles them. Messages say what to change.
 
 Props are resource inputs as the engine passes them (camelCase). The analyzer protocol
 does not carry `retainOnDelete`, so the volume policy checks what the program declares on
-its cloud component (`retainVolumes`, `disposable`), which is where that option comes from."""
+its cloud component (`retainVolumes`, `disposable`), which is where that option comes from.
+
+During a preview some inputs are not known yet (a droplet's VPC id, an image id): reading
+one raises pulumi_policy's UnknownValueError, and the engine then skips the policy with a
+note. `_known` reads a value without raising, so each policy decides what an unknown means
+for it."""
 from __future__ import annotations
 
 import ipaddress
 from typing import Any, Callable, Iterable, Mapping
+
+from pulumi_policy.proxy import UnknownValueError
 
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
@@ -31,6 +38,16 @@ DEFAULT_VOLUME_PRICE_PER_GB = 0.10
 DEFAULT_MONTHLY_BUDGET = 1000
 
 Report = Callable[..., None]
+UNKNOWN = object()  # a value the engine will only know once the resource exists
+
+
+def _known(props: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """props[key], `default` when absent, UNKNOWN when set but not known during a preview."""
+    try:
+        value = props.get(key, default)
+    except UnknownValueError:
+        return UNKNOWN
+    return default if value is None else value
 
 
 def _ports(port_range: str | None) -> tuple[int, int]:
@@ -125,7 +142,7 @@ def droplet_in_vpc_monitored_tagged(args, report_violation: Report) -> None:
     if args.resource_type != DROPLET:
         return
     name = args.props.get("name", args.name)
-    if not args.props.get("vpcUuid"):
+    if not _known(args.props, "vpcUuid"):  # an unknown id is a VPC being made: set
         report_violation(f"Put droplet {name} in the stack's VPC: set vpc_uuid.")
     if args.props.get("monitoring") is not True:
         report_violation(f"Turn monitoring on for droplet {name}: set monitoring=True.")
@@ -150,8 +167,11 @@ def droplet_size_allowed(args, report_violation: Report) -> None:
 def registry_tls_and_auth(args, report_violation: Report) -> None:
     # a container runs the registry if it says so by its name or its image reference (with
     # pulumi-docker the image is often an ID, so the name is what is left)
-    named = f"{args.props.get('name', '')} {args.props.get('image', '')}"
-    if args.resource_type != CONTAINER or "registry" not in named:
+    if args.resource_type != CONTAINER:
+        return
+    image = _known(args.props, "image", "")
+    named = f"{_known(args.props, 'name', '')} {'' if image is UNKNOWN else image}"
+    if "registry" not in named:
         return
     env = {}
     for item in args.props.get("envs") or []:

@@ -1,13 +1,14 @@
-"""Render `pulumi preview --json` into the short markdown comment a pull request gets:
-what is created, changed, replaced and deleted, the policy violations, and the errors.
+"""Render a `pulumi preview` into the short markdown comment a pull request gets: what is
+created, changed, replaced and deleted, the policy violations, and the errors.
 
-`pulumi preview --json` prints one digest (pulumi/pulumi pkg/display: config, steps with op,
-urn, diffReasons, replaceReasons; diagnostics with urn, message, severity; changeSummary).
-The digest leaves policy events out, so violations come from the engine's event log
-(`--event-log FILE`: one JSON event per line, `policyEvent` entries) when it is given.
+It reads the engine's event stream, which `pulumi preview --json` prints one JSON event per
+line when PULUMI_ENABLE_STREAMING_JSON_PREVIEW is set: `resourcePreEvent` for each step (op,
+urn, the changed properties in `diffs`, a replacement's in `keys`), `policyEvent` for each
+violation, `diagnosticEvent` for errors and `summaryEvent` for the counts. (The plain `--json`
+digest leaves the policy events out, and pulumi 3.259 has no `--event-log` for preview.)
 
-    pulumi preview --stack small --json --event-log events.jsonl > preview.json
-    python3 -m previews.comment --stack small preview.json --events events.jsonl
+    PULUMI_ENABLE_STREAMING_JSON_PREVIEW=true pulumi preview --stack small --json > events.jsonl
+    python3 -m previews.comment --stack small events.jsonl
 """
 from __future__ import annotations
 
@@ -44,27 +45,39 @@ def parse_urn(urn: str) -> tuple[str, str]:
     return parts[2].split("$")[-1], "::".join(parts[3:])
 
 
-def changes(digest: dict) -> list[Change]:
+def _of_kind(events: Iterable[dict], kind: str) -> list[dict]:
+    return [event[kind] for event in events if kind in event]
+
+
+def changes(events: Iterable[dict]) -> list[Change]:
     found = []
-    for step in digest.get("steps") or []:
+    for pre in _of_kind(events, "resourcePreEvent"):
+        step = pre.get("metadata") or {}
         op = step.get("op", "")
         if op not in OPS:
             continue
         typ, name = parse_urn(step.get("urn", ""))
         if typ == "pulumi:pulumi:Stack":
             continue
-        reasons = step.get("replaceReasons") if op == "replace" else step.get("diffReasons")
+        # a replacement names the properties that force it in `keys` when the provider
+        # says so; otherwise every changed property is shown
+        reasons = (step.get("keys") if op == "replace" else None) or step.get("diffs")
         found.append(Change(op, name, typ, tuple(reasons or ())))
     return found
 
 
 def policy_violations(events: Iterable[dict]) -> list[dict]:
-    found = []
-    for event in events:
-        policy = event.get("policyEvent")
-        if policy:
-            found.append(policy)
-    return found
+    return _of_kind(events, "policyEvent")
+
+
+def errors(events: Iterable[dict]) -> list[str]:
+    return [" ".join(str(d.get("message", "")).split())
+            for d in _of_kind(events, "diagnosticEvent") if d.get("severity") == "error"]
+
+
+def summary(events: Iterable[dict]) -> dict:
+    found = _of_kind(events, "summaryEvent")
+    return (found[-1].get("resourceChanges") or {}) if found else {}
 
 
 def marker(stack: str) -> str:
@@ -72,20 +85,19 @@ def marker(stack: str) -> str:
     return f"<!-- dockyard-preview:{stack} -->"
 
 
-def render(stack: str, digest: dict, events: Iterable[dict] = ()) -> str:
+def render(stack: str, events: list[dict]) -> str:
     """The markdown comment for one stack's preview."""
-    found = changes(digest)
-    summary = digest.get("changeSummary") or {}
+    found = changes(events)
     counts = Counter(c.op for c in found)
     violations = policy_violations(events)
-    errors = [d for d in digest.get("diagnostics") or [] if d.get("severity") == "error"]
+    failures = errors(events)
 
     lines = [marker(stack), f"### `pulumi preview` of stack `{stack}`", ""]
     totals = [f"{counts[op]} {VERBS[op]}" for op in OPS if counts[op]]
-    unchanged = summary.get("same", 0)
+    unchanged = summary(events).get("same", 0)
     if totals:
         lines.append("**" + ", ".join(totals) + "**" + (f", {unchanged} unchanged" if unchanged else ""))
-    elif errors:
+    elif failures:
         lines.append("**The preview failed** (see the errors below).")
     else:
         lines.append("**No changes**" + (f" ({unchanged} resources unchanged)" if unchanged else ""))
@@ -105,30 +117,63 @@ def render(stack: str, digest: dict, events: Iterable[dict] = ()) -> str:
         mandatory = sum(1 for v in violations if v.get("enforcementLevel") == "mandatory")
         lines += ["", f"#### Policy violations: {mandatory} mandatory, {len(violations) - mandatory} advisory", ""]
         for v in sorted(violations, key=lambda v: (v.get("enforcementLevel") != "mandatory", v.get("policyName", ""))):
-            _, name = parse_urn(v.get("resourceUrn", "")) if v.get("resourceUrn") else ("", "the stack")
+            typ, name = parse_urn(v.get("resourceUrn") or "")
+            if not v.get("resourceUrn") or typ == "pulumi:pulumi:Stack":  # a stack policy's
+                name = "the stack"
             message = " ".join(str(v.get("message", "")).split())
             lines.append(f"- **{v.get('enforcementLevel', '?')}** `{v.get('policyPackName', '')}/"
                          f"{v.get('policyName', '')}` on `{name}`: {message}")
 
-    if errors:
+    if failures:
         lines += ["", "#### Errors", ""]
-        for d in errors:
-            message = " ".join(str(d.get("message", "")).split())
-            lines.append(f"- {message}")
+        lines += [f"- {message}" for message in failures]
     return "\n".join(lines) + "\n"
+
+
+def read_events(text: str) -> list[dict]:
+    """The events of a stream; a line that is not JSON (a crash's own output) is skipped."""
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+KEPT_EVENTS = ("resourcePreEvent", "policyEvent", "diagnosticEvent", "summaryEvent")
+
+
+def kept(events: Iterable[dict]) -> list[dict]:
+    """What the comment is made of, and all of the stream that may be stored: the SDK's
+    debug diagnostics carry the stack's outputs in clear, secrets included (its "register
+    resource outputs prepared" line), so they are dropped, and so are the steps' old and new
+    states."""
+    result = []
+    for event in events:
+        kind = next((k for k in KEPT_EVENTS if k in event), None)
+        if kind is None or (kind == "diagnosticEvent" and event[kind].get("severity") == "debug"):
+            continue
+        if kind == "resourcePreEvent":
+            metadata = {k: v for k, v in event[kind]["metadata"].items() if k not in ("old", "new")}
+            event = {kind: {**event[kind], "metadata": metadata}}
+        result.append(event)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m previews.comment", description=__doc__.split("\n")[0])
-    parser.add_argument("preview", help="the output of `pulumi preview --json` ('-' for stdin)")
+    parser.add_argument("events", help="the event stream of `pulumi preview --json` ('-' for stdin)")
     parser.add_argument("--stack", required=True)
-    parser.add_argument("--events", help="the engine's event log (`pulumi preview --event-log FILE`)")
+    parser.add_argument("--save", help="also write the events the comment is made of (no secrets) to this file")
     args = parser.parse_args(argv)
-    text = sys.stdin.read() if args.preview == "-" else Path(args.preview).read_text()
-    events = []
-    if args.events and Path(args.events).exists():
-        events = [json.loads(line) for line in Path(args.events).read_text().splitlines() if line.strip()]
-    sys.stdout.write(render(args.stack, json.loads(text) if text.strip() else {}, events))
+    text = sys.stdin.read() if args.events == "-" else Path(args.events).read_text()
+    events = kept(read_events(text))
+    if args.save:
+        Path(args.save).write_text("".join(json.dumps(e) + "\n" for e in events))
+    sys.stdout.write(render(args.stack, events))
     return 0
 
 

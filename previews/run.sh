@@ -12,6 +12,7 @@
 #
 # Exits non-zero when a preview failed (after writing its comment), so the check is red.
 set -eu
+set -o pipefail
 
 log() { echo "previews: $*" >&2; }
 fatal() { log "error: $*"; exit 1; }
@@ -29,12 +30,12 @@ mkdir -p "$OUT_DIR"
 failed=
 for stack in $stacks; do
   log "previewing $stack"
-  if ! pulumi preview --stack "$stack" --non-interactive --json --event-log "$OUT_DIR/$stack.events" \
-      --policy-pack policies > "$OUT_DIR/$stack.json"; then
+  # the raw stream is never stored: the SDK's debug lines in it carry secrets in clear
+  if ! PULUMI_ENABLE_STREAMING_JSON_PREVIEW=true pulumi preview --stack "$stack" --non-interactive --json \
+      --policy-pack policies |
+      "$PYTHON" -m previews.comment --stack "$stack" - --save "$OUT_DIR/$stack.jsonl" > "$OUT_DIR/$stack.md"; then
     failed="$failed $stack"
   fi
-  "$PYTHON" -m previews.comment --stack "$stack" "$OUT_DIR/$stack.json" --events "$OUT_DIR/$stack.events" \
-    > "$OUT_DIR/$stack.md"
   if [ -n "$GITEA_TOKEN" ]; then
     "$PYTHON" -m previews.gitea "$OUT_DIR/$stack.md" "$stack"
   fi

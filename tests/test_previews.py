@@ -1,16 +1,21 @@
 """Previews in pull requests: the comment renderer, which stacks a change touches, the Gitea
 poster and the two pipelines that run them.
 
-The digest fixtures follow the `pulumi preview --json` format of pulumi/pulumi (pkg/display
-PreviewDigest, apitype.PolicyEvent) but were written by hand: this machine cannot run the
-engine (issue 2). Replace them with recorded output once it can."""
+The fixtures are event streams of the real engine (`pulumi preview --json` with
+PULUMI_ENABLE_STREAMING_JSON_PREVIEW), trimmed by `previews.comment --save`:
+- preview-local-change.jsonl: the `local` stack, up on VMs, previewed with workers 1 -> 0
+  and swarm-labels.sh edited;
+- preview-small-policy.jsonl: `small` with its swarm ports opened to the world and a
+  worker size off the price list;
+- preview-small-bad-config.jsonl: `small` with `dockyard:workers many`.
+tests/test_engine_previews.py renders fresh streams of the engine too."""
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from previews.comment import changes, marker, parse_urn, render
+from previews.comment import changes, kept, marker, parse_urn, read_events, render
 from previews.gitea import api_base, upsert_comment
 from previews.touched import touched_stacks
 
@@ -19,11 +24,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def load(name):
-    return json.loads((FIXTURES / name).read_text())
-
-
-def events():
-    return [json.loads(line) for line in (FIXTURES / "events-small.jsonl").read_text().splitlines()]
+    return read_events((FIXTURES / name).read_text())
 
 
 def test_urns_give_type_and_name():
@@ -32,52 +33,70 @@ def test_urns_give_type_and_name():
 
 
 def test_the_comment_counts_each_logical_change_once():
-    found = changes(load("preview-small.json"))
-    assert sorted(c.op for c in found) == ["create", "delete", "delete", "replace", "update"]
-    text = render("small", load("preview-small.json"), events())
-    assert text.startswith(marker("small") + "\n### `pulumi preview` of stack `small`")
-    assert "**1 to create, 1 to update, 1 to replace, 2 to delete**, 52 unchanged" in text
-    assert "| `+-` replace | `cicd-gitea` | `docker:index/container:Container` | `image` |" in text
-    assert "| `~` update | `do-worker-firewall` | `digitalocean:index/firewall:Firewall` | `dropletIds` |" in text
-    assert text.count("cicd-gitea") == 1, "the replacement's halves are not listed again"
+    events = load("preview-local-change.jsonl")
+    found = changes(events)
+    assert sorted({c.op for c in found}) == ["delete", "read", "replace", "update"]
+    text = render("local", events)
+    assert text.startswith(marker("local") + "\n### `pulumi preview` of stack `local`")
+    assert "**1 to update, 1 to replace, 10 to delete, 1 to read**, 35 unchanged" in text
+    assert "| `+-` replace | `b-manager-labels` | `command:remote:Command` | `stdin`, `triggers` |" in text
+    assert "| `~` update | `a-master-bastion` | `command:remote:Command` | `create` |" in text
+    assert text.count("b-manager-labels") == 1, "the replacement's halves are not listed again"
     assert "replaces or deletes resources" in text
-    assert "dockyard-small" not in text.split("####")[0], "the stack itself is no change"
+    assert "dockyard-local" not in text.split("####")[0], "the stack itself is no change"
 
 
 def test_the_comment_lists_policy_violations_mandatory_first():
-    text = render("small", load("preview-small.json"), events())
-    assert "#### Policy violations: 1 mandatory, 1 advisory" in text
-    mandatory = text.index("**mandatory** `dockyard/droplet-size-allowed` on `do-w4`: Use an allowed size")
-    advisory = text.index("**advisory** `dockyard/single-manager` on `the stack`")
-    assert mandatory < advisory
-    assert "\nSee dockyard:sizes" not in text, "messages are kept on one line"
+    text = render("small", load("preview-small-policy.jsonl"))
+    assert "#### Policy violations: 12 mandatory, 0 advisory" in text
+    assert "**mandatory** `dockyard/no-control-ports-to-internet` on `do-worker-firewall`: " in text
+    assert "on `the stack`: The stack's estimated monthly cost" in text
+    advisory = render("local", load("preview-local-change.jsonl"))
+    assert "- **advisory** `dockyard/no-workers-warning` on `the stack`: " in advisory
+    mixed = render("small", load("preview-small-policy.jsonl") + load("preview-local-change.jsonl"))
+    assert mixed.index("**mandatory**") < mixed.index("**advisory**")
+    assert "\nClose port" not in text, "messages are kept on one line"
 
 
 def test_a_failed_preview_shows_its_error_and_no_changes():
-    text = render("small", load("preview-failed.json"))
+    text = render("small", load("preview-small-bad-config.jsonl"))
     assert "**The preview failed**" in text
-    assert "- error: Program failed with an unhandled exception: invalid stack configuration:" in text
+    assert "- invalid stack configuration: dockyard:workers: expected a whole number, got 'many'" in text
     assert "|---|" not in text
 
 
 def test_no_changes():
-    digest = {"steps": [], "changeSummary": {"same": 40}}
-    assert "**No changes** (40 resources unchanged)" in render("default", digest)
+    events = [{"summaryEvent": {"resourceChanges": {"same": 40}}}]
+    assert "**No changes** (40 resources unchanged)" in render("default", events)
 
 
 def test_long_previews_are_cut_with_a_count():
-    steps = [{"op": "create", "urn": f"urn:pulumi:s::dockyard::docker:index/container:Container::c{i}"}
-             for i in range(75)]
-    text = render("medium", {"steps": steps})
+    events = [{"resourcePreEvent": {"metadata": {"op": "create", "urn": f"urn:pulumi:s::dockyard::docker:index/container:Container::c{i}"}}}
+              for i in range(75)]
+    text = render("medium", events)
     assert "… and 15 more" in text and text.count("| `+` create |") == 60
 
 
-def test_the_cli_writes_the_comment(tmp_path, capsys):
+def test_what_is_kept_of_a_stream_has_no_debug_output_and_no_states():
+    secret = "registry-password-in-a-debug-line"
+    stream = [
+        {"diagnosticEvent": {"severity": "debug", "message": f"register resource outputs prepared: {secret}"}},
+        {"resourcePreEvent": {"metadata": {"op": "create", "urn": "urn:pulumi:s::dockyard::t::n",
+                                           "new": {"inputs": {"password": secret}}}}},
+        {"resOutputsEvent": {"metadata": {"new": {"outputs": {"password": secret}}}}},
+        {"diagnosticEvent": {"severity": "error", "message": "boom"}},
+    ]
+    saved = json.dumps(kept(stream))
+    assert secret not in saved and "boom" in saved and "urn:pulumi:s::dockyard::t::n" in saved
+
+
+def test_the_cli_reads_a_stream_and_saves_what_it_kept(tmp_path, capsys):
     from previews.comment import main
 
-    assert main(["--stack", "small", str(FIXTURES / "preview-small.json"), "--events",
-                 str(FIXTURES / "events-small.jsonl")]) == 0
+    saved = tmp_path / "kept.jsonl"
+    assert main(["--stack", "small", str(FIXTURES / "preview-small-policy.jsonl"), "--save", str(saved)]) == 0
     assert "Policy violations" in capsys.readouterr().out
+    assert load("preview-small-policy.jsonl") == read_events(saved.read_text())
 
 
 @pytest.mark.parametrize("paths,stacks", [

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# setup.sh: install what dockyard's tests need: the project's virtualenv (.venv, from
-# requirements-dev.txt) and shellcheck. Safe to run again; quick when all is in place.
+# setup.sh: install what dockyard needs: the project's virtualenv (.venv, from
+# requirements-dev.txt), the Pulumi CLI and its plugins (tools/toolchain.sh: from
+# DOCKYARD_TOOLCHAIN_MIRROR when set, else the official downloads) and, as root, the
+# packages the tests and the local VMs use. Safe to run again; quick when all is in place.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -33,4 +35,5 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086 # a list of package names
   DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends $missing >/dev/null
 fi
-log "ready"
+tools/toolchain.sh
+log "ready: now . tools/env.sh"

@@ -9,6 +9,7 @@ from typing import Optional
 import pulumi
 from pulumi_command import remote
 
+from ..config import DockyardConfig
 from ..topology import HostSpec
 
 
@@ -48,3 +49,11 @@ class Platform:
     # provider); None when the user's ssh agent holds it. What writes the file, if anything.
     identity_file: Optional[str] = None
     identity_ready: list[pulumi.Resource] = field(default_factory=list)
+
+
+def policy_facts(config: DockyardConfig, admin_cidrs: list[str], retain_volumes: bool) -> dict:
+    """What a cloud component declares for the policy pack, which cannot see resource
+    options such as retainOnDelete. A cloud passes it as its inputs and registers it as
+    outputs too: the engine hands a stack policy a component's outputs, not its inputs."""
+    return {"stack": config.stack, "tier": config.tier, "adminCidrs": admin_cidrs,
+            "vpcCidr": config.vpc_cidr, "disposable": config.disposable, "retainVolumes": retain_volumes}

@@ -13,7 +13,7 @@ from pulumi_command import remote
 
 from ..config import DockyardConfig
 from ..topology import Role, Topology
-from . import Host, Platform
+from . import Host, Platform, policy_facts
 from .firewall import inbound_rules
 
 # Droplets take a minute or two to start sshd; the bootstrap retries this many times
@@ -50,11 +50,8 @@ class DigitalOceanCloud(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DigitalOceanCloudArgs, opts: Optional[pulumi.ResourceOptions] = None):
         cfg, topo = args.config, args.topology
-        # Declared for the policy pack, which cannot see resource options such as retainOnDelete.
-        super().__init__("dockyard:digitalocean:Cloud", name, {
-            "stack": cfg.stack, "tier": cfg.tier, "adminCidrs": list(cfg.admin_cidrs),
-            "vpcCidr": cfg.vpc_cidr, "disposable": cfg.disposable, "retainVolumes": not cfg.disposable,
-        }, opts)
+        declared = policy_facts(cfg, admin_cidrs=list(cfg.admin_cidrs), retain_volumes=not cfg.disposable)
+        super().__init__("dockyard:digitalocean:Cloud", name, declared, opts)
         child = pulumi.ResourceOptions(parent=self)
         prefix = f"dockyard-{cfg.stack}"
 
@@ -187,6 +184,7 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                                  identity_file=cfg.ssh.private_key_path)
 
         self.register_outputs({
+            **declared,
             "vpc_id": self.vpc.id,
             "master_address": self.reserved_ip.ip_address,
             "droplet_ids": {n: d.id for n, d in self.droplets.items()},

@@ -21,7 +21,7 @@ from localcloud.vm import key_file, recipe_digest
 
 from ..config import DockyardConfig
 from ..topology import Role, Topology
-from . import Host, Platform
+from . import Host, Platform, policy_facts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCALCLOUD = "python3 -m localcloud"
@@ -49,10 +49,8 @@ class LocalCloud(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: LocalCloudArgs, opts: Optional[pulumi.ResourceOptions] = None):
         cfg, topo = args.config, args.topology
-        super().__init__("dockyard:local:Cloud", name, {
-            "stack": cfg.stack, "tier": cfg.tier, "adminCidrs": [], "vpcCidr": cfg.vpc_cidr,
-            "disposable": cfg.disposable, "retainVolumes": False,
-        }, opts)
+        declared = policy_facts(cfg, admin_cidrs=[], retain_volumes=False)
+        super().__init__("dockyard:local:Cloud", name, declared, opts)
         child = pulumi.ResourceOptions(parent=self)
         net = cfg.stack
         network_cidr = str(ipaddress.ip_network(cfg.vpc_cidr))
@@ -118,4 +116,4 @@ class LocalCloud(pulumi.ComponentResource):
         self.platform = Platform(hosts=hosts, private_cidr=network_cidr, master_address=master_ip,
                                  ssh_private_key=private_key, identity_file=str(key_path),
                                  identity_ready=[self.key_file])
-        self.register_outputs({"master_address": master_ip})
+        self.register_outputs({**declared, "master_address": master_ip})

@@ -4,7 +4,7 @@ on 2 cores the first time). Not part of `.ci/run`: run it with
 
     sudo DOCKYARD_E2E_CICD=1 .venv/bin/python -m pytest -m e2e tests/e2e/test_local_cicd.py
 
-It brings up A (master + CI) and B (NFS + manager) through the stand-in engine, checks that
+It brings up A (master + CI) and B (NFS + manager) through the real engine, checks that
 Gitea is installed with the generated admin password, that the OAuth2 application Drone
 logs in with exists and is the one Drone uses, that Drone sends a login to Gitea with it,
 that the runner reached Drone with the shared RPC secret, and that no secret is in clear.
@@ -32,8 +32,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import TIMINGS
-from tests.e2e.replay import Replay
+from tests.e2e.stack import LocalStack, shows
 from tests.e2e.test_local_stack import timed, wait_for
+from tests.engine import Engine
 
 pytestmark = [
     pytest.mark.e2e,
@@ -74,13 +75,16 @@ def stack(tmp_path_factory):
         text=True))
     settings = json.loads(built.stdout.strip().splitlines()[-1])
     archives = ("gitea", "drone", "drone-runner", "drone-pipeline", "busybox")
-    replay = Replay(NET, {**CONFIG, "ciImages": settings,
-                          "preloadImages": [str(images / f"{n}.tar") for n in archives]})
+    engine = Engine.in_tmp(tmp_path_factory.mktemp("engine"))
+    stack = LocalStack.create(engine, NET, {**CONFIG, "ciImages": settings,
+                                            "preloadImages": [str(images / f"{n}.tar") for n in archives]})
     try:
-        timed("up with Gitea and Drone", replay.up)
-        yield replay
+        timed("up with Gitea and Drone", stack.up)
+        stack.preview("--expect-no-changes")
+        yield stack
     finally:
-        timed("destroy", replay.destroy)
+        timed("destroy", stack.destroy)
+        engine.run("stack", "rm", "--yes", "--stack", NET, check=False)
         subprocess.run(["python3", "-m", "localcloud", "cleanup", "--net", NET], check=True)
 
 
@@ -235,8 +239,8 @@ def test_a_push_is_built_pushed_to_the_registry_and_rolled_out_by_the_swarm(stac
 
     workdir = tmp_path / "web"
     shutil.copytree(EXAMPLE, workdir)
-    (busybox_archive,) = [a for a in stack.raw_config["preloadImages"] if a.endswith("/busybox.tar")]
-    busybox, pipeline = repo_tag(Path(busybox_archive)), stack.raw_config["ciImages"]["droneClone"]
+    (busybox_archive,) = [a for a in stack.config("preloadImages") if a.endswith("/busybox.tar")]
+    busybox, pipeline = repo_tag(Path(busybox_archive)), stack.config("ciImages")["droneClone"]
     for name in (".drone.yml", "Dockerfile"):
         text = (workdir / name).read_text()
         text = text.replace("busybox:1.36", busybox).replace("docker:27-cli", pipeline)
@@ -270,14 +274,15 @@ def test_a_push_is_built_pushed_to_the_registry_and_rolled_out_by_the_swarm(stac
 
 
 def test_no_ci_secret_is_in_clear(stack):
-    setup = [e for e in stack.executed if e.name == "cicd-gitea-setup"]
-    client_secret = next(line.split("=", 1)[1] for line in setup[0].stdout.splitlines()
-                         if line.startswith("client_secret="))
-    secrets = [stack.outputs["gitea_admin_password"], stack.outputs["registry_password"], client_secret,
-               stack.outputs["drone_admin_token"]]
-    for e in stack.executed:
-        visible = e.command + e.stderr + ("" if e in setup else e.stdout)
-        assert not any(s in visible for s in secrets), f"{e.name} shows a secret"
+    secrets = stack.secrets_in_state()
+    named = [stack.outputs["gitea_admin_password"], stack.outputs["registry_password"],
+             stack.outputs["drone_admin_token"]]
+    assert set(named) <= secrets
+    assert len(secrets) > len(named) + 2, "the OAuth2 client secret and the RPC secret are secrets too"
+    plain_state = stack.engine.export(NET)
+    assert not [s[:8] for s in secrets if shows(plain_state, s)], "pulumi stack export holds no secret in clear"
+    for update in stack.updates:
+        assert not [s[:8] for s in secrets if shows(update.console(), s)], "no update printed a secret"
     cmdlines = stack.ssh(MASTER, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '").stdout
     assert not any(s in cmdlines for s in secrets)
     TIMINGS.append(f"[e2e-cicd] secrets checked: {len(secrets)}")

@@ -1,7 +1,7 @@
-"""The `local` stack on real VMs: up, checks, a service and a rolling update, workers
-1 -> 0 -> 1, up again (nothing changes), destroy, up, the first manager's VM killed by hand,
-destroy. The commands run for real through tests/e2e/replay.py, the
-stand-in for the engine (see its docstring for what it does not do)."""
+"""The `local` stack on real VMs, through the real engine: up, checks, a service and a
+rolling update, workers 1 -> 0 -> 1 by `pulumi config set`, a reboot, a second up that
+changes nothing, refresh, a script edit that re-runs only its commands, no secret in clear
+in the state or the output, destroy, up, the first manager's VM killed by hand, destroy."""
 import os
 import re
 import shutil
@@ -14,16 +14,18 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import TIMINGS
-from tests.e2e.replay import Replay
+from tests.e2e.stack import LocalStack, shows
+from tests.engine import Engine
 
 pytestmark = pytest.mark.e2e
 
 NET = "e2e"
 CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24"}
 MASTER, MANAGER, WORKER = "10.233.0.11", "10.233.0.12", "10.233.0.13"
-# What the bootstrap scripts log when they change something; a second run must log none.
+# What the bootstrap scripts log when they change something; a re-run must log none.
 CHANGES = re.compile(r"formatting|adding .* to /etc/fstab|mounting|installing|writing|restarting|initialising|"
                      r"joining|labelling|creating|recording|configuring sshd|loading")
+LABEL_COMMANDS = {"b-manager-labels", "w1-worker-labels"}  # the commands that run swarm-labels.sh
 
 
 def leftovers() -> list[str]:
@@ -64,12 +66,14 @@ def stack(tmp_path_factory):
         subprocess.run(["python3", "-m", "localcloud", "web-image", "--version", version, "--out", str(archive)],
                        check=True, capture_output=True)
         archives.append(str(archive))
-    replay = Replay(NET, {**CONFIG, "preloadImages": archives})
+    engine = Engine.in_tmp(tmp_path_factory.mktemp("engine"))
+    stack = LocalStack.create(engine, NET, {**CONFIG, "preloadImages": archives})
     try:
-        timed("first up", replay.up)
-        yield replay
+        timed("first up", stack.up)
+        yield stack
     finally:
-        timed("destroy", replay.destroy)
+        timed("destroy", stack.destroy)
+        engine.run("stack", "rm", "--yes", "--stack", NET, check=False)
     assert leftovers() == []
 
 
@@ -198,10 +202,10 @@ def test_a_rolling_update_fails_no_request(stack):
 
 
 def test_scaling_workers_down_and_up_keeps_the_service_answering(stack):
-    stack.raw_config["workers"] = "0"
-    timed("scale down to 0 workers", stack.up)
-    order = [e.name for e in stack.executed]
-    assert order.index("w1-worker-membership (delete)") < order.index("local-w1 (delete)"), \
+    stack.set("workers", 0)
+    down = timed("scale down to 0 workers", stack.up)
+    order = down.completed()
+    assert order.index(("delete", "w1-worker-membership")) < order.index(("delete", "local-w1")), \
         "the node leaves the swarm before its VM is deleted"
     assert stack.ssh(MANAGER, "docker node ls --format '{{.Hostname}}'").stdout.split() == ["b"]
     assert "e2e-w1" not in subprocess.run(["python3", "-m", "localcloud", "list", "--net", NET],
@@ -210,7 +214,7 @@ def test_scaling_workers_down_and_up_keeps_the_service_answering(stack):
     running = stack.ssh(MANAGER, "docker service ps web --filter desired-state=running --format '{{.Node}}'")
     assert running.stdout.split() == ["b", "b"], "both replicas moved to the remaining node"
 
-    stack.raw_config["workers"] = "1"
+    stack.set("workers", 1)
     timed("scale up to 1 worker", stack.up)
     nodes = stack.ssh(MANAGER, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout.split("\n")
     assert sorted(n for n in nodes if n) == ["b Ready", "w1 Ready"]
@@ -241,28 +245,48 @@ def test_the_worker_mount_survives_a_reboot(stack):
     assert status == "ready"
 
 
-def test_a_second_up_changes_nothing(stack):
+def test_a_second_up_changes_nothing_and_runs_no_command(stack):
     node_ids = stack.ssh(MANAGER, "docker node ls -q | sort").stdout
-    first_run = len(stack.executed)
-    timed("second up", stack.up)
-    second = stack.executed[first_run:]
-    assert second, "the second up ran nothing"
-    changed = {e.name: CHANGES.findall(e.stderr) for e in second if CHANGES.search(e.stderr)}
-    assert changed == {}
+    quiet = timed("preview --expect-no-changes", lambda: stack.preview("--expect-no-changes"))
+    assert quiet.steps("same") and not [s for s in quiet.steps() if s["op"] not in ("same", "read")]
+    second = timed("second up", stack.up)
+    assert second.changed() == [], "a second up changes nothing"
+    assert not CHANGES.search(second.console()), "and runs no script"
     assert stack.ssh(MANAGER, "docker node ls -q | sort").stdout == node_ids
 
 
-def test_join_tokens_and_the_registry_password_never_appear_in_clear(stack):
-    token_runs = [e for e in stack.executed if e.name.endswith("-join-tokens")]
-    tokens = set(token_runs[0].stdout.split())
-    assert len(tokens) == 2 and all(t.startswith("SWMTKN-1-") for t in tokens)
-    for e in stack.executed:
-        visible = e.command + e.stderr + ("" if e in token_runs else e.stdout)
-        assert not any(t in visible for t in tokens), f"{e.name} shows a join token"
+def test_refresh_finds_nothing_to_change(stack):
+    timed("refresh", stack.refresh)
+    stack.preview("--expect-no-changes")
+
+
+def test_editing_a_script_reruns_only_the_commands_that_use_it(stack):
+    script = stack.engine.workdir / "components/scripts/swarm-labels.sh"
+    script.write_text(script.read_text() + "# edited by the e2e test\n")
+    planned = stack.preview()
+    touched = {s["urn"].rsplit("::", 1)[1] for s in planned.steps() if s["op"] not in ("same", "read")}
+    assert touched == LABEL_COMMANDS
+    rerun = timed("up after a script edit", stack.up)
+    assert {name for _, name in rerun.changed()} == LABEL_COMMANDS
+    for name in LABEL_COMMANDS:
+        assert not CHANGES.search(rerun.printed(name)), "the labels were already right"
+    stack.preview("--expect-no-changes")
+
+
+def test_no_secret_is_in_clear_in_the_state_the_output_or_on_the_hosts(stack):
+    secrets = stack.secrets_in_state()
+    tokens = {s for s in secrets if s.startswith("SWMTKN-1-")}
+    assert len(tokens) == 2, "the worker and manager join tokens are secrets in the state"
+    assert stack.outputs["registry_password"] in secrets
+    assert any(s in stack.outputs["ssh_private_key"] for s in secrets), "the hosts' key is a secret in the state"
+    plain_state = stack.engine.export(NET)
+    leaked = sorted(s[:16] for s in secrets if shows(plain_state, s))
+    assert leaked == [], "pulumi stack export holds no secret in clear"
+    for update in stack.updates:
+        shown = update.console()
+        assert not [s for s in secrets if shows(shown, s)], f"pulumi {update.run.args[4]} printed a secret"
     # nor in any process's command line on the hosts
     password = stack.outputs["registry_password"]
-    for e in stack.executed:
-        assert password not in e.command + e.stderr + e.stdout, f"{e.name} shows the registry password"
     for host in (MASTER, MANAGER, WORKER):
         cmdlines = stack.ssh(host, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '").stdout
         assert "SWMTKN" not in cmdlines and password not in cmdlines
@@ -271,18 +295,19 @@ def test_join_tokens_and_the_registry_password_never_appear_in_clear(stack):
 def test_destroy_and_recreate_with_the_first_manager_killed_by_hand(stack):
     timed("destroy", stack.destroy)
     assert leftovers() == []
-    again = Replay(NET, dict(CONFIG))
+    stack.set("preloadImages", [])
     try:
-        timed("up after destroy", again.up)
-        nodes = again.ssh(MANAGER, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout.split()
+        timed("up after destroy", stack.up)
+        nodes = stack.ssh(MANAGER, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout.split()
         assert nodes.count("Ready") == 2
+        stack.preview("--expect-no-changes")
         # the hard case: the manager every removal would have run on is the one that is gone
         subprocess.run(["pkill", "-9", "-f", f"qemu-system.*-name {NET}-b"], check=True)
     finally:
         start = time.monotonic()
-        timed("destroy with the first manager dead", again.destroy)
+        removal = timed("destroy with the first manager dead", stack.destroy)
         assert time.monotonic() - start < 120
-    (removal,) = [e for e in again.executed if e.name == "w1-worker-membership (delete)"]
-    assert "cannot reach manager dockyard-e2e-b" in removal.stderr
-    assert "was not removed from the swarm" in removal.stderr, "it says what it could not do"
+    said = removal.printed("w1-worker-membership")
+    assert "cannot reach manager dockyard-e2e-b" in said
+    assert "was not removed from the swarm" in said, "it says what it could not do"
     assert leftovers() == []

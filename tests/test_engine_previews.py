@@ -1,0 +1,105 @@
+"""Real `pulumi preview` of every DigitalOcean tier, with the policy pack, in the engine that
+tools/setup.sh installs: what a pull request's pipeline runs. A dummy token, and the API
+pointed at a closed local port, so any call to DigitalOcean during a preview fails it.
+
+The counts are table 5.1 (DESIGN.md) with each stack file's workers."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from previews.comment import render
+from tests.engine import ROOT, Engine
+
+pytestmark = pytest.mark.engine
+
+DROPLET = "digitalocean:index/droplet:Droplet"
+VOLUME = "digitalocean:index/volume:Volume"
+FIREWALL = "digitalocean:index/firewall:Firewall"
+# table 5.1: hosts besides the workers; data volumes (NFS, and CI where Gitea/Drone run);
+# one firewall per role present (master, cicd, nfs, manager, worker)
+TABLE_5_1 = {"minimal": (1, 1, 4), "default": (2, 2, 5), "small": (5, 2, 5), "medium": (11, 3, 5)}
+ADMIN_CIDR = "198.51.100.7/32"
+
+
+def workers_of(stack: str) -> int:
+    config = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return int(config["dockyard:workers"])
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> Engine:
+    tmp = tmp_path_factory.mktemp("previews")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "preview", "-f", str(tmp / "key")],
+                   check=True)
+    engine = Engine.in_tmp(tmp)
+    for stack in TABLE_5_1:
+        engine.init(stack, {
+            "digitalocean:apiEndpoint": "http://127.0.0.1:9",
+            "dockyard:sshPublicKey": (tmp / "key.pub").read_text().strip(),
+            "dockyard:sshPrivateKeyPath": str(tmp / "key"),
+            "dockyard:adminCidrs": [ADMIN_CIDR],
+        }, {"digitalocean:token": "dummy-token-no-api-call-is-made"})
+    return engine
+
+
+@pytest.mark.parametrize("stack", list(TABLE_5_1))
+def test_every_tier_previews_with_its_hosts_and_passes_the_policy_pack(engine, stack):
+    preview = engine.preview(stack, "--policy-pack", "policies")
+    hosts, volumes, firewalls = TABLE_5_1[stack]
+    assert preview.count(DROPLET) == hosts + workers_of(stack)
+    assert preview.count(VOLUME) == volumes
+    assert preview.count(FIREWALL) == firewalls
+    assert preview.violations == [], "no policy violation, advisory ones included"
+    # every policy ran on what it reads (a policy that met an unknown value would be skipped
+    # with a note, and one that found no data would pass without looking)
+    assert {"stateful-volumes-kept", "ssh-from-admin-cidrs", "no-control-ports-to-internet",
+            "droplet-in-vpc-monitored-tagged", "registry-tls-and-auth"} <= preview.policies_passed
+    notes = [d["message"] for d in preview.of_kind("diagnosticEvent") if "can't run policy" in d["message"]]
+    assert notes == []
+    master_rules = next(s for s in preview.steps("create") if s["urn"].endswith("::do-master-firewall"))
+    ssh = [r for r in master_rules["new"]["inputs"]["inboundRules"] if r.get("portRange") == "22"]
+    assert ssh[0]["sourceAddresses"] == [ADMIN_CIDR]
+    print(f"\n[engine] preview of {stack}: {preview.run.seconds:.1f} s")
+
+
+def test_a_bad_config_value_fails_the_preview_and_names_the_key(engine):
+    engine.set("default", "dockyard:workers", "-2")
+    try:
+        preview = engine.preview("default", check=False)
+    finally:
+        engine.set("default", "dockyard:workers", workers_of("default"))
+    assert preview.run.returncode != 0
+    message = "\n".join(preview.errors)
+    assert "dockyard:workers" in message
+    assert preview.steps("create") == [s for s in preview.steps("create") if s["type"] == "pulumi:pulumi:Stack"]
+
+
+def test_a_change_that_breaks_a_policy_is_refused_and_the_comment_shows_why(engine, tmp_path):
+    # what a careless pull request could do: the swarm's ports open to the world, and the
+    # NFS and CI volumes no longer kept on destroy
+    firewall = engine.workdir / "components/hosts/firewall.py"
+    cloud = engine.workdir / "components/hosts/digitalocean.py"
+    originals = {path: path.read_text() for path in (firewall, cloud)}
+    safe = "rules += [Rule(proto, port, (private_cidr,)) for proto, port in SWARM_PORTS]"
+    kept = "retain_volumes=not cfg.disposable"
+    assert safe in originals[firewall] and kept in originals[cloud]
+    firewall.write_text(originals[firewall].replace(safe, safe.replace("(private_cidr,)", "ANYWHERE")))
+    cloud.write_text(originals[cloud].replace(kept, "retain_volumes=False"))
+    try:
+        preview = engine.preview("small", "--policy-pack", "policies", check=False)
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+    assert preview.run.returncode != 0
+    refused = {(v["policyName"], v["enforcementLevel"]) for v in preview.violations}
+    assert refused == {("no-control-ports-to-internet", "mandatory"), ("stateful-volumes-kept", "mandatory")}
+    assert any("Close port 2377/tcp (swarm management) to 0.0.0.0/0" in v["message"] for v in preview.violations)
+    comment = render("small", preview.events)
+    # 4 swarm ports on the manager and the worker firewall each, 2 volumes
+    assert len(preview.violations) == 10
+    assert "#### Policy violations: 10 mandatory, 0 advisory" in comment
+    volume_lines = [line for line in comment.splitlines() if "`dockyard/stateful-volumes-kept` on `the stack`" in line]
+    assert len(volume_lines) == 2 and "Keep volume dockyard-small-b-nfs" in "".join(volume_lines)
