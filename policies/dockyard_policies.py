@@ -12,6 +12,7 @@ for it."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from pulumi_policy.proxy import UnknownValueError
@@ -273,3 +274,47 @@ def no_workers_warning(args, report_violation: Report) -> None:
             r.resource_type == WORKER for r in args.resources):
         report_violation("Consider adding workers (dockyard:workers): without them, services run on the "
                          "managers and compete with Raft for CPU.")
+
+
+# --- the pack ----------------------------------------------------------------------------
+# The one table the pack (__main__.py) and the tests both iterate.
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    validate: Callable[..., None]
+    stack: bool = False  # a stack policy (sees every resource), else a resource policy
+    advisory: bool = False
+    config: Mapping[str, Any] = field(default_factory=dict)  # JSON schema of the pack config it reads
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+
+POLICIES = (
+    Policy("swarm-manager-count", "Swarm managers per stack: odd, between 1 and 7.", swarm_manager_count,
+           stack=True),
+    Policy("no-control-ports-to-internet",
+           "No firewall rule opens 2375, 2376, 2377, 7946, 4789, 111 or 2049 to the internet.",
+           no_control_ports_to_internet),
+    Policy("ssh-only-master", "SSH from beyond the VPC only on the master, never from the whole internet.",
+           ssh_only_master_from_admins, config={"adminCidrs": _STRINGS}),
+    Policy("ssh-from-admin-cidrs", "The master's SSH sources are the stack's dockyard:adminCidrs.",
+           ssh_sources_match_admin_cidrs, stack=True),
+    Policy("droplet-in-vpc-monitored-tagged",
+           "Every droplet is in a VPC, has monitoring on, and is tagged with stack and role.",
+           droplet_in_vpc_monitored_tagged),
+    Policy("droplet-size-allowed", "Droplet sizes come from an allowed list.", droplet_size_allowed,
+           config={"allowedSizes": _STRINGS, "prices": {"type": "object"}}),
+    Policy("monthly-cost-within-budget", "The stack's estimated monthly cost is within budget.",
+           monthly_cost_within_budget, stack=True,
+           config={"monthlyBudget": {"type": "number"}, "prices": {"type": "object"},
+                   "volumePricePerGb": {"type": "number"}}),
+    Policy("registry-tls-and-auth", "The registry is served with TLS and requires auth.", registry_tls_and_auth),
+    Policy("stateful-volumes-kept", "NFS and CI volumes survive deletes unless the stack is disposable.",
+           stateful_volumes_kept, stack=True),
+    Policy("single-manager-warning", "Small and medium tiers should run more than one manager.",
+           single_manager_warning, stack=True, advisory=True),
+    Policy("no-workers-warning", "A stack without workers runs services on its managers.",
+           no_workers_warning, stack=True, advisory=True),
+)

@@ -47,6 +47,9 @@ def test_the_trio_runs_on_the_tiers_ci_host_through_its_docker_provider(tier_run
         assert provider.inputs["host"] == f"ssh://root@{ci_address}"
         assert "ProxyCommand=ssh " in opts and f"root@{RESERVED_IP}" in opts
     assert run.depends_on(provider, engine), "the provider connects once the host's engine runs"
+    # it does not retry a refused connection: master.sh's sshd reload must be over (a real
+    # `pulumi up` of local failed there once, as the stand-in engine never showed)
+    assert run.depends_on(provider, run.named("a-master-bastion")), "and once the master's sshd is reloaded"
     containers = {c.inputs["name"]: c for c in run.of_type(CONTAINER)}
     assert set(containers) == {"registry", "gitea", "drone", "drone-runner"}
     for container in containers.values():

@@ -1,5 +1,6 @@
 """Every policy with one compliant and at least one violating case, on real
 ResourceValidationArgs/StackValidationArgs objects."""
+import inspect
 import sys
 from pathlib import Path
 
@@ -208,10 +209,17 @@ def test_advisories():
 
 # --- the program's own stacks ----------------------------------------------------------------
 
-RESOURCE_POLICIES = [p.no_control_ports_to_internet, p.ssh_only_master_from_admins,
-                     p.droplet_in_vpc_monitored_tagged, p.droplet_size_allowed, p.registry_tls_and_auth]
-STACK_POLICIES = [p.swarm_manager_count, p.ssh_sources_match_admin_cidrs, p.monthly_cost_within_budget,
-                  p.stateful_volumes_kept]
+RESOURCE_POLICIES = [policy.validate for policy in p.POLICIES if not policy.advisory and not policy.stack]
+STACK_POLICIES = [policy.validate for policy in p.POLICIES if not policy.advisory and policy.stack]
+
+
+def test_the_pack_holds_every_policy_function_once():
+    functions = {name for name, value in vars(p).items()
+                 if inspect.isfunction(value) and not name.startswith("_") and value.__module__ == p.__name__
+                 and value.__code__.co_varnames[:2] == ("args", "report_violation")}
+    in_pack = [policy.validate.__name__ for policy in p.POLICIES]
+    assert sorted(in_pack) == sorted(functions)
+    assert len({policy.name for policy in p.POLICIES}) == len(p.POLICIES)
 
 
 @pytest.mark.parametrize("tier,workers", [("minimal", "1"), ("default", "2"), ("small", "3"), ("medium", "6")])

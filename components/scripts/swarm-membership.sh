@@ -10,11 +10,14 @@
 #   SSH_CONFIG     an ssh_config text that defines those aliases (address, user, key, jump
 #                  host) with a bounded ConnectTimeout
 #   DRAIN_TIMEOUT  passed on to swarm-remove-node.sh (default 120)
+#   CHECK_ROUNDS   how many times `check` goes through the managers before it fails
+#                  (default 6, ROUND_PAUSE seconds apart, default 10): a manager busy
+#                  loading images can miss ssh's bounded banner exchange for a while
 #
 # A manager that cannot be reached (ssh exits 255), or that cannot act for the swarm there
 # (swarm-remove-node.sh exits 3), is skipped. When no manager can act, `remove` warns and
 # succeeds: the swarm is gone or out of reach, and a destroy of a stack whose managers are
-# dead must still finish. `check` fails then. Safe to run again, as swarm-remove-node.sh is.
+# dead must still finish (so one round only). `check` tries again, then fails. Safe to run again, as swarm-remove-node.sh is.
 set -eu
 
 log() { echo "swarm-membership: $*" >&2; }
@@ -25,6 +28,8 @@ NODE_ID=${NODE_ID:-}
 MANAGERS=${MANAGERS:-}
 SSH_CONFIG=${SSH_CONFIG:-}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
+CHECK_ROUNDS=${CHECK_ROUNDS:-6}
+ROUND_PAUSE=${ROUND_PAUSE:-10}
 case "$ACTION" in check|remove) ;; *) fatal "usage: swarm-membership.sh check|remove" ;; esac
 [ -n "$NODE_ID" ] || fatal "NODE_ID must be set"
 [ -n "$MANAGERS" ] || fatal "MANAGERS must be set"
@@ -39,22 +44,37 @@ if [ "$ACTION" = remove ]; then
   [ -n "$removal" ] || fatal "swarm-remove-node.sh must come on stdin"
 fi
 
-for manager in $MANAGERS; do
-  status=0
-  if [ "$ACTION" = check ]; then
-    ssh -F "$config" "$manager" \
-      "[ \"\$(docker info --format '{{.Swarm.ControlAvailable}}')\" = true ] || exit 3
-       docker node inspect --format '{{.ID}}' $NODE_ID" || status=$?
-  else
-    printf '%s\n' "$removal" |
-      ssh -F "$config" "$manager" "NODE_ID=$NODE_ID DRAIN_TIMEOUT=$DRAIN_TIMEOUT bash -s" || status=$?
-  fi
-  case "$status" in
-    0) exit 0 ;;
-    255) log "cannot reach manager $manager; trying the next one" ;;
-    3) log "manager $manager cannot act for the swarm; trying the next one" ;;
-    *) fatal "$ACTION of node $NODE_ID on manager $manager failed (exit $status)" ;;
-  esac
+# try_managers: 0 once one manager acted, 1 when none could; a refusal is fatal at once
+try_managers() {
+  for manager in $MANAGERS; do
+    status=0
+    if [ "$ACTION" = check ]; then
+      ssh -F "$config" "$manager" \
+        "[ \"\$(docker info --format '{{.Swarm.ControlAvailable}}')\" = true ] || exit 3
+         docker node inspect --format '{{.ID}}' $NODE_ID" || status=$?
+    else
+      printf '%s\n' "$removal" |
+        ssh -F "$config" "$manager" "NODE_ID=$NODE_ID DRAIN_TIMEOUT=$DRAIN_TIMEOUT bash -s" || status=$?
+    fi
+    case "$status" in
+      0) return 0 ;;
+      255) log "cannot reach manager $manager; trying the next one" ;;
+      3) log "manager $manager cannot act for the swarm; trying the next one" ;;
+      *) fatal "$ACTION of node $NODE_ID on manager $manager failed (exit $status)" ;;
+    esac
+  done
+  return 1
+}
+
+rounds=1
+[ "$ACTION" = remove ] || rounds=$CHECK_ROUNDS
+round=1
+while :; do
+  if try_managers; then exit 0; fi
+  [ "$round" -lt "$rounds" ] || break
+  round=$((round + 1))
+  log "no manager answered; round $round of $rounds in ${ROUND_PAUSE}s"
+  sleep "$ROUND_PAUSE"
 done
 
 [ "$ACTION" = remove ] || fatal "no manager of $MANAGERS answers; is the swarm up?"
