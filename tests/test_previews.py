@@ -141,17 +141,26 @@ def test_the_github_workflow_previews_touched_stacks_and_never_changes_them():
     steps = workflow["jobs"]["preview"]["steps"]
     pulumi_action = next(s for s in steps if str(s.get("uses", "")).startswith("pulumi/actions@"))
     assert "command" not in pulumi_action.get("with", {}), "the action only installs the CLI"
-    for name, value in workflow["jobs"]["preview"]["env"].items():
-        if name != "PULUMI_SKIP_UPDATE_CHECK":
-            assert value == "${{ secrets.%s }}" % name, f"{name} comes from a secret"
+    job = workflow["jobs"]["preview"]
+    assert job["environment"] == "preview", "secrets only after the environment's reviewers approve"
+    assert list(workflow[True]) == ["pull_request"], "never pull_request_target: forks get no secret"
+    expected = {"PULUMI_BACKEND_URL": "PREVIEW_PULUMI_BACKEND_URL",
+                "PULUMI_CONFIG_PASSPHRASE": "PREVIEW_PULUMI_CONFIG_PASSPHRASE",
+                "DIGITALOCEAN_TOKEN": "DIGITALOCEAN_READ_TOKEN", "AWS_ACCESS_KEY_ID": "PREVIEW_AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY": "PREVIEW_AWS_SECRET_ACCESS_KEY"}
+    secrets = {k: v for k, v in job["env"].items() if "secrets." in str(v)}
+    assert secrets == {name: "${{ secrets.%s }}" % secret for name, secret in expected.items()}, \
+        "only preview-only credentials: no write token, not the production state's passphrase"
 
 
 def test_the_drone_pipeline_runs_the_same_previews_on_pull_requests():
     pipeline = yaml.safe_load((ROOT / ".drone.yml").read_text())
     assert pipeline["trigger"]["event"] == ["pull_request"]
     (step,) = pipeline["steps"]
-    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "DIGITALOCEAN_TOKEN", "GITEA_TOKEN"):
-        assert "from_secret" in step["environment"][name], f"{name} comes from a Drone secret"
+    secrets = {k: v["from_secret"] for k, v in step["environment"].items() if isinstance(v, dict)}
+    assert secrets == {"PULUMI_BACKEND_URL": "preview_pulumi_backend_url",
+                       "PULUMI_CONFIG_PASSPHRASE": "preview_pulumi_config_passphrase",
+                       "DIGITALOCEAN_TOKEN": "digitalocean_read_token", "GITEA_TOKEN": "gitea_token"}
     assert step["commands"][-1] == "bash previews/run.sh"
     assert "previews.gitea" in (ROOT / "previews/run.sh").read_text()
 
