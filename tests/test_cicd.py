@@ -177,10 +177,17 @@ def test_a_clone_image_for_hosts_without_docker_hub_is_pulled_and_given_to_the_r
 
 
 def test_the_ci_host_opens_registry_to_the_vpc_and_the_web_uis_to_admins():
-    rules = inbound_rules(Role.CICD, "10.210.0.0/20", ("203.0.113.0/24",), (80,))
+    rules = inbound_rules(Role.CICD, "10.210.0.0/20", ("203.0.113.0/24",), (80,), ("registry", "gitea", "drone"))
     by_port = {r.port_range: set(r.source_addresses) for r in rules if r.protocol == "tcp"}
     assert by_port["5000"] == {"10.210.0.0/20"}
     assert by_port["3000"] == by_port["8000"] == {"10.210.0.0/20", "203.0.113.0/24"}
+
+
+def test_the_ci_host_opens_only_the_ports_of_the_services_it_runs():
+    run = run_program(stack="default", tier="default", ciServices=["registry"])
+    (firewall,) = [f for f in run.of_type("digitalocean:index/firewall:Firewall") if f.inputs["name"].endswith("-cicd")]
+    ports = {rule.get("portRange") for rule in firewall.inputs["inboundRules"] if rule["protocol"] == "tcp"}
+    assert ports == {"22", "5000"}, "no Gitea or Drone port while they do not run"
 
 
 def test_local_stack_runs_the_registry_built_into_the_vm_image():

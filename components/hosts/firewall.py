@@ -21,8 +21,13 @@ class Rule:
     from_master: bool = False  # source: the master droplet
 
 
+# The CI/CD services' ports, and whether the admins reach them too (the web UIs) or only
+# the cluster (the registry). A port is open only while its service runs.
+CI_PORTS = {"registry": ("5000", False), "gitea": ("3000", True), "drone": ("8000", True)}
+
+
 def inbound_rules(role: Role, private_cidr: str, admin_cidrs: tuple[str, ...],
-                  public_ports: tuple[int, ...]) -> list[Rule]:
+                  public_ports: tuple[int, ...], ci_services: tuple[str, ...] = ()) -> list[Rule]:
     rules = [Rule("icmp", "", (private_cidr,))]
     if role == Role.MASTER:
         rules.append(Rule("tcp", "22", tuple(admin_cidrs)))
@@ -31,9 +36,9 @@ def inbound_rules(role: Role, private_cidr: str, admin_cidrs: tuple[str, ...],
     if role == Role.NFS:
         rules += [Rule(proto, port, (private_cidr,)) for proto, port in NFS_PORTS]
     if role == Role.CICD:
-        # the registry serves the cluster; Gitea and Drone serve the admins and the cluster
-        rules.append(Rule("tcp", "5000", (private_cidr,)))
-        rules += [Rule("tcp", port, (private_cidr, *admin_cidrs)) for port in ("3000", "8000")]
+        for service in ci_services:
+            port, for_admins = CI_PORTS[service]
+            rules.append(Rule("tcp", port, (private_cidr, *admin_cidrs) if for_admins else (private_cidr,)))
     if role in (Role.MANAGER, Role.WORKER):
         rules += [Rule(proto, port, (private_cidr,)) for proto, port in SWARM_PORTS]
         rules += [Rule("tcp", str(port), ANYWHERE) for port in public_ports]
