@@ -7,12 +7,13 @@ engine on every host -> master inventory and bastion
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
 
-from .config import DockyardConfig
+from .config import SSH_CONFIG_UNSAFE, SSH_USER, DockyardConfig
 from .docker_host import DockerHost, DockerHostArgs
 from .hosts import Platform
 from .images import ImagePreload, ImagePreloadArgs
@@ -33,20 +34,66 @@ def host_alias(stack: str, name: str) -> str:
     return f"dockyard-{stack}-{name}"
 
 
+# ssh_config values that need no quoting, and what a host alias or an address may be
+_SSH_WORD = re.compile(r"[A-Za-z0-9._/@:+~,=-]+")
+_HOST_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")  # an IP address or a DNS name
+
+
+def _refuse(what: str, value: str, rule: str) -> ValueError:
+    return ValueError(f"{what} {value!r} cannot go in ssh_config: {rule}")
+
+
+def _ssh_alias(value: str) -> str:
+    if not _HOST_ALIAS.fullmatch(value):
+        raise _refuse("host alias", value, "use letters, digits, '.', '_' or '-' (the stack and host names)")
+    return value
+
+
+def _ssh_address(value: str) -> str:
+    if not _ADDRESS.fullmatch(value):
+        raise _refuse("HostName", value, "it must be an IP address or a DNS name")
+    return value
+
+
+def _ssh_user(value: str) -> str:
+    if not SSH_USER.fullmatch(value):
+        raise _refuse("User", value, "set dockyard:sshUser to a POSIX user name such as root")
+    return value
+
+
+def _ssh_path(value: str) -> str:
+    """A path as one ssh_config argument: '%' doubled (ssh expands %-tokens in paths), quoted
+    when it holds a space; refused when it could end the line or the quoting."""
+    if not value or SSH_CONFIG_UNSAFE.search(value):
+        raise _refuse("IdentityFile", value,
+                      "no line break, control character, '\"' or '\\' (dockyard:sshPrivateKeyPath)")
+    value = value.replace("%", "%%")
+    return value if _SSH_WORD.fullmatch(value.replace("%", "")) else f'"{value}"'
+
+
+def _ssh_option(value: str) -> str:
+    if SSH_CONFIG_UNSAFE.search(value):
+        raise _refuse("option", value, "no line break, control character, '\"' or '\\'")
+    return value
+
+
 def ssh_config(stack: str, names: list[str], master: str, addresses: list[str], user: str,
                identity_file: Optional[str], options: Sequence[str] = ()) -> str:
     """An ssh_config snippet that reaches every host, the private ones through the master;
-    `options` apply to all of them."""
+    `options` apply to all of them. Every value is checked (or quoted) so that none can end
+    its line and add a directive; a value that cannot be written safely raises ValueError."""
     blocks = []
     for name, address in zip(names, addresses):
-        lines = [f"Host {host_alias(stack, name)}", f"  HostName {address}", f"  User {user}"]
+        lines = [f"Host {_ssh_alias(host_alias(stack, name))}", f"  HostName {_ssh_address(address)}",
+                 f"  User {_ssh_user(user)}"]
         if identity_file:
-            lines += [f"  IdentityFile {identity_file}", "  IdentitiesOnly yes"]
+            lines += [f"  IdentityFile {_ssh_path(identity_file)}", "  IdentitiesOnly yes"]
         if name != master:
-            lines.append(f"  ProxyJump {host_alias(stack, master)}")
+            lines.append(f"  ProxyJump {_ssh_alias(host_alias(stack, master))}")
         blocks.append("\n".join(lines))
     if options:
-        blocks.append("\n".join(["Host *"] + [f"  {o}" for o in options]))
+        blocks.append("\n".join(["Host *"] + [f"  {_ssh_option(o)}" for o in options]))
     return "\n\n".join(blocks) + "\n"
 
 

@@ -2,11 +2,12 @@
 is declared. Every error names the config key and says what to change."""
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .topology import DEFAULT_MANAGERS, MANAGER_COUNT_SETTABLE, MAX_MANAGERS, TIERS, Role, build_topology
 
@@ -25,6 +26,13 @@ DEFAULT_SIZES = {
 }
 DEFAULT_VOLUME_GB = {"nfs": 50, "ci": 30}
 DEFAULT_VPC_CIDR = {"digitalocean": "10.210.0.0/20", "local": "10.231.0.0/24"}
+
+# The login user goes into the exported ssh_config and ssh's command lines: a POSIX user
+# name only (useradd's default rule), so that it can never carry a second directive.
+SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# What no ssh_config value may hold, quoted or not: a line end, a control character, the
+# quote that would end the quoting, or the backslash that escapes it.
+SSH_CONFIG_UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\]')
 
 
 class ConfigError(ValueError):
@@ -197,8 +205,10 @@ def parse_config(
     """Turn the raw `dockyard:*` values of a stack into a validated DockyardConfig.
 
     `raw` maps keys without the namespace to what `pulumi config` holds (strings, or
-    lists/objects for structured values). Raises ConfigError listing every problem."""
+    lists/objects for structured values). Raises ConfigError listing every problem,
+    an unknown key first (a typo would otherwise leave its setting at the default)."""
     p = _Parser(raw)
+    p.errors.extend(unknown_key_problems(raw))
 
     tier = p.string("tier", "default")
     if tier not in TIERS:
@@ -284,7 +294,7 @@ def parse_config(
             public_ports.append(int(port))
 
     ssh = SshSettings(
-        user=p.string("sshUser", "root"),
+        user=_ssh_user(p),
         public_key=p.string("sshPublicKey"),
         key_id=p.string("sshKeyId"),
         private_key_path=p.string("sshPrivateKeyPath"),
@@ -303,7 +313,11 @@ def parse_config(
             p.fail("sshPrivateKeyPath", "set the path of the private key the bootstrap logs in "
                                         "with, or store the key itself with "
                                         "`pulumi config set --secret dockyard:sshPrivateKey < KEYFILE`")
-    if ssh.private_key_path and not ssh.private_key_in_config and not file_exists(ssh.private_key_path):
+    if ssh.private_key_path and SSH_CONFIG_UNSAFE.search(ssh.private_key_path):
+        p.fail("sshPrivateKeyPath", f"{ssh.private_key_path!r} cannot go in the exported ssh_config: it holds a "
+                                    f"line break, a control character, '\"' or '\\'; move the key to a "
+                                    f"path without them")
+    elif ssh.private_key_path and not ssh.private_key_in_config and not file_exists(ssh.private_key_path):
         p.fail("sshPrivateKeyPath", f"no file at {ssh.private_key_path}; create the key with "
                                     f"`ssh-keygen -t ed25519 -f {ssh.private_key_path}` or fix the path")
 
@@ -355,6 +369,16 @@ def parse_config(
         registry_mirrors=registry_mirrors, nfs=nfs, disposable=disposable, preload_images=preload_images, ci=ci,
         allow_manager_majority_loss=allow_majority_loss, kept_volumes=kept_volumes,
     )
+
+
+def _ssh_user(p: _Parser) -> str:
+    user = p.string("sshUser", "root")
+    if not SSH_USER.fullmatch(user):
+        p.fail("sshUser", f"{user!r} is not a POSIX user name: up to 32 lowercase letters, digits, '_' or '-', "
+                          f"starting with a letter or '_'; set the user the hosts' image logs in with, "
+                          f"e.g. `pulumi config set dockyard:sshUser root`")
+        return "root"
+    return user
 
 
 def _ci_settings(p: _Parser, tier: str, cloud: str, services_set: bool) -> CiSettings:
@@ -409,13 +433,56 @@ CONFIG_KEYS = (
     "ciServices", "ciImages", "ciAdminUser", "ciAdminEmail", "registryGcSchedule", "allowManagerMajorityLoss",
     "keptVolumes",
 )
+# set with `pulumi config set --secret`; read only as a secret
+SECRET_KEYS = ("sshPrivateKey",)
+KNOWN_KEYS = CONFIG_KEYS + SECRET_KEYS
 OBJECT_KEYS = ("sizes", "volumeSizes", "adminCidrs", "publicPorts", "registryMirrors", "nfs", "preloadImages",
                "ciServices", "ciImages", "keptVolumes")
 
 
-def read_raw_config(cfg) -> dict[str, Any]:
-    """The stack's `dockyard:*` values as plain data (secrets only as a presence flag)."""
+def unknown_key_problems(names: Iterable[str]) -> list[str]:
+    """An error for each name that is not a dockyard key, with the closest one when a key is close."""
+    by_lower = {key.lower(): key for key in KNOWN_KEYS}
+    problems = []
+    for name in sorted(set(names) - set(KNOWN_KEYS)):
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+        if close:
+            meant = _key(by_lower[close[0]])
+            hint = (f"did you mean {meant}? Move the value: `pulumi config rm {_key(name)}`, "
+                    f"then `pulumi config set {meant} VALUE`")
+        else:
+            hint = (f"remove it with `pulumi config rm {_key(name)}`; the keys are "
+                    f"{', '.join(sorted(KNOWN_KEYS, key=str.lower))}")
+        problems.append(f"{_key(name)}: unknown key, its value would be ignored; {hint}")
+    return problems
+
+
+def configured_keys() -> list[str]:
+    """Every `dockyard:*` key the stack sets, without the namespace.
+
+    pulumi.Config cannot list keys. The language host hands the program the whole stack
+    config as JSON in PULUMI_CONFIG (keys "dockyard:name"), which the runtime loads into
+    its config map before the program runs; both are read, so that config set through
+    `pulumi.runtime.set_all_config` (mocks, the automation API) counts too."""
+    from pulumi.runtime import config as runtime_config
+
+    names = set(runtime_config.get_config_env())
+    loaded = getattr(runtime_config, "CONFIG", None)
+    if loaded is not None:
+        names |= set(loaded.get())
+    prefix = _key("")
+    return sorted(name[len(prefix):] for name in names if name.startswith(prefix))
+
+
+def read_raw_config(cfg, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The stack's `dockyard:*` values as plain data (secrets only as a presence flag).
+
+    `names` are the keys the stack sets (default: configured_keys()); an unknown one is
+    kept as a presence flag, so that parse_config names it."""
     raw: dict[str, Any] = {}
+    for name in configured_keys() if names is None else names:
+        if name not in KNOWN_KEYS:
+            raw[name] = True  # presence only: its value is never used and may be a secret
     for key in CONFIG_KEYS:
         if key in OBJECT_KEYS:
             try:

@@ -1,4 +1,6 @@
 """Bad configuration fails before any resource, with a message naming the key."""
+import json
+
 import pytest
 
 from components.config import ConfigError, parse_config
@@ -101,3 +103,77 @@ def test_every_problem_is_reported_at_once():
 
 def test_unknown_size_role():
     assert "unknown role 'database'" in error_of(sizes={"database": "s-1vcpu-1gb"})
+
+
+@pytest.mark.parametrize("user", ["ubuntu", "root", "_svc", "deploy-user", "a" * 32])
+def test_ssh_user_accepts_posix_user_names(user):
+    assert parse(sshUser=user).ssh.user == user
+
+
+@pytest.mark.parametrize("user", ["root\n  ProxyCommand sh -c 'touch /tmp/pwned'", "root ProxyCommand=x",
+                                  "Root", "-oProxyCommand=x", "9lives", "ubuntu@host", "a" * 33, "r\"oot",
+                                  "ro%ot", " root", "root\r"])
+def test_ssh_user_must_be_a_posix_user_name(user):
+    message = error_of(sshUser=user)
+    assert "dockyard:sshUser" in message and "POSIX user name" in message
+    assert "pulumi config set dockyard:sshUser" in message, "it says what to change"
+
+
+@pytest.mark.parametrize("path", ["/keys/id\nProxyCommand x", "/keys/\"id", "/keys/id\t", "/keys\\id"])
+def test_private_key_path_cannot_break_out_of_ssh_config(path):
+    message = parse_with_any_file(sshPrivateKeyPath=path)
+    assert "dockyard:sshPrivateKeyPath" in message and "ssh_config" in message
+
+
+def test_private_key_path_may_have_spaces():
+    config = parse_config("test", {**GOOD, "sshPrivateKeyPath": "/home/me/my keys/id"}, file_exists=lambda p: True)
+    assert config.ssh.private_key_path == "/home/me/my keys/id"
+
+
+def parse_with_any_file(**changes) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config("test", {**GOOD, **changes}, file_exists=lambda path: True)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("typo,meant", [("wokers", "workers"), ("sshuser", "sshUser"), ("adminCidr", "adminCidrs"),
+                                        ("tiers", "tier"), ("SSHPrivateKeyPath", "sshPrivateKeyPath"),
+                                        ("allowManagerMajorityLos", "allowManagerMajorityLoss")])
+def test_an_unknown_key_is_an_error_naming_the_closest_key(typo, meant):
+    message = error_of(**{typo: "3"})
+    assert f"dockyard:{typo}: unknown key" in message
+    assert f"did you mean dockyard:{meant}?" in message
+    assert f"pulumi config rm dockyard:{typo}" in message, "it says what to change"
+
+
+def test_an_unknown_key_with_no_close_match_lists_the_keys():
+    message = error_of(flavour="vanilla")
+    assert "dockyard:flavour: unknown key" in message and "did you mean" not in message
+    assert "workers" in message and "sshUser" in message
+
+
+def test_every_known_key_is_accepted_as_a_key():
+    from components.config import KNOWN_KEYS, unknown_key_problems
+    assert unknown_key_problems(KNOWN_KEYS) == []
+    assert "sshPrivateKey" in KNOWN_KEYS, "the secret key is set with `pulumi config set --secret`"
+
+
+def test_the_stack_keys_reach_the_check(monkeypatch):
+    """The program reads the stack's keys from the runtime's config (what the language host
+    hands it in PULUMI_CONFIG), since pulumi.Config cannot list them."""
+    import pulumi
+
+    from components.config import configured_keys, read_raw_config
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"dockyard:tier": "small", "dockyard:wokers": "3",
+                                                    "digitalocean:token": "x"}))
+    pulumi.runtime.set_all_config({"dockyard:tier": "small", "dockyard:wokers": "3",
+                                   "dockyard:sshPrivateKeyPath": "/keys/id_ed25519"})
+    try:
+        assert configured_keys() == ["sshPrivateKeyPath", "tier", "wokers"]
+        raw = read_raw_config(pulumi.Config("dockyard"))
+    finally:
+        pulumi.runtime.set_all_config({})
+    assert raw["tier"] == "small" and "wokers" in raw
+    with pytest.raises(ConfigError) as info:
+        parse_config("test", raw, file_exists=lambda path: True)
+    assert "dockyard:wokers: unknown key" in str(info.value)

@@ -1,5 +1,6 @@
 """Every bootstrap script is valid bash and clean under shellcheck, and follows the
 house rules that keep it safe to run twice and quiet about secrets."""
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,3 +37,23 @@ def test_house_style(script):
     assert "set -x" not in text, "tracing would print secrets"
     header = text.split("set -eu")[0]
     assert "Input" in header, "the header documents the script's inputs"
+
+
+# a redirect or mv to a fixed temp name: two runs at once would write the same temp file
+FIXED_TEMP_NAME = re.compile(r'(>>?|\bmv)\s+"?[$/][^\s";|&]*\.(new|tmp|bak)\b')
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_files_are_replaced_through_a_temp_file_of_their_own(script):
+    text = script.read_text()
+    assert not FIXED_TEMP_NAME.search(text), \
+        "write to `tmp=$(mktemp \"$file.XXXXXX\")` beside the file, then mv it over the file"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_fstab_is_changed_only_under_the_lock(script):
+    text = script.read_text()
+    if "etc/fstab" not in text.split("set -eu", 1)[1]:
+        return
+    assert "dockyard-fstab.lock" in text and "flock" in text, \
+        "hold /run/lock/dockyard-fstab.lock (flock) from reading /etc/fstab to renaming the new one"

@@ -38,9 +38,11 @@ put_file() {
     log "writing $1"
     wrote=1
     mkdir -p "$(dirname "$1")"
-    (umask 077; printf '%s\n' "$want" > "$1.tmp")
-    chmod "$2" "$1.tmp"
-    mv "$1.tmp" "$1"
+    tmp=$(mktemp "$1.XXXXXX")  # mode 0600 until chmod; beside the file, so the rename is atomic
+    if ! { printf '%s\n' "$want" > "$tmp" && chmod "$2" "$tmp" && mv "$tmp" "$1"; }; then
+      rm -f "$tmp"
+      fatal "cannot write $1"
+    fi
   fi
 }
 

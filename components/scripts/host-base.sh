@@ -8,8 +8,17 @@
 #   DOCKER_VERSION    version prefix of the docker.io package to install, e.g. 27.5
 #                     (empty: the distribution's current one); an installed engine is kept
 #   REGISTRY_MIRRORS  space-separated registry mirror URLs for daemon.json
+# For tests only:
+#   SYSROOT              a directory that stands for / in the paths this script itself writes
+#                        (/etc/fstab and its lock, /etc/docker, /var/lib/dockyard); empty on a host
+#   DATA_DEVICE_IS_FILE  yes: DATA_DEVICE may be a regular file (a disk image) instead of a
+#                        block device
 #
-# Runs on Ubuntu 24.04 and Debian 12. Safe to run again: every step checks first.
+# The data volume is formatted only when it is blank: no signature that blkid -p or wipefs
+# finds, and nothing but zeros in its first MiB. A volume with anything else on it is never
+# formatted; the run stops and says what it found.
+# Runs on Ubuntu 24.04 and Debian 12. Safe to run again: every step checks first. Safe to run
+# at once with nfs-mount.sh: /etc/fstab is changed only under /run/lock/dockyard-fstab.lock.
 set -eu
 
 log() { echo "host-base: $*" >&2; }
@@ -20,6 +29,11 @@ DATA_DEVICE=${DATA_DEVICE:-}
 DATA_MOUNT=${DATA_MOUNT:-}
 DOCKER_VERSION=${DOCKER_VERSION:-}
 REGISTRY_MIRRORS=${REGISTRY_MIRRORS:-}
+SYSROOT=${SYSROOT:-}
+DATA_DEVICE_IS_FILE=${DATA_DEVICE_IS_FILE:-}
+FSTAB=$SYSROOT/etc/fstab
+FSTAB_LOCK=$SYSROOT/run/lock/dockyard-fstab.lock
+DAEMON_JSON=$SYSROOT/etc/docker/daemon.json
 export DEBIAN_FRONTEND=noninteractive
 APT="apt-get -q -y -o DPkg::Lock::Timeout=600"
 
@@ -33,23 +47,66 @@ fi
 
 if [ -n "$HOST_NAME" ] && [ "$(hostname)" != "$HOST_NAME" ]; then
   log "setting hostname $HOST_NAME"
-  hostnamectl set-hostname "$HOST_NAME" 2>/dev/null || { echo "$HOST_NAME" > /etc/hostname; hostname "$HOST_NAME"; }
+  hostnamectl set-hostname "$HOST_NAME" 2>/dev/null || { echo "$HOST_NAME" > "$SYSROOT/etc/hostname"; hostname "$HOST_NAME"; }
 fi
+
+# device_present <device>: the data volume is attached (a disk image file in tests)
+device_present() {
+  [ -b "$1" ] || { [ "$DATA_DEVICE_IS_FILE" = yes ] && [ -f "$1" ]; }
+}
+
+# device_contents <device>: what is on the device, one finding per line; empty when it is
+# blank. A probe that fails counts as a finding: only a device known to be blank is formatted.
+device_contents() {
+  rc=0; found=$(blkid -p "$1" 2>&1) || rc=$?
+  case "$rc" in
+    0) printf 'blkid -p: %s\n' "$found" ;;
+    2) ;;  # no signature
+    *) printf 'blkid -p failed (exit %s): %s\n' "$rc" "$found" ;;
+  esac
+  if found=$(wipefs -n "$1" 2>&1); then
+    [ -z "$found" ] || printf 'wipefs -n: %s\n' "$found"
+  else
+    printf 'wipefs -n failed: %s\n' "$found"
+  fi
+  cmp -s -n 1048576 "$1" /dev/zero || echo "its first MiB is not all zeros"
+}
+
+# add_to_fstab <line>: append a line to /etc/fstab under the lock nfs-mount.sh takes too,
+# through a temp file beside it and a rename
+add_to_fstab() {
+  mkdir -p "$(dirname "$FSTAB_LOCK")"
+  exec 9>>"$FSTAB_LOCK"
+  flock -w 300 9 || fatal "another run held $FSTAB_LOCK for 5 minutes; is an fstab edit stuck?"
+  tmp=$(mktemp "$FSTAB.dockyard.XXXXXX")
+  if ! { cat "$FSTAB" > "$tmp" && printf '%s\n' "$1" >> "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$FSTAB"; }; then
+    rm -f "$tmp"
+    fatal "cannot rewrite /etc/fstab"
+  fi
+  exec 9>&-
+}
 
 if [ -n "$DATA_DEVICE" ]; then
   [ -n "$DATA_MOUNT" ] || fatal "DATA_DEVICE is set but DATA_MOUNT is not"
-  for _ in $(seq 1 60); do [ -b "$DATA_DEVICE" ] && break; sleep 2; done
-  [ -b "$DATA_DEVICE" ] || fatal "data volume $DATA_DEVICE did not appear"
-  if ! blkid -o value -s TYPE "$DATA_DEVICE" >/dev/null 2>&1; then
+  for _ in $(seq 1 60); do device_present "$DATA_DEVICE" && break; sleep 2; done
+  device_present "$DATA_DEVICE" || fatal "data volume $DATA_DEVICE did not appear"
+  uuid=$(blkid -o value -s UUID "$DATA_DEVICE" 2>/dev/null || true)
+  if [ -z "$uuid" ]; then
+    contents=$(device_contents "$DATA_DEVICE")
+    if [ -n "$contents" ]; then
+      fatal "data volume $DATA_DEVICE has no filesystem dockyard can mount but is not blank; not formatting it:
+$contents
+Find out what is on it (blkid -p $DATA_DEVICE; wipefs -n $DATA_DEVICE). Only if it holds nothing you need, erase it (wipefs -a $DATA_DEVICE; dd if=/dev/zero of=$DATA_DEVICE bs=1M count=1) and run again."
+    fi
     log "formatting blank data volume $DATA_DEVICE"
     mkfs.ext4 -q -L dockyard-data "$DATA_DEVICE"
+    uuid=$(blkid -o value -s UUID "$DATA_DEVICE" || true)
+    [ -n "$uuid" ] || fatal "cannot read the filesystem UUID of $DATA_DEVICE after formatting it"
   fi
-  uuid=$(blkid -o value -s UUID "$DATA_DEVICE")
-  [ -n "$uuid" ] || fatal "cannot read the filesystem UUID of $DATA_DEVICE"
   mkdir -p "$DATA_MOUNT"
-  if ! grep -q "^UUID=$uuid " /etc/fstab; then
+  if ! grep -q "^UUID=$uuid " "$FSTAB"; then
     log "adding $DATA_MOUNT to /etc/fstab"
-    echo "UUID=$uuid $DATA_MOUNT ext4 defaults,nofail,discard 0 2" >> /etc/fstab
+    add_to_fstab "UUID=$uuid $DATA_MOUNT ext4 defaults,nofail,discard 0 2"
   fi
   if ! mountpoint -q "$DATA_MOUNT"; then
     log "mounting $DATA_DEVICE on $DATA_MOUNT"
@@ -76,7 +133,7 @@ else
 fi
 
 # image archives to preload are copied here
-mkdir -p /var/lib/dockyard/images
+mkdir -p "$SYSROOT/var/lib/dockyard/images"
 
 mirrors=""
 for mirror in $REGISTRY_MIRRORS; do
@@ -87,12 +144,15 @@ desired="{
   \"log-opts\": {\"max-size\": \"10m\", \"max-file\": \"3\"},
   \"registry-mirrors\": [$mirrors]
 }"
-mkdir -p /etc/docker
+mkdir -p "$(dirname "$DAEMON_JSON")"
 restart=no
-if [ "$(cat /etc/docker/daemon.json 2>/dev/null || true)" != "$desired" ]; then
+if [ "$(cat "$DAEMON_JSON" 2>/dev/null || true)" != "$desired" ]; then
   log "writing /etc/docker/daemon.json"
-  printf '%s\n' "$desired" > /etc/docker/daemon.json.new
-  mv /etc/docker/daemon.json.new /etc/docker/daemon.json
+  tmp=$(mktemp "$DAEMON_JSON.XXXXXX")
+  if ! { printf '%s\n' "$desired" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$DAEMON_JSON"; }; then
+    rm -f "$tmp"
+    fatal "cannot write /etc/docker/daemon.json"
+  fi
   restart=yes
 fi
 

@@ -5,11 +5,21 @@
 # Inputs (environment):
 #   INVENTORY  one host per line: "<name> <private address> <roles>"
 #
-# Safe to run again: files are rewritten and sshd reloaded only when they change.
+# Safe to run again: files are rewritten and sshd reloaded only when they change. A file is
+# replaced whole (a temp file beside it, renamed), so no reader ever sees half of it.
 set -eu
 
 log() { echo "master: $*" >&2; }
 fatal() { log "error: $*"; exit 1; }
+
+# write_file <path> <content>: replace the file whole: a temp file beside it, renamed over it
+write_file() {
+  tmp=$(mktemp "$1.XXXXXX")
+  if ! { printf '%s\n' "$2" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$1"; }; then
+    rm -f "$tmp"
+    fatal "cannot write $1"
+  fi
+}
 
 INVENTORY=${INVENTORY:-}
 [ -n "$INVENTORY" ] || fatal "INVENTORY is empty"
@@ -19,7 +29,7 @@ desired="# dockyard hosts managed from this master: name, private address, roles
 $INVENTORY"
 if [ "$(cat /etc/dockyard/inventory 2>/dev/null || true)" != "$desired" ]; then
   log "writing /etc/dockyard/inventory"
-  printf '%s\n' "$desired" > /etc/dockyard/inventory
+  write_file /etc/dockyard/inventory "$desired"
 fi
 
 # The bootstrap and the operators jump through this host to the private ones.
@@ -29,7 +39,7 @@ AllowTcpForwarding yes
 PasswordAuthentication no"
 if [ -d /etc/ssh/sshd_config.d ] && [ "$(cat "$conf" 2>/dev/null || true)" != "$bastion" ]; then
   log "configuring sshd as a bastion"
-  printf '%s\n' "$bastion" > "$conf"
+  write_file "$conf" "$bastion"
   sshd -t || { rm -f "$conf"; fatal "sshd rejected $conf"; }
   systemctl reload ssh 2>/dev/null || systemctl reload sshd
 fi

@@ -44,9 +44,13 @@ OnUnitActiveSec=60s
 WantedBy=timers.target"
 
 changed=no
-write_unit() { # <file> <content>
+write_unit() { # <file> <content>: replaced whole, through a temp file beside it and a rename
   if [ "$(cat "$1" 2>/dev/null || true)" != "$2" ]; then
-    printf '%s\n' "$2" > "$1"
+    tmp=$(mktemp "$1.XXXXXX")
+    if ! { printf '%s\n' "$2" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$1"; }; then
+      rm -f "$tmp"
+      fatal "cannot write $1"
+    fi
     changed=yes
   fi
 }

@@ -38,8 +38,11 @@ desired="# managed by dockyard; edits are overwritten
 $EXPORTS"
 if [ "$(cat "$file" 2>/dev/null || true)" != "$desired" ]; then
   log "writing $file"
-  printf '%s\n' "$desired" > "$file.new"
-  mv "$file.new" "$file"
+  tmp=$(mktemp "$file.XXXXXX")  # beside it, so that the rename is atomic; exportfs reads only *.exports
+  if ! { printf '%s\n' "$desired" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$file"; }; then
+    rm -f "$tmp"
+    fatal "cannot write $file"
+  fi
 fi
 
 systemctl enable nfs-server >/dev/null 2>&1 || true

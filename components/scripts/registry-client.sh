@@ -29,8 +29,11 @@ CA_CERT=$(printf '%s' "$CA_CERT")  # as the file reads back: without the trailin
 if [ "$(cat "$path" 2>/dev/null || true)" != "$CA_CERT" ]; then
   log "writing $path"
   mkdir -p "$(dirname "$path")"
-  printf '%s\n' "$CA_CERT" > "$path.tmp"
-  mv "$path.tmp" "$path"
+  tmp=$(mktemp "$path.XXXXXX")  # beside it, so that the rename is atomic; docker reads only *.crt
+  if ! { printf '%s\n' "$CA_CERT" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$path"; }; then
+    rm -f "$tmp"
+    fatal "cannot write $path"
+  fi
 fi
 
 if [ -n "$REGISTRY_USER" ]; then

@@ -1,0 +1,246 @@
+"""nfs-mount.sh, host-base.sh and swarm-tokens.sh run here for real, on a PATH that holds
+only stand-ins for the commands that would change the machine (mount, mkfs, docker,
+systemctl, ...) and the harmless tools the scripts need. The files a script writes go
+under SYSROOT, a scratch directory, never this machine's /etc."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "components" / "scripts"
+BASH = shutil.which("bash") or "/bin/bash"
+
+# the real tools a script may use: they read, or write only where the script is pointed
+REAL_TOOLS = ("bash", "awk", "cat", "chmod", "cmp", "dirname", "flock", "grep", "head", "mkdir",
+              "mktemp", "mv", "rm", "sed", "seq", "sleep", "sort", "tr", "wc")
+
+# stand-ins: they only record what they were asked, in $LOG_DIR/calls
+FAKE_ID = '#!/bin/bash\n[ "$1" = -u ] && echo 0\n'
+FAKE_RECORDER = '#!/bin/bash\necho "$(basename "$0") $*" >> "$LOG_DIR/calls"\n'
+FAKE_NOT_MOUNTED = '#!/bin/bash\necho "mountpoint $*" >> "$LOG_DIR/calls"\nexit 1\n'
+FAKE_FINDMNT = '#!/bin/bash\necho ro,relatime\n'
+
+# blkid/wipefs see a signature when $LOG_DIR/fs-type names one (mkfs.ext4 writes it), and
+# wipefs also one that $LOG_DIR/other-signature describes (e.g. a partition table)
+FAKE_BLKID = """#!/bin/bash
+echo "blkid $*" >> "$LOG_DIR/calls"
+[ -f "$LOG_DIR/fs-type" ] || exit 2
+read -r type < "$LOG_DIR/fs-type"
+case " $* " in
+  *" -s UUID "*) echo 0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e ;;
+  *" -s TYPE "*) echo "$type" ;;
+  *) echo "${!#}: UUID=\\"0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e\\" TYPE=\\"$type\\"" ;;
+esac
+"""
+FAKE_WIPEFS = """#!/bin/bash
+echo "wipefs $*" >> "$LOG_DIR/calls"
+found=
+[ -f "$LOG_DIR/fs-type" ] && found="$(< "$LOG_DIR/fs-type")"
+[ -f "$LOG_DIR/other-signature" ] && found="$(< "$LOG_DIR/other-signature")"
+[ -n "$found" ] || exit 0
+echo "DEVICE OFFSET TYPE UUID LABEL"
+echo "${!#} 0x438 $found 0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e"
+"""
+FAKE_MKFS = """#!/bin/bash
+echo "mkfs.ext4 $*" >> "$LOG_DIR/calls"
+echo ext4 > "$LOG_DIR/fs-type"
+"""
+FAKE_DPKG_QUERY = '#!/bin/bash\necho 27.5.1-0ubuntu1\n'
+FAKE_SYSTEMCTL = """#!/bin/bash
+echo "systemctl $*" >> "$LOG_DIR/calls"
+[ "$1" = cat ] && exit 1
+exit 0
+"""
+FAKE_DOCKER_ENGINE = """#!/bin/bash
+echo "docker $*" >> "$LOG_DIR/calls"
+[ "$1" = version ] && echo 27.5.1
+exit 0
+"""
+
+
+def sandbox(tmp_path: Path, fakes: dict[str, str]) -> Path:
+    """A bin directory with the stand-ins and links to REAL_TOOLS: the scripts' whole PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in REAL_TOOLS:
+        real = shutil.which(tool)
+        assert real, f"{tool} is needed on this machine"
+        (bin_dir / tool).symlink_to(real)
+    (bin_dir / "basename").symlink_to(shutil.which("basename"))
+    for name, text in fakes.items():
+        path = bin_dir / name
+        path.write_text(text)
+        path.chmod(0o755)
+    return bin_dir
+
+
+def run(script: str, bin_dir: Path, log_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    full = {"PATH": str(bin_dir), "LOG_DIR": str(log_dir), **env}
+    return subprocess.run([BASH, str(SCRIPTS / script)], env=full, text=True, capture_output=True, timeout=120)
+
+
+def calls(log_dir: Path) -> list[str]:
+    log = log_dir / "calls"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+# --- swarm-tokens.sh -------------------------------------------------------------------------
+
+FAKE_DOCKER_MANAGER = """#!/bin/bash
+case "$*" in
+  "info --format {{.Swarm.ControlAvailable}}") echo true ;;
+  "swarm join-token -q worker") echo SWMTKN-1-worker-secret ;;
+  "swarm join-token -q manager")
+    [ "${FAKE_MANAGER_TOKEN:-ok}" = fail ] && { echo "Error response from daemon: rpc error" >&2; exit 1; }
+    [ "${FAKE_MANAGER_TOKEN:-ok}" = empty ] && exit 0
+    echo SWMTKN-1-manager-secret ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def docker_manager(tmp_path) -> Path:
+    return sandbox(tmp_path, {"docker": FAKE_DOCKER_MANAGER})
+
+
+def test_swarm_tokens_prints_worker_then_manager_token(docker_manager, tmp_path):
+    result = run("swarm-tokens.sh", docker_manager, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n") == ["SWMTKN-1-worker-secret", "SWMTKN-1-manager-secret", ""]
+
+
+@pytest.mark.parametrize("failure", ["fail", "empty"])
+def test_swarm_tokens_prints_no_token_when_a_later_step_fails(docker_manager, tmp_path, failure):
+    result = run("swarm-tokens.sh", docker_manager, tmp_path, FAKE_MANAGER_TOKEN=failure)
+    assert result.returncode != 0
+    assert result.stdout == "", "a failed run prints nothing, so that no token ends up in an error " \
+                                "message or a half-read output"
+    assert "SWMTKN" not in result.stderr
+    assert "manager" in result.stderr
+
+
+# --- nfs-mount.sh: concurrent fstab edits ----------------------------------------------------
+
+ORIGINAL_FSTAB = "# /etc/fstab\nUUID=1111 / ext4 defaults 0 1\nUUID=2222 /boot vfat defaults 0 2\n"
+
+
+def test_concurrent_nfs_mounts_keep_every_fstab_line(tmp_path):
+    """One host mounts several exports at once (rw and ro): each run rewrites fstab, and none
+    may drop a line another run just added."""
+    bin_dir = sandbox(tmp_path, {"id": FAKE_ID, "mountpoint": FAKE_NOT_MOUNTED, "mount": FAKE_RECORDER,
+                                 "umount": FAKE_RECORDER, "findmnt": FAKE_FINDMNT})
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "run" / "lock").mkdir(parents=True)
+    fstab = root / "etc" / "fstab"
+    fstab.write_text(ORIGINAL_FSTAB)
+    fstab.chmod(0o644)
+    source = tmp_path / "export"
+    source.mkdir()
+    runs = 40
+
+    def mount(i: int) -> subprocess.CompletedProcess:
+        return run("nfs-mount.sh", bin_dir, tmp_path, SYSROOT=str(root), SOURCE=str(source),
+                   MOUNT_POINT=str(tmp_path / "mnt" / f"m{i}"), MODE="rw" if i % 2 else "ro")
+
+    with ThreadPoolExecutor(max_workers=runs) as pool:
+        results = list(pool.map(mount, range(runs)))
+    lines = fstab.read_text().splitlines()
+    expected = [f"{source} {tmp_path}/mnt/m{i} none bind,{'rw' if i % 2 else 'ro'},nofail 0 0"
+                for i in range(runs)]
+    missing = [line for line in expected if line not in lines]
+    assert missing == [], f"{len(missing)} of {runs} mount lines lost"
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    assert lines[:3] == ORIGINAL_FSTAB.splitlines(), "the host's own lines stay, in order"
+    assert len(lines) == 3 + runs
+    assert sorted(p.name for p in (root / "etc").iterdir()) == ["fstab"], "no temp file is left behind"
+    assert fstab.stat().st_mode & 0o777 == 0o644
+
+    # a second run of all of them changes nothing
+    with ThreadPoolExecutor(max_workers=runs) as pool:
+        again = list(pool.map(mount, range(runs)))
+    assert all(r.returncode == 0 and "recording" not in r.stderr for r in again)
+    assert fstab.read_text().splitlines() == lines
+
+
+# --- host-base.sh: formats only a blank data volume ------------------------------------------
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def host(tmp_path) -> dict:
+    bin_dir = sandbox(tmp_path, {
+        "id": FAKE_ID, "blkid": FAKE_BLKID, "wipefs": FAKE_WIPEFS, "mkfs.ext4": FAKE_MKFS,
+        "mountpoint": FAKE_NOT_MOUNTED, "mount": FAKE_RECORDER, "dockerd": FAKE_RECORDER,
+        "dpkg-query": FAKE_DPKG_QUERY, "systemctl": FAKE_SYSTEMCTL, "docker": FAKE_DOCKER_ENGINE,
+    })
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "run" / "lock").mkdir(parents=True)
+    (root / "etc" / "fstab").write_text(ORIGINAL_FSTAB)
+    return {"bin": bin_dir, "root": root, "disk": tmp_path / "disk.img", "logs": tmp_path,
+            "mount": tmp_path / "data"}
+
+
+def host_base(host: dict) -> subprocess.CompletedProcess:
+    return run("host-base.sh", host["bin"], host["logs"], SYSROOT=str(host["root"]), DATA_DEVICE=str(host["disk"]),
+               DATA_DEVICE_IS_FILE="yes", DATA_MOUNT=str(host["mount"]))
+
+
+def formatted(host: dict) -> bool:
+    return any(c.startswith("mkfs") for c in calls(host["logs"]))
+
+
+def test_a_blank_data_volume_is_formatted_and_mounted(host):
+    with host["disk"].open("wb") as disk:
+        disk.truncate(4 * MIB)  # reads as zeros
+    result = host_base(host)
+    assert result.returncode == 0, result.stderr
+    assert formatted(host)
+    fstab = (host["root"] / "etc" / "fstab").read_text()
+    assert f"UUID=0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e {host['mount']} ext4 defaults,nofail,discard 0 2" in fstab
+    assert fstab.startswith(ORIGINAL_FSTAB)
+    assert f"mount {host['mount']}" in calls(host["logs"])
+    # run twice: the filesystem is there now and is kept
+    (host["logs"] / "calls").unlink()
+    again = host_base(host)
+    assert again.returncode == 0, again.stderr
+    assert not formatted(host)
+    assert (host["root"] / "etc" / "fstab").read_text() == fstab
+
+
+def test_a_data_volume_with_data_but_no_signature_is_not_formatted(host):
+    # e.g. a filesystem blkid does not know, or one whose superblock is damaged
+    host["disk"].write_bytes(b"\0" * (MIB - 4096) + os.urandom(4096) + b"\0" * MIB)
+    result = host_base(host)
+    assert not formatted(host), "mkfs would destroy what is on the volume"
+    assert result.returncode != 0
+    assert str(host["disk"]) in result.stderr and "not formatting" in result.stderr
+
+
+def test_a_data_volume_with_any_signature_is_not_formatted(host):
+    # zeros in its first MiB, but wipefs finds a signature (e.g. a backup GPT at its end)
+    with host["disk"].open("wb") as disk:
+        disk.truncate(4 * MIB)
+    (host["logs"] / "other-signature").write_text("PMBR\n")
+    result = host_base(host)
+    assert not formatted(host)
+    assert result.returncode != 0
+    assert "PMBR" in result.stderr, "the message shows what wipefs found"
+
+
+def test_a_data_volume_with_a_filesystem_is_kept(host):
+    host["disk"].write_bytes(os.urandom(2 * MIB))
+    (host["logs"] / "fs-type").write_text("ext4\n")
+    result = host_base(host)
+    assert result.returncode == 0, result.stderr
+    assert not formatted(host)
+    assert "UUID=0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e" in (host["root"] / "etc" / "fstab").read_text()
