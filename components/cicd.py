@@ -36,13 +36,23 @@ CERT_RENEW_DAYS = 30  # `pulumi up` in the last 30 days of the certificate makes
 HEALTH = dict(interval="30s", timeout="5s", retries=3, start_period="20s")
 
 
+def parse_assignments(stdout: str, script: str, *required: str) -> dict[str, str]:
+    """The NAME=value lines a script printed, each of `required` among them."""
+    values = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
+    missing = set(required) - values.keys()
+    if missing:
+        raise ValueError(f"{script} printed no {', '.join(sorted(missing))}")
+    return values
+
+
 def parse_oauth_app(stdout: str) -> dict[str, str]:
     """client_id and client_secret from gitea-setup.sh's output."""
-    values = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
-    missing = {"client_id", "client_secret"} - values.keys()
-    if missing:
-        raise ValueError(f"gitea-setup.sh printed no {', '.join(sorted(missing))}")
-    return values
+    return parse_assignments(stdout, "gitea-setup.sh", "client_id", "client_secret")
+
+
+def parse_data_secrets(stdout: str) -> dict[str, str]:
+    """Gitea's SECRET_KEY and Drone's database secret, from ci-secrets.sh's output."""
+    return parse_assignments(stdout, "ci-secrets.sh", "GITEA_SECRET_KEY", "DRONE_DATABASE_SECRET")
 
 
 def docker_config_json(registry: str, user: str, password: str) -> str:
@@ -200,7 +210,13 @@ class CiCd(pulumi.ComponentResource):
             self.drone_url = address.apply(lambda a: f"http://{a}:{DRONE_PORT}")
             admin_password = password("gitea-admin-password", 24)
             self.admin_password = pulumi.Output.secret(admin_password.result)
-            secret_key = password("gitea-secret-key", 64)
+            # kept on the CI volume with the data they protect, not made by the stack: a
+            # recreated stack that adopts the volume must decrypt what is on it
+            self.data_secrets = run_script(
+                f"{name}-data-secrets", connection=host.connection, script="ci-secrets.sh",
+                env={"CI_ROOT": CI_ROOT}, secret_stdout=True,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=files_ready))
+            data_secrets = pulumi.Output.secret(self.data_secrets.stdout.apply(parse_data_secrets))
             gitea = container(
                 "gitea", "gitea", files_ready,
                 ports=[docker.ContainerPortArgs(internal=3000, external=GITEA_PORT)],
@@ -208,7 +224,7 @@ class CiCd(pulumi.ComponentResource):
                 envs=[
                     "USER_UID=1000", "USER_GID=1000",
                     "GITEA__security__INSTALL_LOCK=true",
-                    pulumi.Output.secret(secret_key.result).apply(lambda k: f"GITEA__security__SECRET_KEY={k}"),
+                    data_secrets.apply(lambda d: f"GITEA__security__SECRET_KEY={d['GITEA_SECRET_KEY']}"),
                     "GITEA__database__DB_TYPE=sqlite3",
                     self.gitea_url.apply(lambda u: f"GITEA__server__ROOT_URL={u}/"),
                     address.apply(lambda a: f"GITEA__server__DOMAIN={a}"),
@@ -251,6 +267,7 @@ class CiCd(pulumi.ComponentResource):
                         lambda token: f"DRONE_USER_CREATE=username:{s.admin_user},admin:true,token:{token}"),
                     "DRONE_DATABASE_DRIVER=sqlite3",
                     "DRONE_DATABASE_DATASOURCE=/data/database.sqlite",
+                    data_secrets.apply(lambda d: f"DRONE_DATABASE_SECRET={d['DRONE_DATABASE_SECRET']}"),
                 ],
                 healthcheck=docker.ContainerHealthcheckArgs(
                     tests=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/healthz"], **HEALTH),

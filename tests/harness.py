@@ -22,6 +22,8 @@ WORKER_TOKEN = "SWMTKN-1-testworkertoken"
 MANAGER_TOKEN = "SWMTKN-1-testmanagertoken"
 GENERATED_PREFIX = "generated-secret-"  # what the mocked pulumi-random passwords start with
 OAUTH_SECRET = "gto_testoauthclientsecret"
+GITEA_SECRET_KEY = "0123456789abcdef-gitea-secret-key-from-the-volume"
+DRONE_DATABASE_SECRET = "0123456789abcdef0123456789abcdef"
 
 
 def unwrap(value: Any) -> tuple[Any, bool]:
@@ -101,6 +103,8 @@ class Mocks(pulumi.runtime.Mocks):
                 outputs["stdout"] = f"{WORKER_TOKEN}\n{MANAGER_TOKEN}\n"
             elif "gitea-setup.sh" in stdin:
                 outputs["stdout"] = f"client_id=test-client-id\nclient_secret={OAUTH_SECRET}\n"
+            elif "ci-secrets.sh" in stdin:
+                outputs["stdout"] = f"GITEA_SECRET_KEY={GITEA_SECRET_KEY}\nDRONE_DATABASE_SECRET={DRONE_DATABASE_SECRET}\n"
             elif "swarm-init.sh" in stdin or "swarm-join.sh" in stdin:
                 outputs["stdout"] = f"node-{args.name}\n"
             else:

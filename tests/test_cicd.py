@@ -9,7 +9,8 @@ from components.config import ConfigError, parse_config
 from components.hosts.firewall import inbound_rules
 from components.topology import Role, build_topology
 from policies import dockyard_policies as policies
-from tests.harness import BASE_CONFIG, GENERATED_PREFIX, OAUTH_SECRET, TEST_KEY, run_program
+from tests.harness import (BASE_CONFIG, DRONE_DATABASE_SECRET, GENERATED_PREFIX, GITEA_SECRET_KEY, OAUTH_SECRET,
+                           TEST_KEY, run_program)
 from tests.test_policies import resource_args, violations
 
 CONTAINER = "docker:index/container:Container"
@@ -95,6 +96,13 @@ def test_drone_is_wired_to_gitea_with_the_oauth_app_and_a_shared_rpc_secret(tier
     assert "DRONE_RUNNER_CLONE_IMAGE" not in envs(runner), "the runner's own clone image unless one is set"
     gitea = envs(containers["gitea"])
     assert gitea["GITEA__security__INSTALL_LOCK"] == "true"
+    # the keys of the data come from the CI volume (ci-secrets.sh), not from the stack, so a
+    # recreated stack that adopts the volume can still decrypt it
+    assert gitea["GITEA__security__SECRET_KEY"] == GITEA_SECRET_KEY
+    assert server["DRONE_DATABASE_SECRET"] == DRONE_DATABASE_SECRET
+    (keys,) = run.commands("ci-secrets.sh")
+    assert set(keys.additional_secret_outputs) >= {"stdout", "stderr"} and keys.inputs["logging"] == "none"
+    assert "gitea-secret-key" not in {r.name.removeprefix("cicd-") for r in run.registrations}
     assert gitea["GITEA__service__DISABLE_REGISTRATION"] == "true"
     assert "envs" in containers["gitea"].secret_inputs
 
@@ -145,7 +153,8 @@ def test_no_generated_secret_is_in_clear(tier_run):
     for r in run.registrations:
         for key, value in r.inputs.items():
             text = json.dumps(value)
-            if GENERATED_PREFIX in text or OAUTH_SECRET in text or "PRIVATE KEY" in text or TEST_KEY in text:
+            if any(secret in text for secret in (GENERATED_PREFIX, OAUTH_SECRET, "PRIVATE KEY", TEST_KEY,
+                                                 GITEA_SECRET_KEY, DRONE_DATABASE_SECRET)):
                 assert key in r.secret_inputs, f"{r.name}.{key} holds a secret in clear"
     for name in ("registry_password", "gitea_admin_password", "drone_admin_token"):
         assert run.outputs[name].startswith(GENERATED_PREFIX)

@@ -244,3 +244,58 @@ def test_a_data_volume_with_a_filesystem_is_kept(host):
     assert result.returncode == 0, result.stderr
     assert not formatted(host)
     assert "UUID=0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e" in (host["root"] / "etc" / "fstab").read_text()
+
+
+# --- ci-secrets.sh ---------------------------------------------------------------------------
+
+@pytest.fixture
+def ci_volume(tmp_path) -> dict:
+    bin_dir = sandbox(tmp_path, {"mountpoint": FAKE_NOT_MOUNTED})
+    for tool in ("od", "cat"):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    root = tmp_path / "srv-ci"
+    root.mkdir()
+    return {"bin": bin_dir, "logs": tmp_path, "root": root}
+
+
+def ci_secrets(volume: dict, **env: str) -> subprocess.CompletedProcess:
+    return run("ci-secrets.sh", volume["bin"], volume["logs"], CI_ROOT=str(volume["root"]), **env)
+
+
+def printed(result: subprocess.CompletedProcess) -> dict[str, str]:
+    assert result.returncode == 0, result.stderr
+    return dict(line.split("=", 1) for line in result.stdout.splitlines())
+
+
+def test_ci_secrets_are_made_once_on_the_volume_and_kept(ci_volume):
+    first = printed(ci_secrets(ci_volume, CI_ROOT_IS_DIR="yes"))
+    assert len(first["GITEA_SECRET_KEY"]) == 64 and len(first["DRONE_DATABASE_SECRET"]) == 32
+    for name in ("gitea_secret_key", "drone_database_secret"):
+        assert (ci_volume["root"] / "secrets" / name).stat().st_mode & 0o777 == 0o600
+    again = ci_secrets(ci_volume, CI_ROOT_IS_DIR="yes")
+    assert printed(again) == first, "a second run, or a recreated stack on the same volume, gets the same keys"
+    assert "recording" not in again.stderr
+
+
+def test_gitea_keeps_the_key_its_app_ini_already_has(ci_volume):
+    app_ini = ci_volume["root"] / "gitea/gitea/conf/app.ini"
+    app_ini.parent.mkdir(parents=True)
+    app_ini.write_text("[security]\nINSTALL_LOCK = true\nSECRET_KEY = k3y-from-an-older-volume\n")
+    assert printed(ci_secrets(ci_volume, CI_ROOT_IS_DIR="yes"))["GITEA_SECRET_KEY"] == "k3y-from-an-older-volume"
+
+
+def test_a_drone_database_made_without_a_secret_gets_none(ci_volume):
+    database = ci_volume["root"] / "drone/data/database.sqlite"
+    database.parent.mkdir(parents=True)
+    database.write_bytes(b"SQLite format 3\0")
+    result = ci_secrets(ci_volume, CI_ROOT_IS_DIR="yes")
+    assert printed(result)["DRONE_DATABASE_SECRET"] == ""
+    assert "stay unencrypted" in result.stderr
+    assert not (ci_volume["root"] / "secrets/drone_database_secret").exists()
+
+
+def test_ci_secrets_refuse_a_volume_that_is_not_mounted(ci_volume):
+    result = ci_secrets(ci_volume)
+    assert result.returncode != 0 and "is not mounted" in result.stderr
+    assert result.stdout == "" and not (ci_volume["root"] / "secrets").exists()
