@@ -12,13 +12,20 @@ from .topology import Export, Mount
 
 RW_OPTIONS = "rw,sync,no_subtree_check,no_root_squash"
 RO_OPTIONS = "ro,sync,no_subtree_check,root_squash"
+# a replica server reads everything, as root, to make a complete copy (files of mode 0600
+# included), and still cannot write
+REPLICATOR_OPTIONS = "ro,sync,no_subtree_check,no_root_squash"
 
 
-def export_line(export: Export, addresses: Mapping[str, str], private_cidr: str) -> str:
+def export_line(export: Export, addresses: Mapping[str, str], private_cidr: str,
+                replicators: tuple[str, ...] = ()) -> str:
     """One exports(5) line. Single addresses take precedence over the network entry, so
-    the writers get rw while the rest of the private network reads."""
+    the writers get rw, the replica servers read as root, and the rest of the private
+    network reads as nobody."""
     clients = [f"{addresses[h]}({RW_OPTIONS})" for h in export.writers if h != export.server]
-    clients += [f"{addresses[h]}({RO_OPTIONS})" for h in export.readers if h != export.server]
+    clients += [f"{addresses[h]}({REPLICATOR_OPTIONS})" for h in replicators]
+    clients += [f"{addresses[h]}({RO_OPTIONS})" for h in export.readers
+                if h != export.server and h not in replicators]
     if export.cluster_readable:
         clients.append(f"{private_cidr}({RO_OPTIONS})")
     if not clients:  # only the server itself uses it (through a bind mount)
@@ -43,10 +50,15 @@ class NfsServerArgs:
 class NfsServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: NfsServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:role:NfsServer", name, None, opts)
+
+        def replicators_of(export: Export) -> tuple[str, ...]:
+            return tuple(e.server for e in args.all_exports.values() if e.replica_of == export.name)
+
         child = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
         names = sorted(args.addresses)
         lines = pulumi.Output.all(*[args.addresses[n] for n in names]).apply(
-            lambda ips: "\n".join(export_line(e, dict(zip(names, ips)), args.private_cidr) for e in args.exports)
+            lambda ips: "\n".join(export_line(e, dict(zip(names, ips)), args.private_cidr, replicators_of(e))
+                                  for e in args.exports)
         )
         self.server = run_script(f"{name}-exports", connection=args.host.connection, script="nfs-server.sh",
                                  env={"EXPORTS": lines}, opts=child)

@@ -333,3 +333,13 @@ def test_manager_removals_run_one_at_a_time_newest_first():
     memberships = [run.named(f"d{i}-manager-membership") for i in range(2, 8)]
     for earlier, later in zip(memberships, memberships[1:]):
         assert run.depends_on(later, earlier), f"{later.name} must be deleted before {earlier.name}"
+
+
+def test_the_replica_server_reads_the_write_export_as_root_and_no_one_else_does():
+    # medium: c2 copies c1's rw export; with root_squash it would miss files of mode 0600
+    run = run_program(tier="medium", workers="1")
+    servers = {r.name.split("-")[0]: r.inputs["create"] for r in run.commands("nfs-server.sh")}
+    c2 = run.outputs["nfs_exports"]["ro"]["source"].split(":")[0]
+    assert f"{c2}(ro,sync,no_subtree_check,no_root_squash)" in servers["c1"]
+    assert servers["c1"].count("no_root_squash") == servers["c1"].count("(rw,") + 1, \
+        "root reads as root only on the writers and the replica"
