@@ -115,10 +115,13 @@ class Cluster(pulumi.ComponentResource):
         self.engines: dict[str, DockerHost] = {}
         for spec in topo.hosts:
             mount = {"nfs": cfg.nfs.export_root, "ci": "/srv/ci"}.get(spec.volume or "")
+            # what owns the data on the volume: it must not start (and write to the root
+            # disk) while the volume is missing
+            owners = {"nfs": ("nfs-server",), "ci": ("docker",)}.get(spec.volume or "", ())
             self.engines[spec.name] = DockerHost(
                 spec.name,
                 DockerHostArgs(host=hosts[spec.name], docker_version=cfg.docker_version,
-                               registry_mirrors=cfg.registry_mirrors, data_mount=mount),
+                               registry_mirrors=cfg.registry_mirrors, data_mount=mount, data_owners=owners),
                 opts=child,
             )
 

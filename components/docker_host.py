@@ -16,6 +16,7 @@ class DockerHostArgs:
     docker_version: str
     registry_mirrors: tuple[str, ...]
     data_mount: Optional[str] = None  # where the host's data volume goes, when it has one
+    data_owners: tuple[str, ...] = ()  # systemd units that keep their data there
 
 
 class DockerHost(pulumi.ComponentResource):
@@ -30,6 +31,7 @@ class DockerHost(pulumi.ComponentResource):
         if host.data_device is not None and args.data_mount:
             env["DATA_DEVICE"] = host.data_device
             env["DATA_MOUNT"] = args.data_mount
+            env["DATA_OWNERS"] = " ".join(args.data_owners)
         self.engine = run_script(
             f"{name}-docker",
             connection=host.connection,

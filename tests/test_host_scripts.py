@@ -4,6 +4,7 @@ systemctl, ...) and the harmless tools the scripts need. The files a script writ
 under SYSROOT, a scratch directory, never this machine's /etc."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ BASH = shutil.which("bash") or "/bin/bash"
 
 # the real tools a script may use: they read, or write only where the script is pointed
 REAL_TOOLS = ("bash", "awk", "cat", "chmod", "cmp", "dirname", "flock", "grep", "head", "mkdir",
-              "mktemp", "mv", "rm", "sed", "seq", "sleep", "sort", "tr", "wc")
+              "mktemp", "mv", "rm", "sed", "seq", "sleep", "sort", "tail", "tr", "wc")
 
 # stand-ins: they only record what they were asked, in $LOG_DIR/calls
 FAKE_ID = '#!/bin/bash\n[ "$1" = -u ] && echo 0\n'
@@ -190,9 +191,9 @@ def host(tmp_path) -> dict:
             "mount": tmp_path / "data"}
 
 
-def host_base(host: dict) -> subprocess.CompletedProcess:
+def host_base(host: dict, **env: str) -> subprocess.CompletedProcess:
     return run("host-base.sh", host["bin"], host["logs"], SYSROOT=str(host["root"]), DATA_DEVICE=str(host["disk"]),
-               DATA_DEVICE_IS_FILE="yes", DATA_MOUNT=str(host["mount"]))
+               DATA_DEVICE_IS_FILE="yes", DATA_MOUNT=str(host["mount"]), **env)
 
 
 def formatted(host: dict) -> bool:
@@ -244,6 +245,22 @@ def test_a_data_volume_with_a_filesystem_is_kept(host):
     assert result.returncode == 0, result.stderr
     assert not formatted(host)
     assert "UUID=0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e" in (host["root"] / "etc" / "fstab").read_text()
+
+
+def test_what_keeps_data_on_the_volume_does_not_start_without_it(host):
+    host["disk"].write_bytes(os.urandom(2 * MIB))
+    (host["logs"] / "fs-type").write_text("ext4\n")
+    result = host_base(host, DATA_OWNERS="docker nfs-server")
+    assert result.returncode == 0, result.stderr
+    for unit in ("docker", "nfs-server"):
+        dropin = host["root"] / f"etc/systemd/system/{unit}.service.d/dockyard-data.conf"
+        assert dropin.read_text() == f"[Unit]\nRequiresMountsFor={host['mount']}\n"
+    assert "systemctl daemon-reload" in calls(host["logs"])
+    assert '"no-new-privileges": true' in (host["root"] / "etc/docker/daemon.json").read_text()
+    (host["logs"] / "calls").unlink()
+    again = host_base(host, DATA_OWNERS="docker nfs-server")
+    assert again.returncode == 0 and "requirement" not in again.stderr
+    assert "systemctl daemon-reload" not in calls(host["logs"])
 
 
 # --- ci-secrets.sh ---------------------------------------------------------------------------
@@ -299,3 +316,38 @@ def test_ci_secrets_refuse_a_volume_that_is_not_mounted(ci_volume):
     result = ci_secrets(ci_volume)
     assert result.returncode != 0 and "is not mounted" in result.stderr
     assert result.stdout == "" and not (ci_volume["root"] / "secrets").exists()
+
+
+# --- swarm-init.sh, swarm-join.sh --------------------------------------------------------------
+
+FAKE_DOCKER_NEW_NODE = """#!/bin/bash
+echo "docker $*" >> "$LOG_DIR/calls"
+case "$*" in
+  "info --format {{.Swarm.LocalNodeState}}") [ -f "$LOG_DIR/joined" ] && echo active || echo inactive ;;
+  "info --format {{.Swarm.NodeID}}") echo n0de ;;
+  "swarm init "*) : > "$LOG_DIR/joined" ;;
+esac
+"""
+FAKE_CURL = """#!/bin/bash
+echo "curl $*" >> "$LOG_DIR/calls"
+cat > "$LOG_DIR/join-request"
+: > "$LOG_DIR/joined"
+printf '\\n200'
+"""
+
+
+def test_the_swarm_data_path_is_the_private_address(tmp_path):
+    bin_dir = sandbox(tmp_path, {"docker": FAKE_DOCKER_NEW_NODE, "curl": FAKE_CURL})
+    init = run("swarm-init.sh", bin_dir, tmp_path, ADVERTISE_ADDR="10.210.0.5")
+    assert init.returncode == 0, init.stderr
+    assert ("docker swarm init --advertise-addr 10.210.0.5 --listen-addr 10.210.0.5:2377 "
+            "--data-path-addr 10.210.0.5") in calls(tmp_path)
+
+    (tmp_path / "joined").unlink()
+    join = run("swarm-join.sh", bin_dir, tmp_path, MANAGER_ADDR="10.210.0.5", ADVERTISE_ADDR="10.210.0.6",
+               JOIN_ROLE="worker", JOIN_TOKEN="SWMTKN-1-secret")
+    assert join.returncode == 0, join.stderr
+    request = json.loads((tmp_path / "join-request").read_text())
+    assert request["DataPathAddr"] == request["AdvertiseAddr"] == "10.210.0.6"
+    assert request["JoinToken"] == "SWMTKN-1-secret"
+    assert not [c for c in calls(tmp_path) if "SWMTKN" in c], "the token is in no argv"

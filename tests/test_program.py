@@ -343,3 +343,11 @@ def test_the_replica_server_reads_the_write_export_as_root_and_no_one_else_does(
     assert f"{c2}(ro,sync,no_subtree_check,no_root_squash)" in servers["c1"]
     assert servers["c1"].count("no_root_squash") == servers["c1"].count("(rw,") + 1, \
         "root reads as root only on the writers and the replica"
+
+
+def test_the_services_that_own_a_volume_wait_for_its_mount():
+    run = run_program(tier="default", workers="1")
+    owners = {r.name.removesuffix("-docker"): dict(kv.split("=", 1) for kv in shlex.split(r.inputs["create"])[:-2]
+                                                  ).get("DATA_OWNERS")
+              for r in run.commands("host-base.sh")}
+    assert owners == {"a": "docker", "b": "nfs-server", "w1": None}

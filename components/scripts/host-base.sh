@@ -8,6 +8,9 @@
 #   DOCKER_VERSION    version prefix of the docker.io package to install, e.g. 27.5
 #                     (empty: the distribution's current one); an installed engine is kept
 #   REGISTRY_MIRRORS  space-separated registry mirror URLs for daemon.json
+#   DATA_OWNERS       systemd units that keep their data on DATA_MOUNT (e.g. docker,
+#                     nfs-server): each gets RequiresMountsFor=DATA_MOUNT, so it does not
+#                     start, and write to the root disk, while the volume is missing
 # For tests only:
 #   SYSROOT              a directory that stands for / in the paths this script itself writes
 #                        (/etc/fstab and its lock, /etc/docker, /var/lib/dockyard); empty on a host
@@ -29,6 +32,7 @@ DATA_DEVICE=${DATA_DEVICE:-}
 DATA_MOUNT=${DATA_MOUNT:-}
 DOCKER_VERSION=${DOCKER_VERSION:-}
 REGISTRY_MIRRORS=${REGISTRY_MIRRORS:-}
+DATA_OWNERS=${DATA_OWNERS:-}
 SYSROOT=${SYSROOT:-}
 DATA_DEVICE_IS_FILE=${DATA_DEVICE_IS_FILE:-}
 FSTAB=$SYSROOT/etc/fstab
@@ -132,6 +136,27 @@ else
   $APT install --no-install-recommends "$package" >/dev/null
 fi
 
+# The volume mounts with nofail, so that a host whose volume is missing still boots and can
+# be reached; what keeps data there waits for the mount instead.
+units_changed=no
+for unit in $DATA_OWNERS; do
+  [ -n "$DATA_MOUNT" ] || fatal "DATA_OWNERS is set but DATA_MOUNT is not"
+  dropin=$SYSROOT/etc/systemd/system/$unit.service.d/dockyard-data.conf
+  want="[Unit]
+RequiresMountsFor=$DATA_MOUNT"
+  if [ "$(cat "$dropin" 2>/dev/null || true)" != "$want" ]; then
+    log "writing $unit's requirement of $DATA_MOUNT"
+    mkdir -p "$(dirname "$dropin")"
+    tmp=$(mktemp "$dropin.XXXXXX")
+    if ! { printf '%s\n' "$want" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$dropin"; }; then
+      rm -f "$tmp"
+      fatal "cannot write $dropin"
+    fi
+    units_changed=yes
+  fi
+done
+[ "$units_changed" = no ] || systemctl daemon-reload
+
 # image archives to preload are copied here
 mkdir -p "$SYSROOT/var/lib/dockyard/images"
 
@@ -139,7 +164,9 @@ mirrors=""
 for mirror in $REGISTRY_MIRRORS; do
   mirrors="${mirrors:+$mirrors, }\"$mirror\""
 done
+# no-new-privileges: no process in a container gains privileges through setuid binaries
 desired="{
+  \"no-new-privileges\": true,
   \"log-driver\": \"json-file\",
   \"log-opts\": {\"max-size\": \"10m\", \"max-file\": \"3\"},
   \"registry-mirrors\": [$mirrors]

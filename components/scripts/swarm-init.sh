@@ -2,7 +2,8 @@
 # swarm-init.sh: make this host the first manager of a new swarm.
 #
 # Inputs (environment):
-#   ADVERTISE_ADDR  the host's private address; other nodes reach the swarm there
+#   ADVERTISE_ADDR  the host's private address; other nodes reach the swarm there, and the
+#                   overlay networks' data (VXLAN) goes over it, never a public interface
 #
 # Output: the node ID of this manager on stdout.
 # Safe to run again: a host that already manages a swarm is left as it is.
@@ -22,7 +23,8 @@ case "$state" in
     log "already a swarm manager" ;;
   inactive)
     log "initialising the swarm on $ADVERTISE_ADDR"
-    docker swarm init --advertise-addr "$ADVERTISE_ADDR" --listen-addr "$ADVERTISE_ADDR:2377" >/dev/null ;;
+    docker swarm init --advertise-addr "$ADVERTISE_ADDR" --listen-addr "$ADVERTISE_ADDR:2377" \
+      --data-path-addr "$ADVERTISE_ADDR" >/dev/null ;;
   *) fatal "swarm state is '$state'; fix it by hand (docker swarm leave --force) and run again" ;;
 esac
 docker info --format '{{.Swarm.NodeID}}'

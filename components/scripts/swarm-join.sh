@@ -3,7 +3,7 @@
 #
 # Inputs (environment):
 #   MANAGER_ADDR    private address of a manager of the swarm
-#   ADVERTISE_ADDR  this host's private address
+#   ADVERTISE_ADDR  this host's private address; the overlay networks' data goes over it too
 #   JOIN_ROLE       manager or worker
 #   JOIN_TOKEN      the join token for that role; it must come in with the script on stdin,
 #                   never on a command line. It is sent to dockerd's socket on stdin too,
@@ -36,8 +36,8 @@ case "$state" in
   inactive)
     log "joining the swarm at $MANAGER_ADDR as a $JOIN_ROLE"
     # printf is a shell builtin: the token goes into curl's stdin, not into an argv
-    response=$(printf '{"ListenAddr":"%s:2377","AdvertiseAddr":"%s","RemoteAddrs":["%s:2377"],"JoinToken":"%s"}' \
-        "$ADVERTISE_ADDR" "$ADVERTISE_ADDR" "$MANAGER_ADDR" "$JOIN_TOKEN" |
+    response=$(printf '{"ListenAddr":"%s:2377","AdvertiseAddr":"%s","DataPathAddr":"%s","RemoteAddrs":["%s:2377"],"JoinToken":"%s"}' \
+        "$ADVERTISE_ADDR" "$ADVERTISE_ADDR" "$ADVERTISE_ADDR" "$MANAGER_ADDR" "$JOIN_TOKEN" |
       curl -sS --unix-socket /var/run/docker.sock -o - -w '\n%{http_code}' \
         -H 'Content-Type: application/json' --data-binary @- http://localhost/swarm/join) ||
       fatal "cannot reach dockerd's socket"
