@@ -57,6 +57,7 @@ class Registration:
     retain_on_delete: bool
     protect: bool
     import_id: str = ""
+    ignore_changes: tuple[str, ...] = ()
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -134,7 +135,7 @@ class RecordingMonitor(MockMonitor):
             inputs=inputs, secret_inputs=secret_inputs, dependencies=list(request.dependencies),
             additional_secret_outputs=list(request.additionalSecretOutputs),
             retain_on_delete=bool(request.retainOnDelete), protect=bool(request.protect),
-            import_id=request.importId,
+            import_id=request.importId, ignore_changes=tuple(request.ignoreChanges),
         ))
         return response
 

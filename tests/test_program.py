@@ -351,3 +351,9 @@ def test_the_services_that_own_a_volume_wait_for_its_mount():
                                                   ).get("DATA_OWNERS")
               for r in run.commands("host-base.sh")}
     assert owners == {"a": "docker", "b": "nfs-server", "w1": None}
+
+
+def test_a_new_image_or_key_does_not_replace_a_droplet():
+    run = run_program(tier="small", workers="1")
+    for droplet in run.of_type("digitalocean:index/droplet:Droplet"):
+        assert {"image", "sshKeys"} <= set(droplet.ignore_changes), droplet.name

@@ -79,7 +79,10 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                 ipv6=False,
                 ssh_keys=[ssh_key_ref],
                 tags=droplet_tags(cfg.stack, spec.roles),
-                opts=child,
+                # A new image or key would replace the droplet, and a replaced first manager
+                # starts a new swarm: they apply to new droplets only. To rebuild one on
+                # purpose: `pulumi up --replace <its URN>`.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["image", "sshKeys"]),
             )
             self.droplets[spec.name] = droplet
             if spec.volume:
