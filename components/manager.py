@@ -30,6 +30,8 @@ class SwarmJoin:
     """What a host needs to join the swarm."""
 
     manager_address: pulumi.Output[str]
+    # the first manager's node ID: a host that is in a swarm without it is in another swarm
+    first_manager_id: pulumi.Output[str]
     manager_connection: remote.ConnectionArgs
     worker_token: pulumi.Output[str]
     manager_token: pulumi.Output[str]
@@ -57,7 +59,8 @@ def join_swarm(name: str, *, host: Host, join: SwarmJoin, role: str, parent: pul
         f"{name}-swarm-join",
         connection=host.connection,
         script="swarm-join.sh",
-        env={"MANAGER_ADDR": join.manager_address, "ADVERTISE_ADDR": host.private_ip, "JOIN_ROLE": role},
+        env={"MANAGER_ADDR": join.manager_address, "ADVERTISE_ADDR": host.private_ip, "JOIN_ROLE": role,
+             "FIRST_MANAGER_ID": join.first_manager_id},
         secret_env={"JOIN_TOKEN": join.manager_token if role == "manager" else join.worker_token},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.ready),
     )
@@ -126,6 +129,7 @@ class SwarmManager(pulumi.ComponentResource):
             lines = tokens.stdout.apply(lambda s: s.split())
             self.join = SwarmJoin(
                 manager_address=host.private_ip,
+                first_manager_id=self.node_id,
                 manager_connection=host.connection,
                 worker_token=pulumi.Output.secret(lines.apply(lambda t: t[0])),
                 manager_token=pulumi.Output.secret(lines.apply(lambda t: t[1])),

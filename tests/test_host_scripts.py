@@ -351,3 +351,29 @@ def test_the_swarm_data_path_is_the_private_address(tmp_path):
     assert request["DataPathAddr"] == request["AdvertiseAddr"] == "10.210.0.6"
     assert request["JoinToken"] == "SWMTKN-1-secret"
     assert not [c for c in calls(tmp_path) if "SWMTKN" in c], "the token is in no argv"
+
+
+FAKE_DOCKER_MEMBER = """#!/bin/bash
+echo "docker $*" >> "$LOG_DIR/calls"
+case "$*" in
+  "info --format {{.Swarm.LocalNodeState}}") [ -f "$LOG_DIR/left" ] && [ ! -f "$LOG_DIR/joined" ] && echo inactive || echo active ;;
+  "info --format {{range .Swarm.RemoteManagers}}{{.NodeID}} {{end}}") echo "$FAKE_MANAGERS " ;;
+  "info --format {{.Swarm.ControlAvailable}}") echo false ;;
+  "info --format {{.Swarm.NodeID}}") echo w0rker ;;
+  "swarm leave --force") : > "$LOG_DIR/left" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("managers,rejoins", [("oldf1rst c2", True), ("newf1rst c2", False)])
+def test_a_host_in_another_swarm_leaves_it_and_joins_this_one(tmp_path, managers, rejoins):
+    # the first manager was made again (a new droplet) and started a new swarm; the other
+    # hosts still belong to the old one
+    bin_dir = sandbox(tmp_path, {"docker": FAKE_DOCKER_MEMBER, "curl": FAKE_CURL})
+    join = run("swarm-join.sh", bin_dir, tmp_path, MANAGER_ADDR="10.210.0.5", ADVERTISE_ADDR="10.210.0.6",
+               JOIN_ROLE="worker", JOIN_TOKEN="SWMTKN-1-secret", FIRST_MANAGER_ID="newf1rst", FAKE_MANAGERS=managers)
+    assert join.returncode == 0, join.stderr
+    assert ("docker swarm leave --force" in calls(tmp_path)) == rejoins
+    assert (tmp_path / "join-request").exists() == rejoins
+    if not rejoins:
+        assert "already in the swarm" in join.stderr

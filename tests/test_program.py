@@ -357,3 +357,12 @@ def test_a_new_image_or_key_does_not_replace_a_droplet():
     run = run_program(tier="small", workers="1")
     for droplet in run.of_type("digitalocean:index/droplet:Droplet"):
         assert {"image", "sshKeys"} <= set(droplet.ignore_changes), droplet.name
+
+
+def test_every_join_names_the_first_manager_of_its_swarm():
+    run = run_program(tier="small", workers="2")
+    first = run.named("c1-manager-swarm-init")
+    joins = run.commands("swarm-join.sh")
+    assert len(joins) == 2 + 2
+    for join in joins:
+        assert f"FIRST_MANAGER_ID=node-{first.name}" in join.inputs["create"], join.name

@@ -5,6 +5,10 @@
 #   MANAGER_ADDR    private address of a manager of the swarm
 #   ADVERTISE_ADDR  this host's private address; the overlay networks' data goes over it too
 #   JOIN_ROLE       manager or worker
+#   FIRST_MANAGER_ID  node ID of the swarm's first manager: a host already in a swarm that
+#                   does not have it among its managers is in another swarm (the first
+#                   manager was made again, and made a new one); it leaves that swarm and
+#                   joins this one
 #   JOIN_TOKEN      the join token for that role; it must come in with the script on stdin,
 #                   never on a command line. It is sent to dockerd's socket on stdin too,
 #                   so it never shows in any process's argv.
@@ -20,12 +24,23 @@ MANAGER_ADDR=${MANAGER_ADDR:-}
 ADVERTISE_ADDR=${ADVERTISE_ADDR:-}
 JOIN_ROLE=${JOIN_ROLE:-}
 JOIN_TOKEN=${JOIN_TOKEN:-}
+FIRST_MANAGER_ID=${FIRST_MANAGER_ID:-}
 if [ -z "$MANAGER_ADDR" ] || [ -z "$ADVERTISE_ADDR" ]; then fatal "MANAGER_ADDR and ADVERTISE_ADDR must be set"; fi
 case "$JOIN_ROLE" in manager|worker) ;; *) fatal "JOIN_ROLE must be manager or worker" ;; esac
 [ -n "$JOIN_TOKEN" ] || fatal "JOIN_TOKEN is empty"
 command -v curl >/dev/null 2>&1 || fatal "curl is needed to talk to dockerd's socket"
 
 state=$(docker info --format '{{.Swarm.LocalNodeState}}') || fatal "docker does not answer"
+if [ "$state" = active ] && [ -n "$FIRST_MANAGER_ID" ]; then
+  managers=$(docker info --format '{{range .Swarm.RemoteManagers}}{{.NodeID}} {{end}}')
+  case " $managers " in
+    *" $FIRST_MANAGER_ID "*) ;;
+    *)
+      log "this host is in another swarm (managers: ${managers:-none known}), not the one of manager $FIRST_MANAGER_ID; leaving it"
+      docker swarm leave --force >/dev/null || fatal "cannot leave the other swarm"
+      state=inactive ;;
+  esac
+fi
 case "$state" in
   active)
     is_manager=$(docker info --format '{{.Swarm.ControlAvailable}}')
