@@ -41,10 +41,11 @@ class Update:
     def changed(self) -> list[tuple[str, str]]:
         return [(op, name) for op, name in self.completed() if op in CHANGING_OPS]
 
-    def printed(self, resource: str) -> str:
-        """What a resource's commands printed during the update (the lines a user sees)."""
+    def printed(self, resource: Optional[str] = None) -> str:
+        """What the commands of a resource (of every resource by default) printed during
+        the update: the lines a user sees under it."""
         return "".join(d["message"] for d in self._diagnostics()
-                       if d.get("urn") and parse_urn(d["urn"])[1] == resource)
+                       if d.get("urn") and resource in (None, parse_urn(d["urn"])[1]))
 
     def console(self) -> str:
         """Everything the update showed a user. The SDK's debug lines are left out: a user
