@@ -1,18 +1,52 @@
 """Stack configuration, read once into typed dataclasses and validated before any resource
-is declared. Every error names the config key and says what to change."""
+is declared. Every error names the config key and says what to change.
+
+`KEYS` is the one table of the `dockyard:*` keys. Each section of it has a parser that
+returns a small dataclass; parse_config runs them all, collecting every problem, and puts
+their fields side by side in DockyardConfig, which is what the components read."""
 from __future__ import annotations
 
 import difflib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable, Mapping
 
-from .topology import DEFAULT_MANAGERS, MANAGER_COUNT_SETTABLE, MAX_MANAGERS, TIERS, Role, build_topology
+import pulumi
+
+from .ports import NEVER_PUBLIC
+from .ssh import SSH_CONFIG_UNSAFE, SSH_USER
+from .topology import (DEFAULT_MANAGERS, MANAGER_COUNT_SETTABLE, MAX_MANAGERS, TIERS, Role, build_topology,
+                       manager_count_problem)
 
 NAMESPACE = "dockyard"
 CLOUDS = ("digitalocean", "local")
+
+# How `pulumi config` holds a key: TEXT, a string; STRUCTURED, a list or an object (set with
+# --path; a plain string is taken too); SECRET, set with --secret and seen here only as a
+# presence flag (the program reads its value as a secret).
+TEXT, STRUCTURED, SECRET = "text", "structured", "secret"
+
+# Every dockyard: key, by the section that parses it. Nothing else is read or accepted.
+KEYS: dict[str, str] = {
+    # placement (_placement)
+    "tier": TEXT, "cloud": TEXT, "workers": TEXT, "managers": TEXT, "allowManagerMajorityLoss": TEXT,
+    # network (_network)
+    "region": TEXT, "vpcCidr": TEXT, "adminCidrs": STRUCTURED, "publicPorts": STRUCTURED,
+    # machines (_machines)
+    "image": TEXT, "sizes": STRUCTURED, "volumeSizes": STRUCTURED, "disposable": TEXT, "keptVolumes": STRUCTURED,
+    # ssh (_ssh)
+    "sshUser": TEXT, "sshPublicKey": TEXT, "sshKeyId": TEXT, "sshPrivateKeyPath": TEXT, "sshPrivateKey": SECRET,
+    # engine (_engine)
+    "dockerVersion": TEXT, "registryMirrors": STRUCTURED, "preloadImages": STRUCTURED,
+    # nfs (_nfs)
+    "nfs": STRUCTURED,
+    # ci (_ci)
+    "ciServices": STRUCTURED, "ciImages": STRUCTURED, "ciAdminUser": TEXT, "ciAdminEmail": TEXT,
+    "registryGcSchedule": TEXT,
+}
+KNOWN_KEYS = tuple(KEYS)
 
 DEFAULT_SIZES = {
     "minimal": {"master": "s-2vcpu-4gb", "cicd": "s-2vcpu-4gb", "nfs": "s-2vcpu-4gb",
@@ -27,16 +61,61 @@ DEFAULT_SIZES = {
 DEFAULT_VOLUME_GB = {"nfs": 50, "ci": 30}
 DEFAULT_VPC_CIDR = {"digitalocean": "10.210.0.0/20", "local": "10.231.0.0/24"}
 
-# The login user goes into the exported ssh_config and ssh's command lines: a POSIX user
-# name only (useradd's default rule), so that it can never carry a second directive.
-SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-# What no ssh_config value may hold, quoted or not: a line end, a control character, the
-# quote that would end the quoting, or the backslash that escapes it.
-SSH_CONFIG_UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\]')
+CI_SERVICES = ("registry", "gitea", "drone")
+# Pinned official images; on local VMs the registry is the one built into the VM image from
+# Debian's docker-registry package (Docker Hub is not reachable from there).
+DEFAULT_CI_IMAGES = {
+    "registry": "registry:2.8.3",
+    "gitea": "gitea/gitea:1.22.6",
+    "drone": "drone/drone:2.24.0",
+    "droneRunner": "drone/drone-runner-docker:1.8.3",
+}
+LOCAL_REGISTRY_IMAGE = "dockyard/registry:2.8.2"
+# Images without a default: the runner's own default clone image (drone/git:latest) is used
+# unless this names one, e.g. one preloaded on hosts that cannot reach Docker Hub.
+OPTIONAL_CI_IMAGES = ("droneClone",)
 
 
 class ConfigError(ValueError):
     """Bad stack configuration; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    tier: str
+    cloud: str
+    workers: int
+    managers: int
+    # dockyard:allowManagerMajorityLoss: the operator checked the managers and allows an
+    # update that removes half of them or more
+    allow_manager_majority_loss: bool
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    region: str                    # DigitalOcean region slug
+    vpc_cidr: str                  # the stack's private network
+    admin_cidrs: tuple[str, ...]   # who may SSH to the master
+    public_ports: tuple[int, ...]  # published on the swarm nodes to the internet
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    image: str
+    sizes: Mapping[str, str]
+    volume_gb: Mapping[str, int]
+    disposable: bool
+    # dockyard:keptVolumes: host name -> id of a volume a destroyed stack kept, to reattach
+    kept_volumes: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The Docker engine of every host."""
+
+    docker_version: str                # a docker.io package version prefix; "" for the distribution's
+    registry_mirrors: tuple[str, ...]  # for daemon.json
+    preload_images: tuple[str, ...]    # docker-archive tarballs here, loaded on every host
 
 
 @dataclass(frozen=True)
@@ -54,21 +133,6 @@ class NfsSettings:
     mount_root: str
 
 
-CI_SERVICES = ("registry", "gitea", "drone")
-# Pinned official images; on local VMs the registry is the one built into the VM image from
-# Debian's docker-registry package (Docker Hub is not reachable from there).
-DEFAULT_CI_IMAGES = {
-    "registry": "registry:2.8.3",
-    "gitea": "gitea/gitea:1.22.6",
-    "drone": "drone/drone:2.24.0",
-    "droneRunner": "drone/drone-runner-docker:1.8.3",
-}
-LOCAL_REGISTRY_IMAGE = "dockyard/registry:2.8.2"
-# Images without a default: the runner's own default clone image (drone/git:latest) is used
-# unless this names one, e.g. one preloaded on hosts that cannot reach Docker Hub.
-OPTIONAL_CI_IMAGES = ("droneClone",)
-
-
 @dataclass(frozen=True)
 class CiSettings:
     services: tuple[str, ...]      # which of registry, gitea, drone run on the CI/CD host
@@ -83,31 +147,31 @@ class CiSettings:
 
 @dataclass(frozen=True)
 class DockyardConfig:
+    """The fields of Placement, NetworkSettings, MachineSettings and EngineSettings side by
+    side, and the ssh, nfs and ci sections. No field has a default: parse_config fills each
+    from its section, so a field added to one but not the other fails at once."""
+
     stack: str
     tier: str
     cloud: str
     workers: int
     managers: int
+    allow_manager_majority_loss: bool
     region: str
     vpc_cidr: str
+    admin_cidrs: tuple[str, ...]
+    public_ports: tuple[int, ...]
     image: str
     sizes: Mapping[str, str]
     volume_gb: Mapping[str, int]
-    ssh: SshSettings
-    admin_cidrs: tuple[str, ...]
-    public_ports: tuple[int, ...]
+    disposable: bool
+    kept_volumes: Mapping[str, str]
     docker_version: str
     registry_mirrors: tuple[str, ...]
+    preload_images: tuple[str, ...]
+    ssh: SshSettings
     nfs: NfsSettings
-    disposable: bool
-    preload_images: tuple[str, ...] = field(default=())
-    # dockyard:allowManagerMajorityLoss: the operator checked the managers and allows an
-    # update that removes half of them or more
-    allow_manager_majority_loss: bool = False
-    # dockyard:keptVolumes: host name -> id of a volume a destroyed stack kept, to reattach
-    kept_volumes: Mapping[str, str] = field(default_factory=dict)
-    ci: CiSettings = field(default_factory=lambda: CiSettings((), dict(DEFAULT_CI_IMAGES), "dockyard",
-                                                              "dockyard@localhost", "Sun *-*-* 03:00:00"))
+    ci: CiSettings
 
     def size_of(self, role: Role) -> str:
         return self.sizes[role.value]
@@ -118,18 +182,26 @@ def _key(name: str) -> str:
 
 
 class _Parser:
-    """Collects every problem so that one run shows all of them."""
+    """Reads the keys of KEYS and collects every problem, so that one run shows all of them."""
 
-    def __init__(self, raw: Mapping[str, Any]):
+    def __init__(self, raw: Mapping[str, Any], file_exists: Callable[[str], bool]):
         self.raw = raw
+        self.file_exists = file_exists
         self.errors: list[str] = []
 
     def fail(self, name: str, message: str) -> None:
         self.errors.append(f"{_key(name)}: {message}")
 
-    def string(self, name: str, default: str | None = None) -> str | None:
+    def value(self, name: str) -> Any:
+        """The value of a key of KEYS; None when unset or empty."""
+        if name not in KEYS:
+            raise KeyError(f"{name} is read but not in config.KEYS")
         value = self.raw.get(name)
-        if value is None or value == "":
+        return None if value is None or value == "" else value
+
+    def string(self, name: str, default: str | None = None) -> str | None:
+        value = self.value(name)
+        if value is None:
             return default
         if not isinstance(value, str):
             self.fail(name, f"expected a string, got {value!r}")
@@ -137,8 +209,8 @@ class _Parser:
         return value
 
     def integer(self, name: str, default: int | None) -> int | None:
-        value = self.raw.get(name)
-        if value is None or value == "":
+        value = self.value(name)
+        if value is None:
             return default
         try:
             return int(str(value), 10)
@@ -148,8 +220,8 @@ class _Parser:
             return default
 
     def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw.get(name)
-        if value is None or value == "":
+        value = self.value(name)
+        if value is None:
             return default
         text = str(value).lower()
         if text in ("true", "false"):
@@ -158,8 +230,8 @@ class _Parser:
         return default
 
     def string_list(self, name: str) -> tuple[str, ...]:
-        value = self.raw.get(name)
-        if value is None or value == "":
+        value = self.value(name)
+        if value is None:
             return ()
         if isinstance(value, str):
             value = [v for v in re.split(r"[,\s]+", value) if v]
@@ -170,8 +242,8 @@ class _Parser:
         return tuple(str(v) for v in value)
 
     def mapping(self, name: str) -> Mapping[str, Any]:
-        value = self.raw.get(name)
-        if value is None or value == "":
+        value = self.value(name)
+        if value is None:
             return {}
         if not isinstance(value, dict):
             self.fail(name, f"expected an object, got {value!r}; set a field with "
@@ -180,13 +252,13 @@ class _Parser:
         return value
 
 
-def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _network_of(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text, strict=True)
 
 
 def _cidr_problem(text: str) -> str | None:
     try:
-        _network(text)
+        _network_of(text)
     except ValueError:
         try:
             loose = ipaddress.ip_network(text, strict=False)
@@ -207,9 +279,23 @@ def parse_config(
     `raw` maps keys without the namespace to what `pulumi config` holds (strings, or
     lists/objects for structured values). Raises ConfigError listing every problem,
     an unknown key first (a typo would otherwise leave its setting at the default)."""
-    p = _Parser(raw)
+    p = _Parser(raw, file_exists)
     p.errors.extend(unknown_key_problems(raw))
+    placement = _placement(p)
+    network = _network(p, placement)
+    machines = _machines(p, placement)
+    ssh = _ssh(p, placement.cloud)
+    engine = _engine(p)
+    nfs = _nfs(p)
+    ci = _ci(p, placement)
+    if p.errors:
+        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(p.errors))
+    sections = (placement, network, machines, engine)
+    return DockyardConfig(stack=stack, ssh=ssh, nfs=nfs, ci=ci,
+                          **{f.name: getattr(s, f.name) for s in sections for f in fields(s)})
 
+
+def _placement(p: _Parser) -> Placement:
     tier = p.string("tier", "default")
     if tier not in TIERS:
         p.fail("tier", f"unknown tier {tier!r}; use one of {', '.join(TIERS)}")
@@ -226,29 +312,57 @@ def parse_config(
     workers = max(workers or 0, 0)
 
     managers = p.integer("managers", None)
-    if managers is None:
+    problem = None if managers is None else manager_count_problem(tier, managers)
+    if problem:
+        if tier not in MANAGER_COUNT_SETTABLE:
+            counts = [str(n) for n in range(3, MAX_MANAGERS + 1, 2)]
+            problem += (f"; remove the key, or choose tier {' or '.join(MANAGER_COUNT_SETTABLE)} to run "
+                        f"{', '.join(counts[:-1])} or {counts[-1]} managers")
+        p.fail("managers", problem)
+    if managers is None or problem:
         managers = DEFAULT_MANAGERS[tier]
-    elif tier not in MANAGER_COUNT_SETTABLE:
-        if managers != DEFAULT_MANAGERS[tier]:
-            p.fail("managers", f"tier {tier} always has {DEFAULT_MANAGERS[tier]} manager; remove the "
-                               f"key, or choose tier small or medium to run 3, 5 or 7 managers")
-        managers = DEFAULT_MANAGERS[tier]
-    elif managers < 1 or managers > MAX_MANAGERS or managers % 2 == 0:
-        p.fail("managers", f"must be odd and between 1 and {MAX_MANAGERS} so that Raft keeps a "
-                           f"majority (3 tolerates 1 lost manager, 5 tolerates 2); got {managers}")
-        managers = DEFAULT_MANAGERS[tier]
+    return Placement(tier, cloud, workers, managers,
+                     allow_manager_majority_loss=p.boolean("allowManagerMajorityLoss", False))
 
+
+def _network(p: _Parser, placement: Placement) -> NetworkSettings:
     region = p.string("region", "fra1")
     if not re.fullmatch(r"[a-z]{3}[0-9]", region):
         p.fail("region", f"{region!r} is not a DigitalOcean region slug such as fra1 or nyc3")
 
-    vpc_cidr = p.string("vpcCidr", DEFAULT_VPC_CIDR[cloud])
+    vpc_cidr = p.string("vpcCidr", DEFAULT_VPC_CIDR[placement.cloud])
     problem = _cidr_problem(vpc_cidr)
     if problem:
         p.fail("vpcCidr", problem)
-    elif _network(vpc_cidr).version != 4 or not _network(vpc_cidr).is_private:
+    elif _network_of(vpc_cidr).version != 4 or not _network_of(vpc_cidr).is_private:
         p.fail("vpcCidr", f"{vpc_cidr} must be a private IPv4 range such as 10.210.0.0/20")
 
+    admin_cidrs = p.string_list("adminCidrs")
+    for cidr in admin_cidrs:
+        problem = _cidr_problem(cidr)
+        if problem:
+            p.fail("adminCidrs", problem)
+        elif _network_of(cidr).prefixlen == 0:
+            p.fail("adminCidrs", f"{cidr} opens SSH on the master to the whole internet; "
+                                 f"list only the networks you administer from")
+    if placement.cloud == "digitalocean" and not admin_cidrs:
+        p.fail("adminCidrs", "list the networks allowed to SSH to the master, e.g. "
+                             "`pulumi config set --path 'dockyard:adminCidrs[0]' 203.0.113.7/32`")
+
+    public_ports: list[int] = []
+    for port in p.string_list("publicPorts") if "publicPorts" in p.raw else ("80", "443"):
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            p.fail("publicPorts", f"{port!r} is not a TCP port")
+        elif int(port) in NEVER_PUBLIC:
+            p.fail("publicPorts", f"port {port} is an SSH, NFS or Docker control port and must "
+                                  f"never be published to the internet; remove it")
+        else:
+            public_ports.append(int(port))
+    return NetworkSettings(region, vpc_cidr, admin_cidrs, tuple(public_ports))
+
+
+def _machines(p: _Parser, placement: Placement) -> MachineSettings:
+    tier, cloud = placement.tier, placement.cloud
     sizes = dict(DEFAULT_SIZES[tier])
     for role, size in p.mapping("sizes").items():
         if role not in sizes:
@@ -270,39 +384,32 @@ def parse_config(
         if volume_gb[purpose] < 1:
             p.fail("volumeSizes", f"{purpose} must be a size in GiB of at least 1, got {gb!r}")
 
-    admin_cidrs = p.string_list("adminCidrs")
-    for cidr in admin_cidrs:
-        problem = _cidr_problem(cidr)
-        if problem:
-            p.fail("adminCidrs", problem)
-        elif _network(cidr).prefixlen == 0:
-            p.fail("adminCidrs", f"{cidr} opens SSH on the master to the whole internet; "
-                                 f"list only the networks you administer from")
-    if cloud == "digitalocean" and not admin_cidrs:
-        p.fail("adminCidrs", "list the networks allowed to SSH to the master, e.g. "
-                             "`pulumi config set --path 'dockyard:adminCidrs[0]' 203.0.113.7/32`")
+    kept_volumes = {str(k): str(v) for k, v in p.mapping("keptVolumes").items()}
+    if kept_volumes:
+        with_volume = {h.name for h in build_topology(tier, placement.workers, placement.managers).hosts
+                       if h.volume}
+        for host, volume_id in kept_volumes.items():
+            if host not in with_volume:
+                p.fail("keptVolumes", f"host {host!r} has no data volume in tier {tier}; "
+                                      f"the hosts with one are {', '.join(sorted(with_volume))}")
+            if not re.fullmatch(r"[0-9a-f-]{36}", volume_id):
+                p.fail("keptVolumes", f"{host}: {volume_id!r} is not a volume id; find it with "
+                                      f"`doctl compute volume list` (name dockyard-<stack>-{host}-...)")
+        if cloud != "digitalocean":
+            p.fail("keptVolumes", "only DigitalOcean volumes are kept; local stacks are disposable")
+    return MachineSettings(image=p.string("image", "ubuntu-24-04-x64"), sizes=sizes, volume_gb=volume_gb,
+                           disposable=p.boolean("disposable", cloud == "local"), kept_volumes=kept_volumes)
 
-    public_ports: list[int] = []
-    ports = p.string_list("publicPorts") if "publicPorts" in raw else ("80", "443")
-    for port in ports:
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
-            p.fail("publicPorts", f"{port!r} is not a TCP port")
-        elif int(port) in (22, 111, 2049, 2375, 2376, 2377, 4789, 7946):
-            p.fail("publicPorts", f"port {port} is an SSH, NFS or Docker control port and must "
-                                  f"never be published to the internet; remove it")
-        else:
-            public_ports.append(int(port))
 
+def _ssh(p: _Parser, cloud: str) -> SshSettings:
+    path = p.string("sshPrivateKeyPath")
     ssh = SshSettings(
         user=_ssh_user(p),
         public_key=p.string("sshPublicKey"),
         key_id=p.string("sshKeyId"),
-        private_key_path=p.string("sshPrivateKeyPath"),
-        private_key_in_config=bool(raw.get("sshPrivateKey")),
+        private_key_path=os.path.expanduser(path) if path else path,
+        private_key_in_config=bool(p.value("sshPrivateKey")),
     )
-    if ssh.private_key_path:
-        ssh = SshSettings(ssh.user, ssh.public_key, ssh.key_id,
-                          os.path.expanduser(ssh.private_key_path), ssh.private_key_in_config)
     if cloud == "digitalocean":
         if not ssh.public_key and not ssh.key_id:
             p.fail("sshPublicKey", "set the public key dockyard uploads (or dockyard:sshKeyId, "
@@ -317,58 +424,10 @@ def parse_config(
         p.fail("sshPrivateKeyPath", f"{ssh.private_key_path!r} cannot go in the exported ssh_config: it holds a "
                                     f"line break, a control character, '\"' or '\\'; move the key to a "
                                     f"path without them")
-    elif ssh.private_key_path and not ssh.private_key_in_config and not file_exists(ssh.private_key_path):
+    elif ssh.private_key_path and not ssh.private_key_in_config and not p.file_exists(ssh.private_key_path):
         p.fail("sshPrivateKeyPath", f"no file at {ssh.private_key_path}; create the key with "
                                     f"`ssh-keygen -t ed25519 -f {ssh.private_key_path}` or fix the path")
-
-    docker_version = p.string("dockerVersion", "")
-    if docker_version and not re.fullmatch(r"[0-9][0-9A-Za-z.+~:-]*", docker_version):
-        p.fail("dockerVersion", f"{docker_version!r} is not a package version prefix such as 27.5")
-
-    registry_mirrors = p.string_list("registryMirrors")
-    for mirror in registry_mirrors:
-        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?/?", mirror):
-            p.fail("registryMirrors", f"{mirror!r} must be a URL such as https://mirror.example.com")
-
-    nfs_raw = p.mapping("nfs")
-    nfs = NfsSettings(str(nfs_raw.get("exportRoot", "/srv/nfs")), str(nfs_raw.get("mountRoot", "/mnt/nfs")))
-    for key, path in (("exportRoot", nfs.export_root), ("mountRoot", nfs.mount_root)):
-        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path):
-            p.fail("nfs", f"{key} must be an absolute path without spaces, got {path!r}")
-
-    preload_images = tuple(os.path.expanduser(path) for path in p.string_list("preloadImages"))
-    for path in preload_images:
-        if not file_exists(path):
-            p.fail("preloadImages", f"no file at {path}; list docker-archive tarballs (docker save -o FILE IMAGE)")
-
-    ci = _ci_settings(p, tier, cloud, "ciServices" in raw)
-
-    image = p.string("image", "ubuntu-24-04-x64")
-    disposable = p.boolean("disposable", cloud == "local")
-    allow_majority_loss = p.boolean("allowManagerMajorityLoss", False)
-    kept_volumes = {str(k): str(v) for k, v in p.mapping("keptVolumes").items()}
-    if kept_volumes:
-        with_volume = {h.name for h in build_topology(tier, workers, managers).hosts if h.volume}
-        for host, volume_id in kept_volumes.items():
-            if host not in with_volume:
-                p.fail("keptVolumes", f"host {host!r} has no data volume in tier {tier}; "
-                                      f"the hosts with one are {', '.join(sorted(with_volume))}")
-            if not re.fullmatch(r"[0-9a-f-]{36}", volume_id):
-                p.fail("keptVolumes", f"{host}: {volume_id!r} is not a volume id; find it with "
-                                      f"`doctl compute volume list` (name dockyard-<stack>-{host}-...)")
-        if cloud != "digitalocean":
-            p.fail("keptVolumes", "only DigitalOcean volumes are kept; local stacks are disposable")
-
-    if p.errors:
-        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(p.errors))
-
-    return DockyardConfig(
-        stack=stack, tier=tier, cloud=cloud, workers=workers, managers=managers, region=region,
-        vpc_cidr=vpc_cidr, image=image, sizes=sizes, volume_gb=volume_gb, ssh=ssh,
-        admin_cidrs=admin_cidrs, public_ports=tuple(public_ports), docker_version=docker_version,
-        registry_mirrors=registry_mirrors, nfs=nfs, disposable=disposable, preload_images=preload_images, ci=ci,
-        allow_manager_majority_loss=allow_majority_loss, kept_volumes=kept_volumes,
-    )
+    return ssh
 
 
 def _ssh_user(p: _Parser) -> str:
@@ -381,7 +440,34 @@ def _ssh_user(p: _Parser) -> str:
     return user
 
 
-def _ci_settings(p: _Parser, tier: str, cloud: str, services_set: bool) -> CiSettings:
+def _engine(p: _Parser) -> EngineSettings:
+    docker_version = p.string("dockerVersion", "")
+    if docker_version and not re.fullmatch(r"[0-9][0-9A-Za-z.+~:-]*", docker_version):
+        p.fail("dockerVersion", f"{docker_version!r} is not a package version prefix such as 27.5")
+
+    registry_mirrors = p.string_list("registryMirrors")
+    for mirror in registry_mirrors:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?/?", mirror):
+            p.fail("registryMirrors", f"{mirror!r} must be a URL such as https://mirror.example.com")
+
+    preload_images = tuple(os.path.expanduser(path) for path in p.string_list("preloadImages"))
+    for path in preload_images:
+        if not p.file_exists(path):
+            p.fail("preloadImages", f"no file at {path}; list docker-archive tarballs (docker save -o FILE IMAGE)")
+    return EngineSettings(docker_version, registry_mirrors, preload_images)
+
+
+def _nfs(p: _Parser) -> NfsSettings:
+    nfs_raw = p.mapping("nfs")
+    nfs = NfsSettings(str(nfs_raw.get("exportRoot", "/srv/nfs")), str(nfs_raw.get("mountRoot", "/mnt/nfs")))
+    for key, path in (("exportRoot", nfs.export_root), ("mountRoot", nfs.mount_root)):
+        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path):
+            p.fail("nfs", f"{key} must be an absolute path without spaces, got {path!r}")
+    return nfs
+
+
+def _ci(p: _Parser, placement: Placement) -> CiSettings:
+    tier, cloud = placement.tier, placement.cloud
     if tier == "minimal":
         default_services: tuple[str, ...] = ()
     elif cloud == "local":
@@ -389,7 +475,7 @@ def _ci_settings(p: _Parser, tier: str, cloud: str, services_set: bool) -> CiSet
         default_services = ("registry",)
     else:
         default_services = CI_SERVICES
-    services = p.string_list("ciServices") if services_set else default_services
+    services = p.string_list("ciServices") if "ciServices" in p.raw else default_services
     for service in services:
         if service not in CI_SERVICES:
             p.fail("ciServices", f"unknown service {service!r}; choose from {', '.join(CI_SERVICES)}")
@@ -424,20 +510,6 @@ def _ci_settings(p: _Parser, tier: str, cloud: str, services_set: bool) -> CiSet
         p.fail("registryGcSchedule", f"{gc_schedule!r} is not a systemd calendar event such as "
                                      f"'Sun *-*-* 03:00:00' or 'daily'")
     return CiSettings(tuple(services), images, admin_user, admin_email, gc_schedule)
-
-
-CONFIG_KEYS = (
-    "tier", "cloud", "workers", "managers", "region", "vpcCidr", "image", "sizes",
-    "volumeSizes", "sshUser", "sshPublicKey", "sshKeyId", "sshPrivateKeyPath", "adminCidrs",
-    "publicPorts", "dockerVersion", "registryMirrors", "nfs", "disposable", "preloadImages",
-    "ciServices", "ciImages", "ciAdminUser", "ciAdminEmail", "registryGcSchedule", "allowManagerMajorityLoss",
-    "keptVolumes",
-)
-# set with `pulumi config set --secret`; read only as a secret
-SECRET_KEYS = ("sshPrivateKey",)
-KNOWN_KEYS = CONFIG_KEYS + SECRET_KEYS
-OBJECT_KEYS = ("sizes", "volumeSizes", "adminCidrs", "publicPorts", "registryMirrors", "nfs", "preloadImages",
-               "ciServices", "ciImages", "keptVolumes")
 
 
 def unknown_key_problems(names: Iterable[str]) -> list[str]:
@@ -483,16 +555,20 @@ def read_raw_config(cfg, names: Iterable[str] | None = None) -> dict[str, Any]:
     for name in configured_keys() if names is None else names:
         if name not in KNOWN_KEYS:
             raw[name] = True  # presence only: its value is never used and may be a secret
-    for key in CONFIG_KEYS:
-        if key in OBJECT_KEYS:
-            try:
-                value = cfg.get_object(key)
-            except Exception:  # a plain string where a list/object was expected
-                value = cfg.get(key)
+    for key, held in KEYS.items():
+        if held == SECRET:
+            value = True if cfg.get_secret(key) is not None else None  # presence only
+        elif held == STRUCTURED:
+            value = _structured(cfg, key)
         else:
             value = cfg.get(key)
         if value is not None:
             raw[key] = value
-    if cfg.get_secret("sshPrivateKey") is not None:
-        raw["sshPrivateKey"] = True
     return raw
+
+
+def _structured(cfg, key: str) -> Any:
+    try:
+        return cfg.get_object(key)
+    except pulumi.ConfigTypeError:  # a plain string where a list or object was expected
+        return cfg.get(key)

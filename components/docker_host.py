@@ -37,6 +37,6 @@ class DockerHost(pulumi.ComponentResource):
             connection=host.connection,
             script="host-base.sh",
             env=env,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=host.ready),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=host.provisioned),
         )
         self.register_outputs({})

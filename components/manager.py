@@ -22,7 +22,7 @@ class ManagerAccess:
     # an ssh_config text for those aliases (and the master they are reached through)
     ssh_config: pulumi.Output[str]
     # what must exist before ssh can use the key (the key file of local VMs)
-    ready: list[pulumi.Resource] = field(default_factory=list)
+    identity_file_written: list[pulumi.Resource] = field(default_factory=list)
 
 
 @dataclass
@@ -35,8 +35,8 @@ class SwarmJoin:
     manager_connection: remote.ConnectionArgs
     worker_token: pulumi.Output[str]
     manager_token: pulumi.Output[str]
-    # the resources that made the swarm and read its tokens: joins wait for them
-    ready: list[pulumi.Resource]
+    # the swarm's init and the command that read its tokens: joins wait for them
+    init_and_tokens: list[pulumi.Resource]
     access: ManagerAccess
 
 
@@ -62,7 +62,7 @@ def join_swarm(name: str, *, host: Host, join: SwarmJoin, role: str, parent: pul
         env={"MANAGER_ADDR": join.manager_address, "ADVERTISE_ADDR": host.private_ip, "JOIN_ROLE": role,
              "FIRST_MANAGER_ID": join.first_manager_id},
         secret_env={"JOIN_TOKEN": join.manager_token if role == "manager" else join.worker_token},
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.ready),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.init_and_tokens),
     )
     return command, command.stdout.apply(lambda s: s.strip())
 
@@ -85,7 +85,7 @@ def node_membership(name: str, *, node_id: pulumi.Output[str], join: SwarmJoin, 
         stdin=script_text("swarm-remove-node.sh"),
         environment={"NODE_ID": node_id, "MANAGERS": " ".join(join.access.aliases),
                      "SSH_CONFIG": join.access.ssh_config},
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.access.ready),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.access.identity_file_written),
     )
 
 
@@ -133,7 +133,7 @@ class SwarmManager(pulumi.ComponentResource):
                 manager_connection=host.connection,
                 worker_token=pulumi.Output.secret(lines.apply(lambda t: t[0])),
                 manager_token=pulumi.Output.secret(lines.apply(lambda t: t[1])),
-                ready=[init, tokens],
+                init_and_tokens=[init, tokens],
                 access=args.access,
             )
             self.joined = init
@@ -142,8 +142,9 @@ class SwarmManager(pulumi.ComponentResource):
             self.join = args.join
             self.joined, self.node_id = join_swarm(name, host=host, join=self.join, role="manager", parent=self,
                                                    depends_on=args.depends_on)
-            self.membership = node_membership(name, node_id=self.node_id, join=self.join, parent=self,
-                                              depends_on=[self.joined] + self.join.ready + args.membership_after)
+            self.membership = node_membership(
+                name, node_id=self.node_id, join=self.join, parent=self,
+                depends_on=[self.joined] + self.join.init_and_tokens + args.membership_after)
         self.labels = node_labels(name, node_id=self.node_id, labels=args.labels, join=self.join, parent=self,
-                                  depends_on=[self.joined] + self.join.ready)
+                                  depends_on=[self.joined] + self.join.init_and_tokens)
         self.register_outputs({"node_id": self.node_id})

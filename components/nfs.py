@@ -44,7 +44,7 @@ class NfsServerArgs:
     all_exports: Mapping[str, Export]
     depends_on: list[pulumi.Resource]
     # what serves each export of the servers made before this one: a replica waits for it
-    export_ready: Mapping[str, list[pulumi.Resource]] = field(default_factory=dict)
+    export_served: Mapping[str, list[pulumi.Resource]] = field(default_factory=dict)
 
 
 class NfsServer(pulumi.ComponentResource):
@@ -62,7 +62,8 @@ class NfsServer(pulumi.ComponentResource):
         )
         self.server = run_script(f"{name}-exports", connection=args.host.connection, script="nfs-server.sh",
                                  env={"EXPORTS": lines}, opts=child)
-        self.ready: list[pulumi.Resource] = [self.server]
+        # what serves this server's exports: the exports, and the copies of a replica
+        self.serving: list[pulumi.Resource] = [self.server]
         self.replicas = []
         for export in args.exports:
             if not export.replica_of:
@@ -76,7 +77,7 @@ class NfsServer(pulumi.ComponentResource):
                 env={"SOURCE": args.addresses[source.server].apply(lambda ip, p=source.path: f"{ip}:{p}"),
                      "MOUNT_POINT": source_dir, "MODE": "ro"},
                 opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=args.depends_on + list(args.export_ready[source.name])),
+                    parent=self, depends_on=args.depends_on + list(args.export_served[source.name])),
             )
             replica = run_script(
                 f"{name}-{export.name}-replica",
@@ -86,7 +87,7 @@ class NfsServer(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server, source_mount]),
             )
             self.replicas.append(replica)
-            self.ready.append(replica)
+            self.serving.append(replica)
         self.exports = pulumi.Output.all(args.host.private_ip).apply(
             lambda ip: [f"{ip[0]}:{e.path}" for e in args.exports]
         )

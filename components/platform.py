@@ -1,7 +1,7 @@
-"""Choose the stack's cloud and bring the platform up on it."""
+"""The platform on a cloud's hosts: the cluster, then the CI/CD host's services through a
+docker provider that reaches that host over ssh."""
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Optional
 
@@ -12,12 +12,8 @@ from .cicd import CiCd, CiCdArgs
 from .cluster import Cluster, ClusterArgs
 from .config import DockyardConfig
 from .hosts import Platform
+from .ssh import docker_ssh_argv
 from .topology import Role, Topology
-
-# The hosts are new machines whose keys nobody has seen yet, as with pulumi-command's
-# connections; the key pair of the stack is what authenticates.
-DOCKER_SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                      "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
 
 
 @dataclass
@@ -53,14 +49,9 @@ class Deployment:
 def docker_ssh_options(identity_file: Optional[str], user: str, jump_host: Optional[pulumi.Input[str]]):
     """ssh options for the docker provider (it runs the system ssh): the stack's key and,
     for a host behind the master, a hop through the master with the same key."""
-    identity = ["-o", f"IdentityFile={identity_file}", "-o", "IdentitiesOnly=yes"] if identity_file else []
     if jump_host is None:
-        return DOCKER_SSH_OPTIONS + identity
-
-    def with_jump(master: str) -> list[str]:
-        hop = " ".join(["ssh", *DOCKER_SSH_OPTIONS, *identity, "-W", "%h:%p", shlex.quote(f"{user}@{master}")])
-        return DOCKER_SSH_OPTIONS + identity + ["-o", f"ProxyCommand={hop}"]
-    return pulumi.Output.from_input(jump_host).apply(with_jump)
+        return docker_ssh_argv(identity_file, user, None)
+    return pulumi.Output.from_input(jump_host).apply(lambda master: docker_ssh_argv(identity_file, user, master))
 
 
 def ci_docker_provider(config: DockyardConfig, platform: Platform, ci_host: str, master: str,
@@ -77,39 +68,28 @@ def ci_docker_provider(config: DockyardConfig, platform: Platform, ci_host: str,
         f"{ci_host}-docker-provider",
         host=address,
         ssh_opts=docker_ssh_options(platform.identity_file, config.ssh.user, jump),
-        opts=pulumi.ResourceOptions(depends_on=[*after, *platform.identity_ready]),
+        opts=pulumi.ResourceOptions(depends_on=[*after, *platform.identity_file_written]),
     )
 
 
-def deploy(config: DockyardConfig, topology: Topology,
-           private_key: Optional[pulumi.Input[str]]) -> Deployment:
-    """The stack's hosts on its cloud, and the platform on them. DigitalOcean hosts take
-    the configured key; local VMs get a key made for the stack."""
-    if config.cloud == "digitalocean":
-        from .hosts.digitalocean import DigitalOceanCloud, DigitalOceanCloudArgs
-
-        cloud = DigitalOceanCloud("do", DigitalOceanCloudArgs(config=config, topology=topology,
-                                                               private_key=private_key))
-        platform = cloud.platform
-    else:
-        from .hosts.local import LocalCloud, LocalCloudArgs
-
-        cloud = LocalCloud("local", LocalCloudArgs(config=config, topology=topology))
-        platform = cloud.platform
+def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> Deployment:
+    """The platform on the hosts a cloud made: the cluster and, where the tier has a CI/CD
+    host and the stack runs services on it, those services."""
     cluster = Cluster(config.stack, ClusterArgs(config=config, topology=topology, platform=platform))
 
     cicd = None
     ci_hosts = topology.with_role(Role.CICD)
     if ci_hosts and config.ci.services:
         ci, master = ci_hosts[0].name, topology.master.name
-        # a host is ready for containers once its engine runs and its preloaded images are in
-        ready = {name: [cluster.preloads[name].load if name in cluster.preloads else e.engine]
-                 for name, e in cluster.engines.items()}
-        provider = ci_docker_provider(config, platform, ci, master, [ready[ci][0], cluster.master.setup])
+        # what a host's containers wait for: its engine, and its preloaded images when it has some
+        engine_and_images = {name: [cluster.preloads[name].load if name in cluster.preloads else e.engine]
+                     for name, e in cluster.engines.items()}
+        provider = ci_docker_provider(config, platform, ci, master,
+                                      [engine_and_images[ci][0], cluster.master.setup])
         logins = [ci] + [m.name for m in topology.managers]
         cicd = CiCd("cicd", CiCdArgs(
             stack=config.stack, settings=config.ci, host=platform.hosts[ci],
             url_address=platform.hosts[ci].ssh_address,
-            clients=[platform.hosts[h.name] for h in topology.hosts], logins=logins, ready=ready,
+            clients=[platform.hosts[h.name] for h in topology.hosts], logins=logins, ready=engine_and_images,
         ), opts=pulumi.ResourceOptions(providers={"docker": provider}))
     return Deployment(cluster, cicd)

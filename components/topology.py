@@ -1,7 +1,8 @@
 """Table 5.1 of the thesis as data: which host does what in each tier.
 
-Pure Python on purpose (no Pulumi imports) so that the placement rules can be read,
-tested and reused by the policy pack without an engine.
+Pure Python on purpose (no Pulumi imports), so that the placement rules can be read and
+tested without an engine. The manager-count rule lives here too: config.py reports it as a
+configuration error, build_topology refuses it.
 """
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ DEFAULT_MANAGERS = {"minimal": 1, "default": 1, "small": 3, "medium": 7}
 # Tiers whose manager count the stack may change (the others have a single fixed manager).
 MANAGER_COUNT_SETTABLE = ("small", "medium")
 MAX_MANAGERS = 7
+
+
+def manager_count_problem(tier: str, managers: int) -> str | None:
+    """What is wrong with `managers` swarm managers in `tier`, or None. A tier outside
+    MANAGER_COUNT_SETTABLE has its fixed count; the others an odd one up to MAX_MANAGERS, so
+    that Raft keeps a majority."""
+    fixed = DEFAULT_MANAGERS[tier]
+    if tier not in MANAGER_COUNT_SETTABLE:
+        return None if managers == fixed else f"tier {tier} always has {fixed} manager"
+    if managers < 1 or managers > MAX_MANAGERS or managers % 2 == 0:
+        return (f"must be odd and between 1 and {MAX_MANAGERS} so that Raft keeps a majority "
+                f"(3 tolerates 1 lost manager, 5 tolerates 2); got {managers}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -122,10 +136,9 @@ def build_topology(
     if workers < 0:
         raise ValueError("workers must be 0 or more")
     managers = DEFAULT_MANAGERS[tier] if managers is None else managers
-    if tier not in MANAGER_COUNT_SETTABLE and managers != DEFAULT_MANAGERS[tier]:
-        raise ValueError(f"tier {tier} has exactly {DEFAULT_MANAGERS[tier]} manager")
-    if managers < 1 or managers > MAX_MANAGERS or managers % 2 == 0:
-        raise ValueError("managers must be odd and between 1 and 7")
+    problem = manager_count_problem(tier, managers)
+    if problem:
+        raise ValueError(f"managers: {problem}")
 
     worker_hosts = [_host(f"w{i}", Role.WORKER) for i in range(1, workers + 1)]
     worker_names = tuple(h.name for h in worker_hosts)

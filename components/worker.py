@@ -24,7 +24,7 @@ class SwarmWorker(pulumi.ComponentResource):
         self.joined, self.node_id = join_swarm(name, host=args.host, join=args.join, role="worker", parent=self,
                                                depends_on=args.depends_on)
         self.membership = node_membership(name, node_id=self.node_id, join=args.join, parent=self,
-                                          depends_on=[self.joined] + args.join.ready)
+                                          depends_on=[self.joined] + args.join.init_and_tokens)
         self.labels = node_labels(name, node_id=self.node_id, labels=args.labels, join=args.join, parent=self,
-                                  depends_on=[self.joined] + args.join.ready)
+                                  depends_on=[self.joined] + args.join.init_and_tokens)
         self.register_outputs({"node_id": self.node_id})

@@ -1,3 +1,3 @@
-from localcloud.vm import main
+from localcloud.cli import main
 
 raise SystemExit(main())

@@ -1,148 +1,27 @@
-"""Create, list and delete dockyard's local VMs.
-
-Layout: one network namespace per stack network holds a bridge, the VMs' tap devices and
-their qemu processes; a veth pair joins it to the host, which gets the first address of the
-range. (A bridge in the host's own namespace can have VM-to-VM traffic dropped by the
-host's firewall; inside the namespace nothing filters it.) Each VM boots the cached base
-image through a copy-on-write overlay, with a separate data disk when its role keeps data.
+"""dockyard's local VMs: each runs qemu inside its network's namespace, with a tap device on
+the bridge, and boots the base image through a copy-on-write overlay, with a separate data
+disk when its role keeps data.
 
 Every command is safe to repeat: create on a running VM and delete on a missing one do
 nothing, and delete works when the VM died by itself."""
 from __future__ import annotations
 
-import argparse
 import base64
-import fcntl
-import hashlib
 import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RECIPE = HERE / "build-image.sh"
-STATE = Path(os.environ.get("DOCKYARD_STATE_DIR", Path.home() / ".local" / "state" / "dockyard"))
-CACHE = Path(os.environ.get("DOCKYARD_CACHE_DIR", Path.home() / ".cache" / "dockyard"))
-BRIDGE = "br0"
+from localcloud.base_image import ensure_image
+from localcloud.network import BRIDGE, in_netns, netns_exists, network_down
+from localcloud.system import STATE, LocalCloudError, log, run
+
 DATA_DEVICE = "/dev/vdb"
 
-
-class LocalCloudError(Exception):
-    pass
-
-
-def log(message: str) -> None:
-    print(f"localcloud: {message}", file=sys.stderr, flush=True)
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), text=True, capture_output=True)
-    if check and result.returncode != 0:
-        raise LocalCloudError(f"{' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
-    return result
-
-
-# --- image ---------------------------------------------------------------------------------
-
-def recipe_digest() -> str:
-    """Changes when the image's recipe does: the build script or the images built into it."""
-    digest = hashlib.sha256(RECIPE.read_bytes())
-    digest.update((Path(__file__).parent / "images.py").read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def image_dir() -> Path:
-    return CACHE / "images" / recipe_digest()
-
-
-def ensure_image() -> Path:
-    """The base image for the current recipe, built once and shared by every VM."""
-    target = image_dir()
-    if (target / "base.raw").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second caller waits for the first build
-        if (target / "base.raw").exists():
-            return target
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        log(f"building the base image {target.name} (about 2 minutes, once per recipe)")
-        preload = Path(tempfile.mkdtemp(prefix="dockyard-preload-"))
-        try:
-            from localcloud.images import registry_image, write_archive
-
-            # Docker Hub is out of reach: the stack's registry image comes inside the VM image
-            write_archive(registry_image(), preload / "registry.tar")
-            env = {**os.environ, "OUT": str(partial), "PACKAGE_CACHE": str(CACHE / "debs"),
-                   "PRELOAD_DIR": str(preload)}
-            result = subprocess.run(["bash", str(RECIPE)], env=env)
-        finally:
-            shutil.rmtree(preload, ignore_errors=True)
-        if result.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise LocalCloudError("the base image build failed (see the messages above)")
-        partial.rename(target)
-        for old in target.parent.iterdir():
-            if old.is_dir() and old != target:
-                shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-# --- network -------------------------------------------------------------------------------
-
-def netns(net: str) -> str:
-    return f"dockyard-{net}"
-
-
-def host_link(net: str) -> str:
-    return f"dy-{net}"[:15]
-
-
-def netns_exists(net: str) -> bool:
-    return netns(net) in run("ip", "netns", "list").stdout.split()
-
-
-def in_netns(net: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run("ip", "netns", "exec", netns(net), *args, check=check)
-
-
-def network_up(net: str, cidr: str) -> str:
-    network = ipaddress.ip_network(cidr)
-    host_address = f"{network.network_address + 1}/{network.prefixlen}"
-    if not netns_exists(net):
-        log(f"creating network {net} ({cidr}) in namespace {netns(net)}")
-        run("ip", "netns", "add", netns(net))
-    in_netns(net, "ip", "link", "set", "lo", "up")
-    if in_netns(net, "ip", "link", "show", BRIDGE, check=False).returncode != 0:
-        in_netns(net, "ip", "link", "add", BRIDGE, "type", "bridge")
-    in_netns(net, "ip", "link", "set", BRIDGE, "up")
-    link = host_link(net)
-    if run("ip", "link", "show", link, check=False).returncode != 0:
-        run("ip", "link", "add", link, "type", "veth", "peer", "name", "uplink", "netns", netns(net))
-    in_netns(net, "ip", "link", "set", "uplink", "master", BRIDGE)
-    in_netns(net, "ip", "link", "set", "uplink", "up")
-    if host_address not in run("ip", "-o", "addr", "show", "dev", link).stdout:
-        run("ip", "addr", "add", host_address, "dev", link)
-    run("ip", "link", "set", link, "up")
-    return host_address.split("/")[0]
-
-
-def network_down(net: str) -> None:
-    if netns_exists(net):
-        run("ip", "netns", "delete", netns(net))
-    if run("ip", "link", "show", host_link(net), check=False).returncode == 0:
-        run("ip", "link", "delete", host_link(net))
-
-
-# --- VMs -----------------------------------------------------------------------------------
 
 def vm_dir(net: str, name: str) -> Path:
     return STATE / net / name
@@ -293,72 +172,3 @@ def cleanup(net: str) -> None:
         delete(net, vm["name"])
     network_down(net)
     shutil.rmtree(STATE / net, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m localcloud", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("image", help="build the base image if its recipe changed; print its directory")
-    p = sub.add_parser("network-up", help="create a VM network (idempotent)")
-    p.add_argument("--net", required=True)
-    p.add_argument("--cidr", required=True)
-    p = sub.add_parser("network-down", help="delete a VM network")
-    p.add_argument("--net", required=True)
-    p = sub.add_parser("create", help="start a VM (idempotent); prints its name, address and data disk as JSON")
-    p.add_argument("--net", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--address", required=True, help="IP/prefix, e.g. 10.231.0.11/24")
-    p.add_argument("--key", required=True, help="the authorized_keys line for root")
-    p.add_argument("--data-gb", type=int, default=0)
-    p.add_argument("--memory", type=int, default=1024)
-    p.add_argument("--cpus", type=int, default=1)
-    p.add_argument("--wait", type=float, default=600, help="seconds to wait for SSH (0: do not wait)")
-    p = sub.add_parser("delete", help="stop a VM and delete its disks and tap (idempotent)")
-    p.add_argument("--net", required=True)
-    p.add_argument("--name", required=True)
-    p = sub.add_parser("list", help="list VMs")
-    p.add_argument("--net")
-    p = sub.add_parser("cleanup", help="delete every VM of a network and the network")
-    p.add_argument("--net", required=True)
-    p = sub.add_parser("ci-images", help="build Gitea, Drone and its runner here; write them as docker-archives "
-                                         "to OUT and print the dockyard:ciImages settings for them as JSON")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("registry-image", help="write the dockyard/registry image as a docker-archive")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("web-image", help="write the dockyard/web:VERSION test app as a docker-archive")
-    p.add_argument("--version", required=True)
-    p.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "image":
-            print(ensure_image())
-        elif args.command == "network-up":
-            print(network_up(args.net, args.cidr))
-        elif args.command == "network-down":
-            network_down(args.net)
-        elif args.command == "create":
-            print(json.dumps(create(args.net, args.name, args.address, args.key, args.data_gb, args.memory,
-                                    args.cpus, args.wait)))
-        elif args.command == "delete":
-            delete(args.net, args.name)
-        elif args.command == "list":
-            for vm in list_vms(args.net):
-                print(f"{vm['network']}\t{vm['name']}\t{vm['ip']}\t{vm['state']}")
-        elif args.command == "cleanup":
-            cleanup(args.net)
-        elif args.command == "ci-images":
-            from localcloud.ci_images import build_ci_images
-
-            print(json.dumps(build_ci_images(Path(args.out))))
-        elif args.command == "registry-image":
-            from localcloud.images import registry_image, write_archive
-
-            print(write_archive(registry_image(), Path(args.out)))
-        elif args.command == "web-image":
-            from localcloud.images import deb_file, web_image, write_archive
-
-            print(write_archive(web_image(args.version, deb_file("busybox-static", "/bin/busybox")), Path(args.out)))
-    except LocalCloudError as error:
-        log(f"error: {error}")
-        return 1
-    return 0

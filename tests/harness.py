@@ -12,8 +12,9 @@ from google.protobuf import json_format
 from pulumi.runtime.mocks import MockMonitor
 
 from components.config import parse_config
-from components.platform import deploy
-from components.topology import build_topology
+from components.program import StackSettings
+from components.program import run as run_the_program
+from components.quorum import MANAGER_COUNT_OUTPUT
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -61,11 +62,16 @@ class Registration:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    def __init__(self, vpc_cidr: str):
+    def __init__(self, vpc_cidr: str, previous_managers: int | None = None):
         self.network = ipaddress.ip_network(vpc_cidr)
         self.counter = 0
+        # the manager count the stack's last update exported; None: a new stack
+        self.previous_managers = previous_managers
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        if args.typ == "pulumi:pulumi:StackReference":  # the manager guard reads its own stack
+            last = {} if self.previous_managers is None else {MANAGER_COUNT_OUTPUT: self.previous_managers}
+            return args.name, {"name": args.inputs["name"], "outputs": last, "secretOutputNames": []}
         outputs = dict(args.inputs)
         self.counter += 1
         n = self.counter
@@ -146,6 +152,8 @@ class Run:
     outputs: dict = field(default_factory=dict)
     cluster: object = None
     deployment: object = None
+    # the key the program resolved for the hosts (components.program.users_private_key)
+    private_key: object = None
 
     def of_type(self, typ: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == typ]
@@ -188,24 +196,28 @@ BASE_CONFIG = {
 
 
 
-def run_program(stack: str = "test", **overrides) -> Run:
-    raw = {**BASE_CONFIG, **overrides}
-    config = parse_config(stack, raw)
-    mocks = Mocks(config.vpc_cidr)
+def run_program(stack: str = "test", previous_managers: int | None = None, **overrides) -> Run:
+    """The program of components/program.py on mocks, with BASE_CONFIG and `overrides` as the
+    stack's `dockyard:*` values (an override of None removes the key). The stack's
+    dockyard:sshPrivateKey is TEST_KEY, a secret; `previous_managers` is the manager count
+    of the stack's last update."""
+    raw = {k: v for k, v in {**BASE_CONFIG, **overrides}.items() if v is not None}
+    config = parse_config(stack, raw)  # a bad configuration fails here, before the mocks
+    mocks = Mocks(config.vpc_cidr, previous_managers)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="dockyard", stack=stack, preview=False, monitor=monitor)
-    topology = build_topology(config.tier, config.workers, config.managers,
-                              config.nfs.export_root, config.nfs.mount_root)
     run = Run(monitor.registrations)
 
     @pulumi.runtime.test
     def program():
-        deployment = deploy(config, topology, pulumi.Output.secret(TEST_KEY))
-        run.cluster = deployment.cluster
-        run.deployment = deployment
-        outputs = deployment.outputs()
-        names = list(outputs)
-        return pulumi.Output.all(*outputs.values()).apply(lambda vs: run.outputs.update(zip(names, vs)))
+        key = pulumi.Output.secret(TEST_KEY) if raw.get("sshPrivateKey") else None
+        result = run_the_program(StackSettings(stack, raw, key))
+        run.cluster = result.deployment.cluster
+        run.deployment = result.deployment
+        run.private_key = result.private_key
+        names = list(result.exports)
+        return pulumi.Output.all(*result.exports.values()).apply(
+            lambda values: run.outputs.update(zip(names, values)))
 
     program()
     return run

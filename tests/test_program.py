@@ -7,7 +7,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.hosts.firewall import CONTROL_PORTS
+from components.ports import CONTROL_PORTS
 from components.topology import build_topology
 from tests.harness import MANAGER_TOKEN, WORKER_TOKEN, Mocks, RecordingMonitor, run_program
 
@@ -102,7 +102,7 @@ def test_no_swarm_or_nfs_port_is_open_to_the_internet(tier_run):
         for rule in fw.inputs["inboundRules"]:
             sources = set(rule.get("sourceAddresses", []))
             port = rule.get("portRange", "")
-            if port in CONTROL_PORTS:
+            if port.isdigit() and int(port) in CONTROL_PORTS:
                 assert not sources & {"0.0.0.0/0", "::/0"}, f"{fw.name} opens {port} to the internet"
             if sources & {"0.0.0.0/0", "::/0"}:
                 assert port in ("80", "443"), f"{fw.name} opens {port} to the internet"
@@ -366,3 +366,30 @@ def test_every_join_names_the_first_manager_of_its_swarm():
     assert len(joins) == 2 + 2
     for join in joins:
         assert f"FIRST_MANAGER_ID=node-{first.name}" in join.inputs["create"], join.name
+
+
+def test_the_program_refuses_to_remove_half_of_the_managers_in_one_update():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError, match="going from 5 to 1 managers"):
+        run_program(tier="small", workers="0", managers="1", previous_managers=5)
+    run = run_program(tier="small", workers="0", managers="3", previous_managers=5)
+    assert run.outputs["manager_count"] == 3, "the next update compares with this count"
+
+
+def test_the_key_file_is_read_as_a_secret(tmp_path):
+    from pulumi.runtime.sync_await import _sync_await
+
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nkey-from-a-file\n-----END OPENSSH PRIVATE KEY-----\n"
+    (tmp_path / "id_ed25519").write_text(key)
+    run = run_program(tier="minimal", workers="0", sshPrivateKey=None, sshPrivateKeyPath=str(tmp_path / "id_ed25519"))
+    assert _sync_await(run.private_key.future()) == key
+    assert _sync_await(run.private_key.is_secret()), "the key never travels in clear"
+    assert run.named("a-docker").inputs["connection"]["privateKey"] == key
+
+
+def test_every_cloud_the_configuration_accepts_has_hosts():
+    from components.config import CLOUDS as NAMES
+    from components.program import CLOUDS
+
+    assert sorted(CLOUDS) == sorted(NAMES)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from components.cluster import BATCH_SSH_OPTIONS, ssh_config
+from components.ssh import BATCH_SSH_OPTIONS, ssh_config
 
 NAMES = ["a", "b"]
 ADDRESSES = ["203.0.113.10", "10.0.0.2"]

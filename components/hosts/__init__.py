@@ -25,8 +25,8 @@ class Host:
     ssh_address: pulumi.Output[str]
     # Block device of the host's data volume, when it has one.
     data_device: Optional[pulumi.Input[str]] = None
-    # What must exist before the bootstrap starts (the machine, its volume, its firewall).
-    ready: list[pulumi.Resource] = field(default_factory=list)
+    # What must exist before the bootstrap starts: the machine, its volume, its firewall.
+    provisioned: list[pulumi.Resource] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -48,7 +48,7 @@ class Platform:
     # A file holding the hosts' private key, for tools that run the system ssh (the docker
     # provider); None when the user's ssh agent holds it. What writes the file, if anything.
     identity_file: Optional[str] = None
-    identity_ready: list[pulumi.Resource] = field(default_factory=list)
+    identity_file_written: list[pulumi.Resource] = field(default_factory=list)
 
 
 def policy_facts(config: DockyardConfig, admin_cidrs: list[str], retain_volumes: bool) -> dict:

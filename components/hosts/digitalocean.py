@@ -12,7 +12,7 @@ import pulumi_digitalocean as do
 from pulumi_command import remote
 
 from ..config import DockyardConfig
-from ..topology import Role, Topology
+from ..topology import HostSpec, Role, Topology
 from . import Host, Platform, policy_facts
 from .firewall import inbound_rules
 
@@ -52,22 +52,55 @@ class DigitalOceanCloud(pulumi.ComponentResource):
         cfg, topo = args.config, args.topology
         declared = policy_facts(cfg, admin_cidrs=list(cfg.admin_cidrs), retain_volumes=not cfg.disposable)
         super().__init__("dockyard:digitalocean:Cloud", name, declared, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        prefix = f"dockyard-{cfg.stack}"
+        self._cloud_name, self._config, self._topology = name, cfg, topo
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._prefix = f"dockyard-{cfg.stack}"
 
-        self.vpc = do.Vpc(f"{name}-vpc", name=prefix, region=cfg.region, ip_range=cfg.vpc_cidr,
-                          description=f"dockyard stack {cfg.stack}", opts=child)
+        self.vpc = do.Vpc(f"{name}-vpc", name=self._prefix, region=cfg.region, ip_range=cfg.vpc_cidr,
+                          description=f"dockyard stack {cfg.stack}", opts=self._child)
+        self._machines()
+        master = topo.master
+        self.reserved_ip = do.ReservedIp(f"{name}-{master.name}-ip", region=cfg.region,
+                                         droplet_id=self.droplets[master.name].id.apply(int), opts=self._child)
+        self._firewalls()
+        self.project = do.Project(
+            f"{name}-project",
+            name=self._prefix,
+            description=f"dockyard {cfg.tier} tier, stack {cfg.stack}",
+            purpose="Service or API",
+            environment="Development" if cfg.disposable else "Production",
+            resources=[d.droplet_urn for d in self.droplets.values()]
+            + [v.volume_urn for v in self.volumes.values()]
+            + [self.reserved_ip.reserved_ip_urn],
+            opts=self._child,
+        )
+        self.platform = Platform(hosts=self._hosts(args.private_key), private_cidr=cfg.vpc_cidr,
+                                 master_address=self.reserved_ip.ip_address, identity_file=cfg.ssh.private_key_path)
 
+        self.register_outputs({
+            **declared,
+            "vpc_id": self.vpc.id,
+            "master_address": self.reserved_ip.ip_address,
+            "droplet_ids": {n: d.id for n, d in self.droplets.items()},
+        })
+
+    def _ssh_key_ref(self) -> pulumi.Input[str]:
+        """The key droplets are made with: the one dockyard uploads, or one already there."""
+        cfg = self._config
         if cfg.ssh.public_key:
-            key = do.SshKey(f"{name}-ssh-key", name=prefix, public_key=cfg.ssh.public_key, opts=child)
-            ssh_key_ref: pulumi.Input[str] = key.fingerprint
-        else:
-            ssh_key_ref = cfg.ssh.key_id
+            key = do.SshKey(f"{self._cloud_name}-ssh-key", name=self._prefix, public_key=cfg.ssh.public_key,
+                            opts=self._child)
+            return key.fingerprint
+        return cfg.ssh.key_id
 
+    def _machines(self) -> None:
+        """A droplet per host, and the data volume of a host that keeps data, attached."""
+        name, cfg, prefix = self._cloud_name, self._config, self._prefix
+        ssh_key_ref = self._ssh_key_ref()
         self.droplets: dict[str, do.Droplet] = {}
         self.volumes: dict[str, do.Volume] = {}
-        attachments: dict[str, do.VolumeAttachment] = {}
-        for spec in topo.hosts:
+        self.attachments: dict[str, do.VolumeAttachment] = {}
+        for spec in self._topology.hosts:
             droplet = do.Droplet(
                 f"{name}-{spec.name}",
                 name=f"{prefix}-{spec.name}",
@@ -100,27 +133,25 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                                                 import_=cfg.kept_volumes.get(spec.name)),
                 )
                 self.volumes[spec.name] = volume
-                attachments[spec.name] = do.VolumeAttachment(
+                self.attachments[spec.name] = do.VolumeAttachment(
                     f"{name}-{spec.name}-{spec.volume}-attachment",
                     droplet_id=droplet.id.apply(int),
                     volume_id=volume.id,
-                    opts=child,
+                    opts=self._child,
                 )
 
-        master = topo.master
-        master_droplet = self.droplets[master.name]
-        self.reserved_ip = do.ReservedIp(
-            f"{name}-{master.name}-ip", region=cfg.region, droplet_id=master_droplet.id.apply(int), opts=child
-        )
-
+    def _firewalls(self) -> None:
+        """A cloud firewall per role, with the rules of hosts/firewall.py."""
+        cfg, topo = self._config, self._topology
+        master_droplet = self.droplets[topo.master.name]
         self.firewalls: dict[Role, do.Firewall] = {}
         for role in Role:
             members = [self.droplets[h.name] for h in topo.with_role(role)]
             if not members:
                 continue
             self.firewalls[role] = do.Firewall(
-                f"{name}-{role.value}-firewall",
-                name=f"{prefix}-{role.value}",
+                f"{self._cloud_name}-{role.value}-firewall",
+                name=f"{self._prefix}-{role.value}",
                 droplet_ids=[d.id.apply(int) for d in members],
                 inbound_rules=[
                     do.FirewallInboundRuleArgs(
@@ -138,57 +169,40 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                                                 destination_addresses=["0.0.0.0/0", "::/0"]),
                     do.FirewallOutboundRuleArgs(protocol="icmp", destination_addresses=["0.0.0.0/0", "::/0"]),
                 ],
-                opts=child,
+                opts=self._child,
             )
 
-        self.project = do.Project(
-            f"{name}-project",
-            name=prefix,
-            description=f"dockyard {cfg.tier} tier, stack {cfg.stack}",
-            purpose="Service or API",
-            environment="Development" if cfg.disposable else "Production",
-            resources=[d.droplet_urn for d in self.droplets.values()]
-            + [v.volume_urn for v in self.volumes.values()]
-            + [self.reserved_ip.reserved_ip_urn],
-            opts=child,
+    def _connection(self, spec: HostSpec, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+        """How the bootstrap reaches a droplet: the master directly, the others through it."""
+        droplet, user = self.droplets[spec.name], self._config.ssh.user
+        common = dict(user=user, private_key=private_key,
+                      dial_error_limit=SSH_DIAL_ATTEMPTS, per_dial_timeout=15)
+        if spec.has(Role.MASTER):
+            return remote.ConnectionArgs(host=droplet.ipv4_address, **common)
+        master_droplet = self.droplets[self._topology.master.name]
+        return remote.ConnectionArgs(
+            host=droplet.ipv4_address_private,
+            proxy=remote.ProxyConnectionArgs(host=master_droplet.ipv4_address, user=user,
+                                             private_key=private_key,
+                                             dial_error_limit=SSH_DIAL_ATTEMPTS, per_dial_timeout=15),
+            **common,
         )
 
-        def connection(spec) -> remote.ConnectionArgs:
-            droplet = self.droplets[spec.name]
-            common = dict(user=cfg.ssh.user, private_key=args.private_key,
-                          dial_error_limit=SSH_DIAL_ATTEMPTS, per_dial_timeout=15)
-            if spec.has(Role.MASTER):
-                return remote.ConnectionArgs(host=droplet.ipv4_address, **common)
-            return remote.ConnectionArgs(
-                host=droplet.ipv4_address_private,
-                proxy=remote.ProxyConnectionArgs(host=master_droplet.ipv4_address, user=cfg.ssh.user,
-                                                 private_key=args.private_key,
-                                                 dial_error_limit=SSH_DIAL_ATTEMPTS, per_dial_timeout=15),
-                **common,
-            )
-
+    def _hosts(self, private_key: pulumi.Input[str]) -> dict[str, Host]:
         hosts: dict[str, Host] = {}
-        for spec in topo.hosts:
+        for spec in self._topology.hosts:
             droplet = self.droplets[spec.name]
-            ready: list[pulumi.Resource] = [droplet] + [self.firewalls[r] for r in spec.roles]
+            provisioned: list[pulumi.Resource] = [droplet] + [self.firewalls[r] for r in spec.roles]
             device = None
-            if spec.name in attachments:
-                ready.append(attachments[spec.name])
-                device = volume_device(f"{prefix}-{spec.name}-{spec.volume}")
+            if spec.name in self.attachments:
+                provisioned.append(self.attachments[spec.name])
+                device = volume_device(f"{self._prefix}-{spec.name}-{spec.volume}")
             hosts[spec.name] = Host(
                 spec=spec,
                 private_ip=droplet.ipv4_address_private,
-                connection=connection(spec),
+                connection=self._connection(spec, private_key),
                 ssh_address=self.reserved_ip.ip_address if spec.has(Role.MASTER) else droplet.ipv4_address_private,
                 data_device=device,
-                ready=ready,
+                provisioned=provisioned,
             )
-        self.platform = Platform(hosts=hosts, private_cidr=cfg.vpc_cidr, master_address=self.reserved_ip.ip_address,
-                                 identity_file=cfg.ssh.private_key_path)
-
-        self.register_outputs({
-            **declared,
-            "vpc_id": self.vpc.id,
-            "master_address": self.reserved_ip.ip_address,
-            "droplet_ids": {n: d.id for n, d in self.droplets.items()},
-        })
+        return hosts

@@ -17,7 +17,8 @@ import pulumi
 import pulumi_tls as tls
 from pulumi_command import local, remote
 
-from localcloud.vm import key_file, recipe_digest
+from localcloud.base_image import recipe_digest
+from localcloud.vm import key_file
 
 from ..config import DockyardConfig
 from ..topology import Role, Topology
@@ -110,10 +111,10 @@ class LocalCloud(pulumi.ComponentResource):
                                                  dial_error_limit=20, per_dial_timeout=15),
                 ssh_address=pulumi.Output.from_input(ip),
                 data_device="/dev/vdb" if data_gb else None,
-                ready=[vm],
+                provisioned=[vm],
             )
         master_ip = hosts[topo.master.name].private_ip
         self.platform = Platform(hosts=hosts, private_cidr=network_cidr, master_address=master_ip,
                                  ssh_private_key=private_key, identity_file=str(key_path),
-                                 identity_ready=[self.key_file])
+                                 identity_file_written=[self.key_file])
         self.register_outputs({**declared, "master_address": master_ip})
