@@ -12,10 +12,18 @@ for it."""
 from __future__ import annotations
 
 import ipaddress
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from pulumi_policy.proxy import UnknownValueError
+
+# The pack runs from policies/; the rules it shares with the program are plain Python modules
+# of the project (no Pulumi imports), read from their one home.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from components.ports import CONTROL_PORTS  # noqa: E402
+from components.topology import MANAGER_COUNT_SETTABLE  # noqa: E402
 
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
@@ -25,8 +33,6 @@ CLOUD_COMPONENTS = ("dockyard:digitalocean:Cloud", "dockyard:local:Cloud")
 MANAGER = "dockyard:role:SwarmManager"
 WORKER = "dockyard:role:SwarmWorker"
 
-CONTROL_PORTS = {2375: "Docker API", 2376: "Docker API (TLS)", 2377: "swarm management",
-                 7946: "swarm gossip", 4789: "swarm overlay (VXLAN)", 111: "rpcbind", 2049: "NFS"}
 INTERNET = ("0.0.0.0/0", "::/0")
 
 # USD per month, DigitalOcean list prices; the pack's config can replace the table.
@@ -264,7 +270,7 @@ def ssh_sources_match_admin_cidrs(args, report_violation: Report) -> None:
 def single_manager_warning(args, report_violation: Report) -> None:
     cloud = _cloud(args.resources)
     managers = [r for r in args.resources if r.resource_type == MANAGER]
-    if cloud.get("tier") in ("small", "medium") and len(managers) == 1:
+    if cloud.get("tier") in MANAGER_COUNT_SETTABLE and len(managers) == 1:
         report_violation("Consider 3 swarm managers: with one, losing it stops all scheduling "
                          "(set dockyard:managers 3).")
 

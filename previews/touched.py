@@ -9,8 +9,10 @@ import json
 import re
 import sys
 
-# the stacks that run in a cloud; `local` runs on the developer's machine, not in CI
-CLOUD_STACKS = ("minimal", "default", "small", "medium")
+from components.topology import TIERS
+
+# the stacks that run in a cloud, one per tier; `local` runs on the developer's machine, not in CI
+CLOUD_STACKS = TIERS
 PROGRAM = re.compile(r"^(__main__\.py|Pulumi\.yaml|requirements\.txt|components/.*|policies/.*)$")
 STACK_FILE = re.compile(r"^stacks/Pulumi\.([A-Za-z0-9_.-]+)\.yaml$")
 
