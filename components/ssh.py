@@ -41,10 +41,15 @@ BATCH_SSH_OPTIONS = as_config_lines(NO_PROMPT + UNSEEN_HOST_KEYS + (
 def docker_ssh_argv(identity_file: Optional[str], user: str, jump_host: Optional[str]) -> list[str]:
     """ssh options for the docker provider: the stack's key and, for a host behind the
     master, a hop through the master (`jump_host`) with the same key."""
-    identity = as_argv((("IdentityFile", identity_file), ("IdentitiesOnly", "yes"))) if identity_file else []
+    # ssh expands %-tokens in IdentityFile and ProxyCommand: a literal % is written %%
+    identity = (as_argv((("IdentityFile", identity_file.replace("%", "%%")), ("IdentitiesOnly", "yes")))
+                if identity_file else [])
     if jump_host is None:
         return DOCKER_SSH_OPTIONS + identity
-    hop = " ".join(["ssh", *DOCKER_SSH_OPTIONS, *identity, "-W", "%h:%p", shlex.quote(f"{user}@{jump_host}")])
+    # ProxyCommand is run by /bin/sh: every word is quoted, so a key path is one argument
+    hop_args = ["ssh", *DOCKER_SSH_OPTIONS, *identity, "-W", "%h:%p", f"{user}@{jump_host}"]
+    hop = " ".join(arg if arg == "%h:%p" else shlex.quote(arg.replace("%%", "%")).replace("%", "%%")
+                   for arg in hop_args)
     return DOCKER_SSH_OPTIONS + identity + ["-o", f"ProxyCommand={hop}"]
 
 

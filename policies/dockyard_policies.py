@@ -301,7 +301,7 @@ POLICIES = (
     Policy("swarm-manager-count", "Swarm managers per stack: odd, between 1 and 7.", swarm_manager_count,
            stack=True),
     Policy("no-control-ports-to-internet",
-           "No firewall rule opens 2375, 2376, 2377, 7946, 4789, 111 or 2049 to the internet.",
+           f"No firewall rule opens {', '.join(map(str, CONTROL_PORTS))} to the internet.",
            no_control_ports_to_internet),
     Policy("ssh-only-master", "SSH from beyond the VPC only on the master, never from the whole internet.",
            ssh_only_master_from_admins, config={"adminCidrs": _STRINGS}),

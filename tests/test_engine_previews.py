@@ -3,7 +3,6 @@ tools/setup.sh installs: what a pull request's pipeline runs. A dummy token, and
 pointed at a closed local port, so any call to DigitalOcean during a preview fails it.
 
 The counts are table 5.1 (DESIGN.md) with each stack file's workers."""
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -87,10 +86,10 @@ def test_a_change_that_breaks_a_policy_is_refused_and_the_comment_shows_why(engi
     cloud = engine.workdir / "components/hosts/digitalocean.py"
     originals = {path: path.read_text() for path in (firewall, cloud)}
     safe = "rules += [Rule(proto, port, (private_cidr,)) for proto, port in SWARM_PORTS]"
-    kept = "retain_volumes=not cfg.disposable"
+    kept = "self._retain_volumes = not cfg.disposable"
     assert safe in originals[firewall] and kept in originals[cloud]
     firewall.write_text(originals[firewall].replace(safe, safe.replace("(private_cidr,)", "ANYWHERE")))
-    cloud.write_text(originals[cloud].replace(kept, "retain_volumes=False"))
+    cloud.write_text(originals[cloud].replace(kept, "self._retain_volumes = False"))
     try:
         preview = engine.preview("small", "--policy-pack", "policies", check=False)
     finally:

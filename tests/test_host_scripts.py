@@ -247,6 +247,15 @@ def test_a_data_volume_with_a_filesystem_is_kept(host):
     assert "UUID=0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e" in (host["root"] / "etc" / "fstab").read_text()
 
 
+def test_a_data_volume_with_another_filesystem_is_left_alone(host):
+    host["disk"].write_bytes(os.urandom(2 * MIB))
+    (host["logs"] / "fs-type").write_text("xfs\n")
+    result = host_base(host)
+    assert result.returncode != 0 and "holds xfs" in result.stderr
+    assert not formatted(host)
+    assert (host["root"] / "etc" / "fstab").read_text() == ORIGINAL_FSTAB, "nothing mounts it as ext4"
+
+
 def test_what_keeps_data_on_the_volume_does_not_start_without_it(host):
     host["disk"].write_bytes(os.urandom(2 * MIB))
     (host["logs"] / "fs-type").write_text("ext4\n")

@@ -2,6 +2,7 @@
 host alias) can never end its line and start a directive of its own, such as ProxyCommand."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 
@@ -102,3 +103,17 @@ def test_ssh_reads_the_quoted_path_as_one_file_and_nothing_else(tmp_path):
     assert "identityfile /home/me/my keys/id 1" in settings
     assert "hostname 10.0.0.2" in settings and "user root" in settings
     assert not any(line.startswith("proxycommand") for line in settings)
+
+
+@pytest.mark.parametrize("path", ["/k/id;touch /tmp/pwned", "/k/my key", "/k/$(id)", "/k/100%x", "/k/a'b"])
+def test_the_docker_providers_hop_keeps_a_key_path_one_argument(path):
+    from components.ssh import docker_ssh_argv
+
+    argv = docker_ssh_argv(path, "root", "203.0.113.10")
+    proxy = next(a for a in argv if a.startswith("ProxyCommand="))
+    # what /bin/sh gets once ssh has expanded %h:%p and turned each %% into %
+    command = proxy.removeprefix("ProxyCommand=").replace("%h:%p", "10.0.0.2:22").replace("%%", "%")
+    words = shlex.split(command)
+    assert words[0] == "ssh" and words[-1] == "root@203.0.113.10" and words[-3:-1] == ["-W", "10.0.0.2:22"]
+    assert f"IdentityFile={path}" in words, "the path is one word, whatever it holds"
+    assert [a for a in argv if a.startswith("IdentityFile=")] == [f"IdentityFile={path.replace('%', '%%')}"]

@@ -7,7 +7,8 @@
 # - state on the file backend, and the passphrase that encrypts its secrets in a file
 #   made once (mode 0600), unless you set your own PULUMI_BACKEND_URL and
 #   PULUMI_CONFIG_PASSPHRASE / PULUMI_CONFIG_PASSPHRASE_FILE.
-# It only sets variables: it installs nothing and never exits your shell.
+# It installs nothing and never exits your shell; the first time, it makes the passphrase
+# file and the backend directory.
 
 DOCKYARD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 # The engine's version is the Python SDK's pin: one source for both.
@@ -33,8 +34,11 @@ if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FI
   export PULUMI_CONFIG_PASSPHRASE_FILE="$DOCKYARD_STATE_HOME/passphrase"
   if [ ! -s "$PULUMI_CONFIG_PASSPHRASE_FILE" ]; then
     # made once: losing it loses the secrets of every stack on this backend
+    # written aside and moved without overwriting: two first shells keep one passphrase
     (umask 077 && mkdir -p "$DOCKYARD_STATE_HOME" &&
-      od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$PULUMI_CONFIG_PASSPHRASE_FILE")
+      tmp=$(mktemp "$PULUMI_CONFIG_PASSPHRASE_FILE.XXXXXX") &&
+      od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$tmp" &&
+      { mv -n "$tmp" "$PULUMI_CONFIG_PASSPHRASE_FILE"; rm -f "$tmp"; })
   fi
 fi
 case "$PULUMI_BACKEND_URL" in

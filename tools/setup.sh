@@ -10,8 +10,27 @@ log() { echo "setup: $*" >&2; }
 fatal() { log "error: $*"; exit 1; }
 
 command -v python3 >/dev/null 2>&1 || fatal "python3 (3.10 or newer) is needed"
-if [ ! -x .venv/bin/python ]; then
+# The script tests need shellcheck; the local VMs need qemu, debootstrap and friends; a
+# venv needs python3-venv on Debian and Ubuntu; the engine's download (without a mirror) curl.
+missing=""
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing=" python3-venv"
+needs="shellcheck:shellcheck qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap
+       mke2fs:e2fsprogs ssh:openssh-client ssh-keygen:openssh-client ip:iproute2 flock:util-linux"
+[ -n "${DOCKYARD_TOOLCHAIN_MIRROR:-}" ] || needs="$needs curl:curl"
+for need in $needs; do
+  command -v "${need%%:*}" >/dev/null 2>&1 || missing="$missing ${need#*:}"
+done
+if [ -n "$missing" ]; then
+  [ "$(id -u)" = 0 ] || fatal "missing packages:$missing (sudo apt-get install$missing)"
+  log "installing$missing"
+  apt-get -q update >/dev/null
+  # shellcheck disable=SC2086 # a list of package names
+  DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends $missing >/dev/null
+fi
+
+if [ ! -x .venv/bin/pip ]; then  # pip too: a venv that failed half-way has python only
   log "creating .venv"
+  rm -rf .venv
   python3 -m venv .venv || fatal "python3 -m venv failed; install the python3-venv package"
 fi
 stamp=.venv/.requirements.sha256
@@ -22,18 +41,5 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# The script tests need shellcheck; the local VMs need qemu, debootstrap and friends.
-missing=""
-for need in shellcheck:shellcheck qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-            debootstrap:debootstrap mke2fs:e2fsprogs ssh:openssh-client ssh-keygen:openssh-client ip:iproute2; do
-  command -v "${need%%:*}" >/dev/null 2>&1 || missing="$missing ${need#*:}"
-done
-if [ -n "$missing" ]; then
-  [ "$(id -u)" = 0 ] || fatal "missing packages:$missing (sudo apt-get install$missing)"
-  log "installing$missing"
-  apt-get -q update >/dev/null
-  # shellcheck disable=SC2086 # a list of package names
-  DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends $missing >/dev/null
-fi
 tools/toolchain.sh
 log "ready: now . tools/env.sh"

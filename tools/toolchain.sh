@@ -50,17 +50,30 @@ mirrored() {
 
 cli_dir="$DOCKYARD_TOOLCHAIN_DIR/pulumi-$version"
 installed_version() { "$1" version 2>/dev/null | sed 's/^v//'; }
+# a pulumi on PATH other than the one this script installs
+other_pulumi() {
+  local dir
+  local IFS=:
+  for dir in $PATH; do
+    [ "$dir" != "$cli_dir/pulumi" ] && [ -x "$dir/pulumi" ] && { echo "$dir/pulumi"; return 0; }
+  done
+  return 1
+}
+
+# two runs at once (two test runs, two shells) must not replace each other's files
+mkdir -p "$DOCKYARD_TOOLCHAIN_DIR"
+exec 8>"$DOCKYARD_TOOLCHAIN_DIR/.lock"
+command -v flock >/dev/null 2>&1 && { flock -w 600 8 || fatal "another install held $DOCKYARD_TOOLCHAIN_DIR/.lock for 10 minutes"; }
 
 if [ -x "$cli_dir/pulumi/pulumi" ] && [ "$(installed_version "$cli_dir/pulumi/pulumi")" = "$version" ]; then
   log "pulumi $version: in place ($cli_dir)"
-elif on_path=$(PATH=${PATH#"$cli_dir/pulumi:"} command -v pulumi) &&
-     [ "$(installed_version "$on_path")" = "$version" ]; then
+elif on_path=$(other_pulumi) && [ "$(installed_version "$on_path")" = "$version" ]; then
   log "pulumi $version: using $on_path"
   mkdir -p "$cli_dir/pulumi"
   for tool in "$(dirname "$on_path")"/pulumi*; do ln -sf "$tool" "$cli_dir/pulumi/"; done
 else
   tarball="pulumi-v$version-$os-$cli_arch.tar.gz"
-  tmp=$(mktemp -d)
+  tmp=$(mktemp -d "$DOCKYARD_TOOLCHAIN_DIR/.install.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   if [ -n "$mirror" ]; then
     log "pulumi $version: installing from $mirror"
@@ -78,8 +91,7 @@ else
   mkdir -p "$tmp/unpacked"
   tar -xzf "$source_file" -C "$tmp/unpacked"
   [ -x "$tmp/unpacked/pulumi/pulumi" ] || fatal "$tarball holds no pulumi/pulumi"
-  rm -rf "$cli_dir.new" && mkdir -p "$cli_dir.new" && mv "$tmp/unpacked/pulumi" "$cli_dir.new/"
-  rm -rf "$cli_dir" && mv "$cli_dir.new" "$cli_dir"
+  rm -rf "$cli_dir" && mv "$tmp/unpacked" "$cli_dir"
   [ "$(installed_version "$cli_dir/pulumi/pulumi")" = "$version" ] || fatal "$tarball is not pulumi $version"
 fi
 pulumi=$cli_dir/pulumi/pulumi

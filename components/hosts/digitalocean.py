@@ -50,7 +50,10 @@ class DigitalOceanCloud(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DigitalOceanCloudArgs, opts: Optional[pulumi.ResourceOptions] = None):
         cfg, topo = args.config, args.topology
-        declared = policy_facts(cfg, admin_cidrs=list(cfg.admin_cidrs), retain_volumes=not cfg.disposable)
+        # one value for the volumes' retainOnDelete and for what the policy pack is told of it
+        # (the analyzer protocol does not carry the option itself)
+        self._retain_volumes = not cfg.disposable
+        declared = policy_facts(cfg, admin_cidrs=list(cfg.admin_cidrs), retain_volumes=self._retain_volumes)
         super().__init__("dockyard:digitalocean:Cloud", name, declared, opts)
         self._cloud_name, self._config, self._topology = name, cfg, topo
         self._child = pulumi.ResourceOptions(parent=self)
@@ -129,7 +132,7 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                     description=f"dockyard {cfg.stack}: {spec.volume} data of host {spec.name}",
                     # Stateful data outlives `pulumi destroy` unless the stack is disposable;
                     # a recreated stack adopts the kept volume instead of making a blank one.
-                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=not cfg.disposable,
+                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=self._retain_volumes,
                                                 import_=cfg.kept_volumes.get(spec.name)),
                 )
                 self.volumes[spec.name] = volume

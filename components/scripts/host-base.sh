@@ -76,14 +76,20 @@ device_contents() {
   cmp -s -n 1048576 "$1" /dev/zero || echo "its first MiB is not all zeros"
 }
 
-# add_to_fstab <line>: append a line to /etc/fstab under the lock nfs-mount.sh takes too,
-# through a temp file beside it and a rename
+# add_to_fstab <prefix> <line>: append a line to /etc/fstab unless one starts with prefix,
+# deciding and writing under the lock nfs-mount.sh takes too, through a temp file beside
+# it and a rename
 add_to_fstab() {
   mkdir -p "$(dirname "$FSTAB_LOCK")"
   exec 9>>"$FSTAB_LOCK"
   flock -w 300 9 || fatal "another run held $FSTAB_LOCK for 5 minutes; is an fstab edit stuck?"
+  if grep -q "^$1" "$FSTAB"; then
+    exec 9>&-
+    return 0
+  fi
+  log "adding $DATA_MOUNT to /etc/fstab"
   tmp=$(mktemp "$FSTAB.dockyard.XXXXXX")
-  if ! { cat "$FSTAB" > "$tmp" && printf '%s\n' "$1" >> "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$FSTAB"; }; then
+  if ! { cat "$FSTAB" > "$tmp" && printf '%s\n' "$2" >> "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$FSTAB"; }; then
     rm -f "$tmp"
     fatal "cannot rewrite /etc/fstab"
   fi
@@ -107,11 +113,10 @@ Find out what is on it (blkid -p $DATA_DEVICE; wipefs -n $DATA_DEVICE). Only if 
     uuid=$(blkid -o value -s UUID "$DATA_DEVICE" || true)
     [ -n "$uuid" ] || fatal "cannot read the filesystem UUID of $DATA_DEVICE after formatting it"
   fi
+  type=$(blkid -o value -s TYPE "$DATA_DEVICE" 2>/dev/null || true)
+  [ "$type" = ext4 ] || fatal "data volume $DATA_DEVICE holds ${type:-something with a UUID but no filesystem type}, not the ext4 dockyard mounts; not touching it. Check what it is (blkid -p $DATA_DEVICE)."
   mkdir -p "$DATA_MOUNT"
-  if ! grep -q "^UUID=$uuid " "$FSTAB"; then
-    log "adding $DATA_MOUNT to /etc/fstab"
-    add_to_fstab "UUID=$uuid $DATA_MOUNT ext4 defaults,nofail,discard 0 2"
-  fi
+  add_to_fstab "UUID=$uuid " "UUID=$uuid $DATA_MOUNT ext4 defaults,nofail,discard 0 2"
   if ! mountpoint -q "$DATA_MOUNT"; then
     log "mounting $DATA_DEVICE on $DATA_MOUNT"
     mount "$DATA_MOUNT"

@@ -8,7 +8,6 @@ import re
 import shlex
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from previews.comment import parse_urn, read_events
