@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import pulumi
 
@@ -59,6 +59,13 @@ DEFAULT_SIZES = {
                "manager": "s-2vcpu-4gb", "worker": "s-4vcpu-8gb"},
 }
 DEFAULT_VOLUME_GB = {"nfs": 50, "ci": 30}
+# Networks Docker makes on every host: the VPC must not overlap them
+DOCKER_NETWORKS = {"172.17.0.0/16": "Docker's bridge (docker0)",
+                   "172.18.0.0/16": "the swarm's docker_gwbridge",
+                   "10.0.0.0/24": "the swarm's ingress network"}
+# Where no NFS export or mount may go: the system's own directories, Docker's and the CI volume
+SYSTEM_DIRECTORIES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
+                      "/sys", "/tmp", "/usr", "/var/lib/docker", "/var/lib/dockyard", "/srv/ci")
 DEFAULT_VPC_CIDR = {"digitalocean": "10.210.0.0/20", "local": "10.231.0.0/24"}
 
 CI_SERVICES = ("registry", "gitea", "drone")
@@ -336,6 +343,11 @@ def _network(p: _Parser, placement: Placement) -> NetworkSettings:
         p.fail("vpcCidr", problem)
     elif _network_of(vpc_cidr).version != 4 or not _network_of(vpc_cidr).is_private:
         p.fail("vpcCidr", f"{vpc_cidr} must be a private IPv4 range such as 10.210.0.0/20")
+    else:
+        for docker_net, what in DOCKER_NETWORKS.items():
+            if _network_of(vpc_cidr).overlaps(ipaddress.ip_network(docker_net)):
+                p.fail("vpcCidr", f"{vpc_cidr} overlaps {docker_net}, {what} on every host, and the hosts "
+                                  f"could not reach each other there; pick another range, e.g. 10.210.0.0/20")
 
     admin_cidrs = p.string_list("adminCidrs")
     for cidr in admin_cidrs:
@@ -460,10 +472,31 @@ def _engine(p: _Parser) -> EngineSettings:
 def _nfs(p: _Parser) -> NfsSettings:
     nfs_raw = p.mapping("nfs")
     nfs = NfsSettings(str(nfs_raw.get("exportRoot", "/srv/nfs")), str(nfs_raw.get("mountRoot", "/mnt/nfs")))
-    for key, path in (("exportRoot", nfs.export_root), ("mountRoot", nfs.mount_root)):
-        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path):
-            p.fail("nfs", f"{key} must be an absolute path without spaces, got {path!r}")
+    paths = (("exportRoot", nfs.export_root), ("mountRoot", nfs.mount_root))
+    for key, path in paths:
+        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path) or ".." in path.split("/"):
+            p.fail("nfs", f"{key} must be an absolute path without spaces or '..', got {path!r}")
+        elif clash := _system_path_clash(path):
+            p.fail("nfs", f"{key} {path} {clash}; use a directory of its own such as "
+                          f"{'/srv/nfs' if key == 'exportRoot' else '/mnt/nfs'}")
+    if _within(nfs.export_root, nfs.mount_root) or _within(nfs.mount_root, nfs.export_root):
+        p.fail("nfs", f"exportRoot {nfs.export_root} and mountRoot {nfs.mount_root} must not contain each "
+                      f"other: a host that serves and mounts would mount an export over itself")
     return nfs
+
+
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _system_path_clash(path: str) -> Optional[str]:
+    """Why a data directory may not be at `path`, or None."""
+    for system in SYSTEM_DIRECTORIES:
+        if _within(path, system):
+            return f"is in {system}, which the system owns"
+        if _within(system, path):
+            return f"contains {system}: exporting or mounting over it would break the host"
+    return None
 
 
 def _ci(p: _Parser, placement: Placement) -> CiSettings:

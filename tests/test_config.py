@@ -177,3 +177,29 @@ def test_the_stack_keys_reach_the_check(monkeypatch):
     with pytest.raises(ConfigError) as info:
         parse_config("test", raw, file_exists=lambda path: True)
     assert "dockyard:wokers: unknown key" in str(info.value)
+
+
+@pytest.mark.parametrize("cidr,clash", [("172.17.0.0/20", "docker0"), ("172.18.4.0/24", "docker_gwbridge"),
+                                        ("10.0.0.0/16", "ingress")])
+def test_a_vpc_that_overlaps_dockers_own_networks_is_refused(cidr, clash):
+    message = error_of(vpcCidr=cidr)
+    assert "dockyard:vpcCidr" in message and clash in message
+
+
+@pytest.mark.parametrize("nfs,hint", [
+    ({"exportRoot": "/etc/exports-data"}, "is in /etc"),
+    ({"exportRoot": "/var/lib/docker/volumes"}, "is in /var/lib/docker"),
+    ({"mountRoot": "/"}, "absolute path"),
+    ({"mountRoot": "/var"}, "contains /var/lib/docker"),
+    ({"exportRoot": "/srv/ci/nfs"}, "is in /srv/ci"),
+    ({"exportRoot": "/srv/data/../../etc"}, "'..'"),
+    ({"exportRoot": "/data", "mountRoot": "/data/mnt"}, "must not contain each other"),
+])
+def test_nfs_paths_that_would_break_a_host_are_refused(nfs, hint):
+    message = error_of(nfs=nfs)
+    assert "dockyard:nfs" in message and hint in message
+
+
+def test_own_nfs_directories_are_fine():
+    config = parse(nfs={"exportRoot": "/data/exports", "mountRoot": "/mnt/shared"})
+    assert (config.nfs.export_root, config.nfs.mount_root) == ("/data/exports", "/mnt/shared")
