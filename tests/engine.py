@@ -107,7 +107,6 @@ class Engine:
     workdir: Path
     backend: Path
     passphrase: str = field(default_factory=lambda: secrets.token_hex(16))
-    extra_env: dict = field(default_factory=dict)
 
     @classmethod
     def in_tmp(cls, tmp: Path, **kwargs) -> "Engine":
@@ -122,7 +121,7 @@ class Engine:
         env.update(PULUMI_BACKEND_URL=f"file://{self.backend}", PULUMI_CONFIG_PASSPHRASE=self.passphrase,
                    PULUMI_SKIP_UPDATE_CHECK="true", PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
                    PULUMI_HOME=os.environ.get("PULUMI_HOME", str(Path.home() / ".pulumi")),
-                   NO_COLOR="1", **self.extra_env)
+                   NO_COLOR="1")
         return env
 
     def run(self, *args: str, check: bool = True, stdin: Optional[str] = None, timeout: float = 1800,

@@ -43,17 +43,17 @@ class Update:
     def printed(self, resource: Optional[str] = None) -> str:
         """What the commands of a resource (of every resource by default) printed during
         the update: the lines a user sees under it."""
-        return "".join(d["message"] for d in self._diagnostics()
+        return "".join(d["message"] for d in self.diagnostics()
                        if d.get("urn") and resource in (None, parse_urn(d["urn"])[1]))
 
     def console(self) -> str:
         """Everything the update showed a user. The SDK's debug lines are left out: a user
         sees them only with --debug, and they carry the stack's outputs in clear."""
-        shown = [e for e in self.events if "diagnosticEvent" not in e] + \
-                [{"diagnosticEvent": d} for d in self._diagnostics()]
+        shown = [e for e in self.events
+                 if e.get("diagnosticEvent", {}).get("severity") != "debug"]
         return self.run.stderr + "\n".join(json.dumps(e) for e in shown)
 
-    def _diagnostics(self) -> list[dict]:
+    def diagnostics(self) -> list[dict]:
         return [e["diagnosticEvent"] for e in self.events
                 if "diagnosticEvent" in e and e["diagnosticEvent"].get("severity") != "debug"]
 
@@ -83,7 +83,7 @@ class LocalStack:
         update = Update(run, read_events(run.stdout))
         self.updates.append(update)
         if run.returncode != 0:
-            errors = [d["message"] for d in update._diagnostics() if d.get("severity") == "error"]
+            errors = [d["message"] for d in update.diagnostics() if d.get("severity") == "error"]
             raise AssertionError(f"pulumi {args[0]} failed ({run.returncode}): {errors}\n{run.stderr[-4000:]}")
         return update
 
@@ -142,9 +142,8 @@ class LocalStack:
         """The hosts' key, from the stack's `ssh_private_key` output (it changes when the
         stack is destroyed and made again)."""
         path = self.engine.workdir.parent / f"{self.name}-key"
-        path.touch(mode=0o600)
-        if not path.exists() or path.read_text() != self.outputs["ssh_private_key"]:
-            path.write_text(self.outputs["ssh_private_key"])
+        path.touch(mode=0o600)  # private before the key is in it
+        path.write_text(self.outputs["ssh_private_key"])
         return str(path)
 
     def ssh(self, host: str, command: str, check: bool = True, stdin: Optional[str] = None,
