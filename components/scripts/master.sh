@@ -42,5 +42,13 @@ if [ -d /etc/ssh/sshd_config.d ] && [ "$(cat "$conf" 2>/dev/null || true)" != "$
   write_file "$conf" "$bastion"
   sshd -t || { rm -f "$conf"; fatal "sshd rejected $conf"; }
   systemctl reload ssh 2>/dev/null || systemctl reload sshd
+  # The reload returns once sshd has its signal, while sshd re-executes with its port
+  # closed for a moment; what connects next (the docker provider, which does not retry)
+  # must find it listening again.
+  for _ in $(seq 1 30); do
+    (exec 3<>/dev/tcp/127.0.0.1/22) 2>/dev/null && break
+    sleep 1
+  done
+  (exec 3<>/dev/tcp/127.0.0.1/22) 2>/dev/null || log "warning: sshd does not listen on port 22 30 s after its reload"
 fi
 log "managing $(printf '%s\n' "$INVENTORY" | grep -c .) hosts"
