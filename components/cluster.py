@@ -56,6 +56,7 @@ class Cluster(pulumi.ComponentResource):
                        depends_on=self.engine_up(self._topology.master.name)),
             opts=self._child,
         )
+        self._preloads()
         self._nfs()
         self._swarm()
         self._outputs()
@@ -79,15 +80,26 @@ class Cluster(pulumi.ComponentResource):
                 opts=child,
             )
 
+    def _preloads(self) -> None:
+        """The stack's preloaded images on every host, sent from here over ssh (through the
+        master for the others, so after the master's sshd has its bastion settings)."""
+        cfg, topo, platform = self._config, self._topology, self.platform
         self.preloads: dict[str, ImagePreload] = {}
-        if cfg.preload_images:
-            for spec in self._topology.hosts:
-                self.preloads[spec.name] = ImagePreload(
-                    f"{spec.name}-images",
-                    ImagePreloadArgs(host=self._hosts[spec.name], archives=cfg.preload_images,
-                                     depends_on=self.engine_up(spec.name)),
-                    opts=child,
-                )
+        if not cfg.preload_images:
+            return
+        names = [h.name for h in topo.hosts]
+        every_host = pulumi.Output.all(*[self._hosts[n].ssh_address for n in names]).apply(
+            lambda addrs: ssh_config(cfg.stack, names, topo.master.name, addrs, cfg.ssh.user,
+                                     platform.identity_file, BATCH_SSH_OPTIONS))
+        for spec in topo.hosts:
+            self.preloads[spec.name] = ImagePreload(
+                f"{spec.name}-images",
+                ImagePreloadArgs(host_alias=host_alias(cfg.stack, spec.name), ssh_config=every_host,
+                                 archives=cfg.preload_images,
+                                 depends_on=self.engine_up(spec.name) + [self.master.setup]
+                                 + list(platform.identity_file_written)),
+                opts=self._child,
+            )
 
     def _nfs(self) -> None:
         topo, hosts = self._topology, self._hosts

@@ -1,19 +1,18 @@
-"""Container images that arrive as files: docker-archive tarballs copied to a host and loaded
-into its engine. For hosts that cannot reach a registry (air-gapped installs, local VMs)."""
+"""Container images that arrive as files: docker-archive tarballs on the machine running
+Pulumi, loaded into a host's engine over ssh. For hosts that cannot reach a registry
+(air-gapped installs, the local VMs). A host that already has an image (a local VM started
+from a warm template that holds it) receives nothing for it."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from pathlib import Path
+import shlex
+from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
-from pulumi_command import remote
+from pulumi_command import local
 
-from .hosts import Host
-from .remote import run_script
-
-REMOTE_DIR = "/var/lib/dockyard/images"
+from .remote import script_digest, script_text
 
 
 def archive_digest(path: str) -> str:
@@ -26,33 +25,23 @@ def archive_digest(path: str) -> str:
 
 @dataclass
 class ImagePreloadArgs:
-    host: Host
+    # the host's ssh Host alias, and an ssh_config text that defines it
+    host_alias: str
+    ssh_config: pulumi.Input[str]
     archives: tuple[str, ...]  # paths on the machine running Pulumi
-    depends_on: list[pulumi.Resource]
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 class ImagePreload(pulumi.ComponentResource):
     def __init__(self, name: str, args: ImagePreloadArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:host:ImagePreload", name, None, opts)
-        copies = []
-        remote_paths = []
-        for path in args.archives:
-            digest = archive_digest(path)
-            remote_path = f"{REMOTE_DIR}/{digest[:12]}-{Path(path).name}"
-            remote_paths.append(remote_path)
-            copies.append(remote.CopyToRemote(
-                f"{name}-copy-{Path(path).stem}",
-                connection=args.host.connection,
-                source=pulumi.FileAsset(path),
-                remote_path=remote_path,
-                triggers=[digest],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
-            ))
-        self.load = run_script(
+        script = "images-send.sh"
+        self.load = local.Command(
             f"{name}-load",
-            connection=args.host.connection,
-            script="images-load.sh",
-            env={"ARCHIVES": " ".join(remote_paths)},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=copies),
+            create=f"bash -c {shlex.quote(script_text(script))} {script}",
+            environment={"HOST": args.host_alias, "SSH_CONFIG": args.ssh_config, "ARCHIVES": "\n".join(args.archives)},
+            # a changed archive or script runs it again
+            triggers=[f"{script}@{script_digest(script)}", *[archive_digest(p)[:16] for p in args.archives]],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.register_outputs({})

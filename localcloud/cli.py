@@ -19,6 +19,11 @@ def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m localcloud", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("image", help="build the base image if its recipe changed; print its directory")
+    p = sub.add_parser("template", help="make the warm template VMs of this size start from (once per base "
+                                        "image, size and archive set); print its directory")
+    p.add_argument("--memory", type=int, default=1024)
+    p.add_argument("--cpus", type=int, default=1)
+    p.add_argument("--bake", action="append", default=[], metavar="ARCHIVE")
     p = sub.add_parser("network-up", help="create a VM network (idempotent)")
     p.add_argument("--net", required=True)
     p.add_argument("--cidr", required=True)
@@ -33,6 +38,9 @@ def command_line() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=1024)
     p.add_argument("--cpus", type=int, default=1)
     p.add_argument("--wait", type=float, default=600, help="seconds to wait for SSH (0: do not wait)")
+    p.add_argument("--bake", action="append", default=[], metavar="ARCHIVE",
+                   help="a docker-archive the VM's Docker has when it starts (repeat for more): it goes into "
+                        "the warm template, so that it is loaded once, not into every VM")
     p = sub.add_parser("delete", help="stop a VM and delete its disks and tap (idempotent)")
     p.add_argument("--net", required=True)
     p.add_argument("--name", required=True)
@@ -56,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "image":
             print(ensure_image())
+        elif args.command == "template":
+            from localcloud.warm import ensure_template
+
+            print(ensure_template(args.memory, args.cpus, [Path(a) for a in args.bake]))
         elif args.command == "network-up":
             print(network_up(args.net, args.cidr))
         elif args.command == "network-down":
             network_down(args.net)
         elif args.command == "create":
             print(json.dumps(create(args.net, args.name, args.address, args.key, args.data_gb, args.memory,
-                                    args.cpus, args.wait)))
+                                    args.cpus, args.wait, [Path(a) for a in args.bake])))
         elif args.command == "delete":
             delete(args.net, args.name)
         elif args.command == "list":

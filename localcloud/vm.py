@@ -13,12 +13,15 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 from localcloud.base_image import ensure_image
-from localcloud.network import BRIDGE, in_netns, netns_exists, network_down
+from localcloud.network import BRIDGE, in_netns, netns, netns_exists, network_down
+from localcloud.qemu import machine_args
 from localcloud.system import STATE, LocalCloudError, log, run
+from localcloud.warm import ensure_template, restore
 
 DATA_DEVICE = "/dev/vdb"
 
@@ -41,18 +44,6 @@ def pid_of(net: str, name: str) -> int | None:
     except FileNotFoundError:
         return None
     return pid if b"qemu-system" in cmdline else None
-
-
-def accelerator() -> list[str]:
-    """KVM where it really works; /dev/kvm under PVM (a VM host that is itself a VM)
-    cannot boot a Debian kernel, so that counts as no KVM."""
-    choice = os.environ.get("DOCKYARD_ACCEL", "auto")
-    if choice == "auto":
-        usable = os.access("/dev/kvm", os.R_OK | os.W_OK) and not Path("/sys/module/kvm_pvm").exists()
-        choice = "kvm" if usable else "tcg"
-    if choice == "kvm":
-        return ["-accel", "kvm", "-cpu", "host"]
-    return ["-accel", "tcg,tb-size=256", "-cpu", "qemu64"]
 
 
 def mac_for(ip: str) -> str:
@@ -83,7 +74,9 @@ def wait_for_ssh(net: str, name: str, ip: str, timeout: float) -> None:
 
 
 def create(net: str, name: str, address: str, key: str, data_gb: int, memory: int, cpus: int,
-           wait: float) -> dict:
+           wait: float, bake: list[Path] | None = None) -> dict:
+    """Start VM `name`: from the warm template of its size and `bake` archives when it can be
+    made and restored (seconds), else by a cold boot of the base image (a minute or more)."""
     interface = ipaddress.ip_interface(address)
     gateway = str(interface.network.network_address + 1)
     ip = str(interface.ip)
@@ -93,41 +86,96 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
         log(f"{name}: already running")
         if wait:
             wait_for_ssh(net, name, ip, wait)
-        return info
+        return {**info, "hostKey": _recorded_host_key(directory)}
     if not netns_exists(net):
         raise LocalCloudError(f"network {net} does not exist; run `python3 -m localcloud network-up` first")
-    image = ensure_image()
+    bake = bake or []
+    for archive in bake:
+        if not archive.is_file():
+            raise LocalCloudError(f"no archive at {archive} to preload")
     directory.mkdir(parents=True, exist_ok=True)
-    overlay, data = directory / "root.qcow2", directory / "data.qcow2"
-    if not overlay.exists():
-        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "base.raw"), "-F", "raw", str(overlay))
-    drives = ["-drive", f"file={overlay},if=virtio,format=qcow2"]
-    if data_gb:
-        if not data.exists():
-            run("qemu-img", "create", "-q", "-f", "qcow2", str(data), f"{data_gb}G")
-        drives += ["-drive", f"file={data},if=virtio,format=qcow2"]
+    data = directory / "data.qcow2"
+    if data_gb and not data.exists():
+        run("qemu-img", "create", "-q", "-f", "qcow2", str(data), f"{data_gb}G")
     device = tap(name)
     if in_netns(net, "ip", "link", "show", device, check=False).returncode != 0:
         in_netns(net, "ip", "tuntap", "add", "dev", device, "mode", "tap")
     in_netns(net, "ip", "link", "set", device, "master", BRIDGE)
     in_netns(net, "ip", "link", "set", device, "up")
+    netdev = f"tap,id=net0,ifname={device},script=no,downscript=no"
+    (directory / "spec.json").write_text(json.dumps({**info, "address": address, "memory": memory, "cpus": cpus}))
+    size = f"{ip}, {memory} MiB, {cpus} CPU, {'data disk ' + str(data_gb) + ' GiB' if data_gb else 'no data disk'}"
+    host_key, boot = "", "cold"
+    if os.environ.get("DOCKYARD_WARM_BOOT", "1") != "0" and not (directory / "root.qcow2").exists():
+        try:
+            template = ensure_template(memory, cpus, bake)
+            log(f"{name}: restoring the warm template {template.name} ({size})")
+            host_key = restore(
+                launcher=["ip", "netns", "exec", netns(net)], name=name, directory=directory, template=template, memory=memory, cpus=cpus, netdev=netdev,
+                data_disk=data if data_gb else None,
+                identity={"NAME": name, "ADDRESS": address, "GATEWAY": gateway, "MAC": mac_for(ip),
+                          "KEY": base64.b64encode(key.strip().encode()).decode(), "SEED": os.urandom(32).hex(),
+                          "DATA_DEVICE": DATA_DEVICE if data_gb else ""})
+            boot = "warm"
+        except (LocalCloudError, OSError, subprocess.CalledProcessError) as error:
+            log(f"{name}: warm boot failed ({error}); booting cold instead")
+            _kill(net, name)
+            (directory / "root.qcow2").unlink(missing_ok=True)
+    if boot == "cold":
+        _cold_boot(net, name, directory, address, gateway, key, memory, cpus, netdev, data if data_gb else None,
+                   size, bake)
+    if wait:
+        wait_for_ssh(net, name, ip, wait)
+    if not host_key:
+        host_key = _read_host_key_from_ssh(ip)
+    (directory / "host_key.pub").write_text(host_key + "\n")
+    return {**info, "hostKey": host_key, "boot": boot}
+
+
+def _cold_boot(net: str, name: str, directory: Path, address: str, gateway: str, key: str, memory: int,
+               cpus: int, netdev: str, data: Path | None, size: str, bake: list[Path]) -> None:
+    image = ensure_image()
+    overlay = directory / "root.qcow2"
+    if not overlay.exists():
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "base.raw"), "-F", "raw", str(overlay))
     encoded_key = base64.b64encode(key.strip().encode()).decode()
     append = (f"root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0 "
               f"dockyard.hostname={name} dockyard.ip={address} dockyard.gw={gateway} dockyard.key={encoded_key}")
-    (directory / "spec.json").write_text(json.dumps({**info, "address": address, "memory": memory, "cpus": cpus}))
-    log(f"{name}: starting ({ip}, {memory} MiB, {cpus} CPU, {'data disk ' + str(data_gb) + ' GiB' if data_gb else 'no data disk'})")
-    in_netns(
-        net, "qemu-system-x86_64", "-name", name, *accelerator(), "-smp", str(cpus), "-m", str(memory),
-        "-display", "none", "-monitor", "none", "-serial", f"file:{directory / 'serial.log'}",
-        "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"), "-append", append,
-        *drives,
-        "-netdev", f"tap,id=net0,ifname={device},script=no,downscript=no",
-        "-device", f"virtio-net-pci,netdev=net0,mac={mac_for(ip)}",
-        "-daemonize", "-pidfile", str(directory / "pid"),
-    )
-    if wait:
-        wait_for_ssh(net, name, ip, wait)
-    return info
+    if bake:
+        log(f"{name}: a cold boot does not preload {len(bake)} archive(s); the stack loads them over ssh")
+    log(f"{name}: booting cold ({size})")
+    drives = ["-drive", f"file={data},if=virtio,format=qcow2"] if data else []
+    args = machine_args(name=name, directory=directory, memory=memory, cpus=cpus, kernel=image / "vmlinuz",
+                        initrd=image / "initrd.img", append=append, root_disk=overlay, root_format="qcow2",
+                        netdev=netdev, mac=mac_for(address.split("/")[0]))
+    in_netns(net, *args, *drives, "-daemonize", "-pidfile", str(directory / "pid"))
+
+
+def _recorded_host_key(directory: Path) -> str:
+    try:
+        return (directory / "host_key.pub").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _read_host_key_from_ssh(ip: str) -> str:
+    """A cold-booted VM made its own key: read it as the first ssh client would."""
+    result = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-T", "10", ip], capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#"):
+            return " ".join(parts[1:3])
+    return ""
+
+
+def _kill(net: str, name: str) -> None:
+    pid = pid_of(net, name)
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(50):
+            if not pid_of(net, name):
+                break
+            time.sleep(0.1)
 
 
 def key_file(net: str) -> Path:

@@ -45,6 +45,9 @@ def unwrap(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
+TEST_HOST_KEY_PREFIX = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5-host-key-of-"
+
+
 @dataclass
 class Registration:
     type: str
@@ -102,7 +105,10 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["imageId"] = f"sha256:{n:064x}"
             outputs["repoDigest"] = f"{outputs['name']}@sha256:{n:064x}"
         if args.typ == "command:local:Command":
-            outputs["stdout"] = ""
+            create, _ = unwrap(args.inputs.get("create", ""))
+            # what `localcloud create` prints: the VM, and the SSH host key it made
+            outputs["stdout"] = (json.dumps({"name": args.name, "hostKey": f"{TEST_HOST_KEY_PREFIX}{args.name} root@vm"})
+                                 if "localcloud create" in create else "")
             outputs["stderr"] = ""
         if args.typ == "command:remote:Command":
             stdin, _ = unwrap(args.inputs.get("stdin", ""))

@@ -386,3 +386,73 @@ def test_a_host_in_another_swarm_leaves_it_and_joins_this_one(tmp_path, managers
     assert (tmp_path / "join-request").exists() == rejoins
     if not rejoins:
         assert "already in the swarm" in join.stderr
+
+
+# --- images-send.sh --------------------------------------------------------------------------
+
+# ssh to a host whose engine holds the image IDs listed in $LOG_DIR/present; "unreachable"
+# there makes every connection fail as ssh does (255). A load records the bytes it was sent.
+FAKE_SSH_TO_ENGINE = """#!/bin/bash
+[ -f "$LOG_DIR/unreachable" ] && exit 255
+shift 2  # -F config
+host=$1; shift
+echo "ssh $host $*" >> "$LOG_DIR/calls"
+case "$1 $2" in
+  "docker image") grep -qx "${!##sha256:}" "$LOG_DIR/present" 2>/dev/null ;;
+  "docker load") cat > "$LOG_DIR/loaded-$(wc -l < "$LOG_DIR/calls")" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def docker_archive(path: Path, image_id: str) -> Path:
+    import tarfile
+    import io
+
+    manifest = json.dumps([{"Config": f"{image_id}.json", "RepoTags": ["web:1"], "Layers": []}]).encode()
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    return path
+
+
+@pytest.fixture
+def sender(tmp_path) -> dict:
+    bin_dir = sandbox(tmp_path, {"ssh": FAKE_SSH_TO_ENGINE})
+    (bin_dir / "tar").symlink_to(shutil.which("tar"))
+    ids = ["a" * 64, "b" * 64]
+    archives = [docker_archive(tmp_path / f"web {i}.tar", image_id) for i, image_id in enumerate(ids)]
+    return {"bin": bin_dir, "logs": tmp_path, "ids": ids, "archives": archives}
+
+
+def send(sender: dict) -> subprocess.CompletedProcess:
+    return run("images-send.sh", sender["bin"], sender["logs"], HOST="dockyard-local-b",
+               SSH_CONFIG="Host dockyard-local-b\n  HostName 10.0.0.12\n",
+               ARCHIVES="\n".join(str(a) for a in sender["archives"]))
+
+
+def test_images_send_loads_only_the_images_a_host_lacks(sender):
+    (sender["logs"] / "present").write_text(sender["ids"][0] + "\n")
+    result = send(sender)
+    assert result.returncode == 0, result.stderr
+    loads = [c for c in calls(sender["logs"]) if " docker load" in c]
+    assert loads == ["ssh dockyard-local-b docker load -q"]
+    (sent,) = sender["logs"].glob("loaded-*")
+    assert sent.read_bytes() == sender["archives"][1].read_bytes(), "the archive the host lacked, whole"
+    assert "1 image(s) loaded, 1 already there" in result.stderr
+
+
+def test_images_send_sends_nothing_to_a_host_that_has_every_image(sender):
+    (sender["logs"] / "present").write_text("\n".join(sender["ids"]) + "\n")
+    result = send(sender)
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in calls(sender["logs"]) if " docker load" in c]
+    assert "0 image(s) loaded, 2 already there" in result.stderr
+
+
+def test_images_send_fails_on_a_host_it_cannot_reach(sender):
+    (sender["logs"] / "unreachable").touch()
+    result = send(sender)
+    assert result.returncode != 0
+    assert "cannot reach dockyard-local-b over ssh" in result.stderr

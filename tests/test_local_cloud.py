@@ -97,3 +97,26 @@ def test_the_generated_key_is_exported_as_a_secret_only_on_local(run):
     assert pulumi.runtime.sync_await._sync_await(key.is_secret())
     do = run_program(stack="do", tier="minimal", workers="0")
     assert do.cluster.platform.ssh_private_key is None, "on DigitalOcean the key is the user's"
+
+
+def test_every_connection_checks_the_host_key_its_vm_reported(run):
+    from tests.harness import TEST_HOST_KEY_PREFIX
+
+    for command in run.of_type("command:remote:Command"):
+        host = command.inputs["connection"]["host"]
+        vm = {"10.231.0.11": "local-a", "10.231.0.12": "local-b", "10.231.0.13": "local-w1"}[host]
+        # the comment after the key is dropped: pulumi-command compares type and key
+        assert command.inputs["connection"]["hostKey"] == f"{TEST_HOST_KEY_PREFIX}{vm}"
+
+
+def test_every_vm_has_one_size_so_that_they_share_one_warm_template(run):
+    sizes = {c.inputs["create"].split("--memory ")[1].split()[0] for c in vm_commands(run)}
+    assert len(sizes) == 1
+
+
+def test_preloaded_archives_are_baked_into_the_vms_template(tmp_path):
+    archive = tmp_path / "web 1.tar"
+    archive.write_bytes(b"not really an image")
+    baked = run_program(stack="local", cloud="local", tier="default", workers="1", preloadImages=[str(archive)])
+    for vm in vm_commands(baked):
+        assert f"--bake '{archive}'" in vm.inputs["create"]

@@ -1,4 +1,5 @@
 """The whole program on mocks, per tier: hosts, firewalls, ordering and secrets."""
+import hashlib
 import json
 import runpy
 import shlex
@@ -260,19 +261,23 @@ def test_config_errors_stop_the_program_before_any_resource(monkeypatch):
     assert [r.type for r in monitor.registrations] == []
 
 
-def test_image_archives_are_copied_and_loaded_on_every_host(tmp_path):
+def test_image_archives_are_sent_from_here_to_every_host_after_its_engine_and_the_bastion(tmp_path):
     archive = tmp_path / "web-1.tar"
     archive.write_bytes(b"not really an image")
     run = run_program(tier="small", workers="1", preloadImages=[str(archive)])
-    copies = run.of_type("command:remote:CopyToRemote")
-    loads = run.commands("images-load.sh")
-    assert len(copies) == len(loads) == 5 + 1
-    for load in loads:
-        host = load.name.split("-")[0]
-        (copy,) = [c for c in copies if c.name.startswith(f"{host}-images-")]
-        assert run.depends_on(load, copy)
-        assert run.depends_on(copy, run.named(f"{host}-docker"))
-        assert copy.inputs["remotePath"] in load.inputs["create"]
+    script = (ROOT / "components" / "scripts" / "images-send.sh").read_text()
+    sends = [c for c in run.of_type(LOCAL_COMMAND) if c.name.endswith("-images-load")]
+    assert len(sends) == 5 + 1
+    setup = run.named("a-master-bastion")
+    for send in sends:
+        host = send.name.split("-")[0]
+        assert send.inputs["create"] == f"bash -c {shlex.quote(script)} images-send.sh"
+        env = send.inputs["environment"]
+        assert env["HOST"] == f"dockyard-test-{host}" and env["ARCHIVES"] == str(archive)
+        assert f"Host dockyard-test-{host}\n" in env["SSH_CONFIG"]
+        assert run.depends_on(send, run.named(f"{host}-docker")) and run.depends_on(send, setup)
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
+        assert digest in send.inputs["triggers"], "a changed archive is sent again"
 
 
 def test_missing_image_archive_is_a_config_error():

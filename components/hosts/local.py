@@ -8,6 +8,7 @@ The roles see the same `Host`s as on DigitalOcean; only the bastion hop is unnec
 from __future__ import annotations
 
 import ipaddress
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +22,27 @@ from localcloud.base_image import recipe_digest
 from localcloud.vm import key_file
 
 from ..config import DockyardConfig
-from ..topology import Role, Topology
+from ..topology import Topology
 from . import Host, Platform, policy_facts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCALCLOUD = "python3 -m localcloud"
 FIRST_HOST_OFFSET = 11  # .1 is this machine; VMs start at .11
 DATA_DISK_GB = {"nfs": 20, "ci": 20}
-MEMORY_MB = {Role.MASTER: 1536, Role.CICD: 1536, Role.NFS: 1024, Role.MANAGER: 1280, Role.WORKER: 1024}
-# A VM on an emulated CPU takes 1-2 minutes to answer SSH; 3 at once take longer.
+# One size for every VM: a VM starts from the warm template of its size (localcloud/warm.py),
+# so one size means one template. Memory the guest does not touch costs the host nothing.
+VM_MEMORY_MB = 1536
+# A VM that cannot start warm boots cold: on an emulated CPU 1-2 minutes, 3 at once longer.
 SSH_WAIT_SECONDS = 900
+
+
+def host_key_of(create_output: str) -> Optional[str]:
+    """The SSH host key `localcloud create` printed ("type base64"), None when it has none."""
+    try:
+        key = json.loads(create_output).get("hostKey", "")
+    except ValueError:
+        return None
+    return " ".join(key.split()[:2]) or None
 
 
 def vm_addresses(topology: Topology, cidr: str) -> dict[str, str]:
@@ -84,16 +96,18 @@ class LocalCloud(pulumi.ComponentResource):
             opts=child,
         )
         addresses = vm_addresses(topo, network_cidr)
+        # the stack's preloaded images go into the VMs' warm template: loaded once, not per VM
+        bake = " ".join(f"--bake {shlex.quote(path)}" for path in cfg.preload_images)
         self.vms: dict[str, local.Command] = {}
         hosts: dict[str, Host] = {}
         for spec in topo.hosts:
             vm_name = f"{net}-{spec.name}"
             data_gb = DATA_DISK_GB.get(spec.volume or "", 0)
-            memory = MEMORY_MB[spec.primary_role]
             create = self.ssh_key.public_key_openssh.apply(
-                lambda key, vm_name=vm_name, address=addresses[spec.name], data_gb=data_gb, memory=memory:
+                lambda key, vm_name=vm_name, address=addresses[spec.name], data_gb=data_gb:
                 f"{LOCALCLOUD} create --net {shlex.quote(net)} --name {shlex.quote(vm_name)} --address {address} "
-                f"--data-gb {data_gb} --memory {memory} --wait {SSH_WAIT_SECONDS} --key {shlex.quote(key.strip())}")
+                f"--data-gb {data_gb} --memory {VM_MEMORY_MB} --wait {SSH_WAIT_SECONDS} {bake} "
+                f"--key {shlex.quote(key.strip())}")
             vm = local.Command(
                 f"{name}-{spec.name}",
                 create=create,
@@ -106,9 +120,11 @@ class LocalCloud(pulumi.ComponentResource):
             hosts[spec.name] = Host(
                 spec=spec,
                 private_ip=pulumi.Output.from_input(ip),
-                connection=remote.ConnectionArgs(host=ip, user="root",
-                                                 private_key=private_key,
-                                                 dial_error_limit=20, per_dial_timeout=15),
+                # the VM reports the host key it made: every connection checks it
+                connection=pulumi.Output.all(vm.stdout, private_key).apply(
+                    lambda values, ip=ip: remote.ConnectionArgs(
+                        host=ip, user="root", private_key=values[1], host_key=host_key_of(values[0]),
+                        dial_error_limit=20, per_dial_timeout=15)),
                 ssh_address=pulumi.Output.from_input(ip),
                 data_device="/dev/vdb" if data_gb else None,
                 provisioned=[vm],

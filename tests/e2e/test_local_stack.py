@@ -85,6 +85,27 @@ def test_every_host_is_a_ready_swarm_node_with_its_role(stack):
     assert '"dockyard.role":"worker"' in labels and '"dockyard.nfs.data":"ro"' in labels
 
 
+def test_every_vm_started_warm_with_its_own_identity_and_the_host_key_it_reported(stack):
+    identities = {}
+    for ip in (MASTER, MANAGER, WORKER):
+        facts = stack.ssh(ip, "hostname; cat /etc/machine-id; cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub; "
+                              "cat /sys/class/net/eth0/address").stdout.split("\n")
+        identities[ip] = facts[:4]
+    names = [f[0] for f in identities.values()]
+    assert names == ["a", "b", "w1"]
+    for index, what in ((1, "machine-id"), (2, "SSH host key"), (3, "MAC address")):
+        values = [f[index] for f in identities.values()]
+        assert len(set(values)) == 3, f"two VMs share a {what}: {values}"
+    # the key each VM reported when it was created is the key it serves: connections check it
+    vms = Path(os.environ.get("DOCKYARD_STATE_DIR", Path.home() / ".local/state/dockyard")) / NET
+    for ip, facts in identities.items():
+        reported = (vms / f"{NET}-{facts[0]}" / "host_key.pub").read_text().split()[:2]
+        assert " ".join(reported) == facts[2]
+    first_up = stack.updates[0].printed()
+    assert first_up.count("restoring the warm template") == 3, "every VM of the first up started warm"
+    assert "booting cold" not in first_up
+
+
 def test_manager_writes_and_worker_reads_the_export_read_only(stack):
     stack.ssh(MANAGER, "echo written-by-b > /mnt/nfs/data/probe")
     assert stack.ssh(WORKER, "cat /mnt/nfs/data/probe").stdout.strip() == "written-by-b"

@@ -1,0 +1,209 @@
+"""Warm boots: a VM booted once from the base image, with the stack's preloaded images
+already loaded into its Docker, and saved (its disk and its memory) as a template; every
+VM then starts from that template in seconds instead of booting for a minute or more, and
+gets its own identity (identity.sh) before anything reaches it.
+
+A template is made once per base image recipe, VM size, accelerator and set of preloaded
+archives, and shared by every VM and stack with the same; the five most recently used are
+kept. A VM restored from it runs on a copy-on-write overlay of the template's disk, which
+never changes after the save."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from localcloud.base_image import ensure_image
+from localcloud.qemu import GuestAgent, Monitor, accelerator_name, machine_args
+from localcloud.system import CACHE, LocalCloudError, log
+
+HERE = Path(__file__).resolve().parent
+IDENTITY_SCRIPT = HERE / "identity.sh"
+TEMPLATES = CACHE / "warm"
+KEEP_TEMPLATES = 5
+# what the template's kernel is told: no name, address or key (those come after a restore)
+TEMPLATE_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0"
+TEMPLATE_MAC = "52:54:00:00:00:01"
+# the template VM needs a network card (its clones have one) but no network
+TEMPLATE_NETDEV = "hubport,id=net0,hubid=0"  # no backend state to save (user-mode networking has some)
+BOOT_TIMEOUT = 900
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def template_key(base: Path, memory: int, cpus: int, archives: list[Path]) -> str:
+    """What a template depends on: changing any of it makes another template."""
+    recipe = {
+        "base": base.name,
+        "memory": memory,
+        "cpus": cpus,
+        "accel": accelerator_name(),
+        "qemu": (HERE / "qemu.py").read_text(),
+        "warm": Path(__file__).read_text(),
+        "archives": sorted(file_digest(a) for a in archives),
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _copy_into_image(image: Path, sources: list[Path], directory: str) -> None:
+    """Write files into an ext4 image without mounting it (debugfs)."""
+    commands = [f"cd {directory}"] + [f'write "{s}" "{s.name}"' for s in sources]
+    result = subprocess.run(["debugfs", "-w", "-f", "-", str(image)], input="\n".join(commands) + "\n",
+                            text=True, capture_output=True)
+    if result.returncode != 0:
+        raise LocalCloudError(f"debugfs could not write the archives into {image}: {result.stderr.strip()}")
+    listing = subprocess.run(["debugfs", "-R", f"ls {directory}", str(image)], text=True, capture_output=True).stdout
+    missing = [s.name for s in sources if s.name not in listing]
+    if missing:
+        raise LocalCloudError(f"debugfs did not write {', '.join(missing)} into {image}")
+
+
+def _stop(pid_file: Path) -> None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def ensure_template(memory: int, cpus: int, archives: list[Path]) -> Path:
+    """The template for this VM size and these archives, made if it does not exist yet."""
+    base = ensure_image()
+    target = TEMPLATES / template_key(base, memory, cpus, archives)
+    if (target / "state").exists():
+        os.utime(target)
+        return target
+    TEMPLATES.mkdir(parents=True, exist_ok=True)
+    with open(TEMPLATES / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the VMs of a stack start at once: one makes it, the others wait
+        if (target / "state").exists():
+            os.utime(target)
+            return target
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        started = time.monotonic()
+        try:
+            _make_template(base, partial, memory, cpus, archives)
+        except BaseException:
+            _stop(partial / "pid")
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        partial.rename(target)
+        log(f"warm template {target.name} ready after {time.monotonic() - started:.0f} s")
+        _prune_templates(keep=target)
+    return target
+
+
+def _make_template(base: Path, directory: Path, memory: int, cpus: int, archives: list[Path]) -> None:
+    log(f"making a warm template ({memory} MiB, {cpus} CPU, {len(archives)} preloaded archive(s)); "
+        f"once per base image, VM size and archive set")
+    root = directory / "root.raw"
+    subprocess.run(["cp", "--sparse=always", str(base / "base.raw"), str(root)], check=True)
+    if archives:
+        # dockyard-preload.service loads them into Docker when the template boots
+        _copy_into_image(root, archives, "/var/lib/dockyard/preload")
+    for part in ("vmlinuz", "initrd.img"):
+        shutil.copy(base / part, directory / part)
+    args = machine_args(name="dockyard-template", directory=directory, memory=memory, cpus=cpus,
+                        kernel=directory / "vmlinuz", initrd=directory / "initrd.img", append=TEMPLATE_APPEND,
+                        root_disk=root, root_format="raw", netdev=TEMPLATE_NETDEV, mac=TEMPLATE_MAC)
+    subprocess.run([*args, "-daemonize", "-pidfile", str(directory / "pid")], check=True)
+    agent = GuestAgent(directory, timeout=BOOT_TIMEOUT)
+    try:
+        # the boot is done when its last unit is (the preload is one), and Docker answers
+        code, out, err = agent.run("/bin/systemctl", "is-system-running", "--wait", timeout=BOOT_TIMEOUT)
+        if out.strip() not in ("running", "degraded"):
+            raise LocalCloudError(f"the template VM's boot ended {out.strip() or err.strip()}")
+        code, out, err = agent.run("/bin/sh", "-c", "docker info --format '{{.ServerVersion}}' && "
+                                   "! ls /var/lib/dockyard/preload/*.tar 2>/dev/null && sync && "
+                                   "echo 3 > /proc/sys/vm/drop_caches", timeout=120)
+        if code != 0:
+            raise LocalCloudError(f"the template VM is not ready: Docker or the preload failed ({err.strip()})")
+    finally:
+        agent.close()
+    monitor = Monitor(directory)
+    try:
+        monitor.execute("stop")
+        monitor.execute("migrate-set-parameters", **{"max-bandwidth": 8 << 30})
+        monitor.execute("migrate", uri=f"exec:cat > {directory / 'state.partial'}")
+        monitor.wait_for_migration(timeout=600)
+        monitor.execute("quit")
+    finally:
+        monitor.close()
+    for _ in range(50):
+        if not _running(directory / "pid"):
+            break
+        time.sleep(0.2)
+    (directory / "state.partial").rename(directory / "state")
+    (directory / "pid").unlink(missing_ok=True)
+    for sock in directory.glob("*.sock"):
+        sock.unlink()
+
+
+def _running(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return True
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+
+
+def _prune_templates(keep: Path) -> None:
+    templates = sorted((p for p in TEMPLATES.iterdir() if p.is_dir() and (p / "state").exists()),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in templates[KEEP_TEMPLATES:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def restore(*, launcher: list[str], name: str, directory: Path, template: Path, memory: int, cpus: int, netdev: str,
+            identity: dict[str, str], data_disk: Path | None) -> str:
+    """Start VM `name` from `template` and give it `identity` (identity.sh's inputs);
+    returns its new SSH host public key."""
+    overlay = directory / "root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(template / "root.raw"), "-F", "raw",
+                    str(overlay)], check=True)
+    args = machine_args(name=name, directory=directory, memory=memory, cpus=cpus,
+                        kernel=template / "vmlinuz", initrd=template / "initrd.img", append=TEMPLATE_APPEND,
+                        root_disk=overlay, root_format="qcow2", netdev=netdev, mac=identity["MAC"])
+    subprocess.run([*launcher, *args, "-S", "-incoming", f"exec:cat {template / 'state'}",
+                    "-daemonize", "-pidfile", str(directory / "pid")], check=True, capture_output=True, text=True)
+    monitor = Monitor(directory)
+    try:
+        monitor.wait_for_migration(timeout=300)
+        if data_disk:
+            monitor.execute("blockdev-add", **{"driver": "qcow2", "node-name": "data",
+                                               "file": {"driver": "file", "filename": str(data_disk)}})
+            monitor.execute("device_add", driver="virtio-blk-pci", drive="data", id="data0")
+        monitor.execute("cont")
+    finally:
+        monitor.close()
+    agent = GuestAgent(directory, timeout=60)
+    try:
+        # the VM resumes with the template's clock
+        agent.execute("guest-set-time", time=time.time_ns())
+        inputs = "".join(f"{key}={shlex.quote(value)}\n" for key, value in identity.items())
+        code, out, err = agent.run("/bin/sh", "-s", stdin=(inputs + IDENTITY_SCRIPT.read_text()).encode(),
+                                   timeout=120)
+        if code != 0:
+            raise LocalCloudError(f"identity.sh failed in {name}: {err.strip()}")
+    finally:
+        agent.close()
+    return out.strip()
