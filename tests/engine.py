@@ -17,7 +17,7 @@ from previews.comment import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 # what a run needs of the project; tests, docs and the VCS stay out of the copy
-PROJECT_FILES = ["Pulumi.yaml", "__main__.py", "components", "localcloud", "policies", "stacks",
+PROJECT_FILES = ["Pulumi.yaml", "__main__.py", "components", "images", "localcloud", "policies", "stacks",
                  "requirements.txt"]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from previews.comment import render
+from previews.comment import read_events, render
 from tests.engine import ROOT, Engine
 
 sys.path.insert(0, str(ROOT / "policies"))
@@ -105,3 +105,26 @@ def test_a_change_that_breaks_a_policy_is_refused_and_the_comment_shows_why(engi
     assert "#### Policy violations: 10 mandatory, 0 advisory" in comment
     volume_lines = [line for line in comment.splitlines() if "`dockyard/stateful-volumes-kept` on `the stack`" in line]
     assert len(volume_lines) == 2 and "Keep volume dockyard-small-b-nfs" in "".join(volume_lines)
+
+
+def test_the_custom_droplet_image_previews_a_builder_and_a_snapshot_that_outlives_it(engine):
+    builder = ["--cwd", "images/digitalocean"]
+    engine.run(*builder, "stack", "init", "image")
+    engine.run(*builder, "config", "set", "--stack", "image", "digitalocean:apiEndpoint", "http://127.0.0.1:9")
+    engine.run(*builder, "config", "set", "--stack", "image", "--secret", "digitalocean:token",
+               stdin="dummy-token-no-api-call-is-made")
+    run = engine.run(*builder, "preview", "--stack", "image", "--json", check=False,
+                     env={"PULUMI_ENABLE_STREAMING_JSON_PREVIEW": "true"})
+    steps = [e["resourcePreEvent"]["metadata"] for e in read_events(run.stdout) if "resourcePreEvent" in e]
+    assert run.returncode == 0, run.stderr[-3000:]
+    created = {s["type"]: s for s in steps if s["op"] == "create"}
+    for kind in ("tls:index/privateKey:PrivateKey", "digitalocean:index/sshKey:SshKey",
+                 "digitalocean:index/droplet:Droplet", "digitalocean:index/dropletSnapshot:DropletSnapshot"):
+        assert kind in created, f"{kind} is not in the preview"
+    scripts = [s["new"]["inputs"]["triggers"][0] for s in steps if s["type"] == "command:remote:Command"]
+    assert [t.split("@")[0] for t in scripts] == ["host-base.sh", "image-bake.sh"]
+    snapshot = created["digitalocean:index/dropletSnapshot:DropletSnapshot"]["new"]
+    assert snapshot["retainOnDelete"] is True, "pulumi destroy removes the builder, never the image"
+    assert snapshot["inputs"]["name"].startswith("dockyard-image-")
+    droplet = created["digitalocean:index/droplet:Droplet"]["new"]["inputs"]
+    assert droplet["image"] == "ubuntu-24-04-x64" and "userData" not in droplet
