@@ -76,7 +76,9 @@ class Cluster(pulumi.ComponentResource):
             self.engines[spec.name] = DockerHost(
                 spec.name,
                 DockerHostArgs(host=self._hosts[spec.name], docker_version=cfg.docker_version,
-                               registry_mirrors=cfg.registry_mirrors, data_mount=mount, data_owners=owners),
+                               registry_mirrors=cfg.registry_mirrors, data_mount=mount, data_owners=owners,
+                               prune_schedule=cfg.prune_schedule, prune_after=cfg.prune_after,
+                               keep_images=cfg.preload_image_ids),
                 opts=child,
             )
 

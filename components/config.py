@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import pulumi
 
 from .ports import NEVER_PUBLIC
+from .archives import archive_image_id
 from .ssh import SSH_CONFIG_UNSAFE, SSH_USER
 from .topology import (DEFAULT_MANAGERS, MANAGER_COUNT_SETTABLE, MAX_MANAGERS, TIERS, Role, build_topology,
                        manager_count_problem)
@@ -40,6 +41,7 @@ KEYS: dict[str, str] = {
     "sshUser": TEXT, "sshPublicKey": TEXT, "sshKeyId": TEXT, "sshPrivateKeyPath": TEXT, "sshPrivateKey": SECRET,
     # engine (_engine)
     "dockerVersion": TEXT, "registryMirrors": STRUCTURED, "preloadImages": STRUCTURED,
+    "pruneSchedule": TEXT, "pruneAfter": TEXT,
     # nfs (_nfs)
     "nfs": STRUCTURED,
     # ci (_ci)
@@ -58,6 +60,8 @@ DEFAULT_SIZES = {
     "medium": {"master": "s-2vcpu-2gb", "cicd": "s-4vcpu-8gb", "nfs": "s-2vcpu-4gb",
                "manager": "s-2vcpu-4gb", "worker": "s-4vcpu-8gb"},
 }
+# what a systemd OnCalendar= value is made of (checked again by systemd on the host)
+CALENDAR_EVENT = re.compile(r"[A-Za-z0-9*,:. /~-]+")
 DEFAULT_VOLUME_GB = {"nfs": 50, "ci": 30}
 # Networks Docker makes on every host: the VPC must not overlap them
 DOCKER_NETWORKS = {"172.17.0.0/16": "Docker's bridge (docker0)",
@@ -123,6 +127,9 @@ class EngineSettings:
     docker_version: str                # a docker.io package version prefix; "" for the distribution's
     registry_mirrors: tuple[str, ...]  # for daemon.json
     preload_images: tuple[str, ...]    # docker-archive tarballs here, loaded on every host
+    preload_image_ids: tuple[str, ...]  # their images' IDs: no registry gives them back, the prune keeps them
+    prune_schedule: str                # systemd OnCalendar= of the nightly Docker prune
+    prune_after: str                   # what the prune removes must be older: hours, e.g. 168h
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,9 @@ class DockyardConfig:
     docker_version: str
     registry_mirrors: tuple[str, ...]
     preload_images: tuple[str, ...]
+    preload_image_ids: tuple[str, ...]
+    prune_schedule: str
+    prune_after: str
     ssh: SshSettings
     nfs: NfsSettings
     ci: CiSettings
@@ -463,10 +473,24 @@ def _engine(p: _Parser) -> EngineSettings:
             p.fail("registryMirrors", f"{mirror!r} must be a URL such as https://mirror.example.com")
 
     preload_images = tuple(os.path.expanduser(path) for path in p.string_list("preloadImages"))
+    image_ids = []
     for path in preload_images:
         if not p.file_exists(path):
             p.fail("preloadImages", f"no file at {path}; list docker-archive tarballs (docker save -o FILE IMAGE)")
-    return EngineSettings(docker_version, registry_mirrors, preload_images)
+            continue
+        try:
+            image_ids.append(archive_image_id(path))
+        except ValueError as error:
+            p.fail("preloadImages", f"{error}; write one with docker save -o FILE IMAGE")
+    prune_schedule = p.string("pruneSchedule", "*-*-* 03:30:00")
+    if not CALENDAR_EVENT.fullmatch(prune_schedule):
+        p.fail("pruneSchedule", f"{prune_schedule!r} is not a systemd calendar event such as "
+                                f"'*-*-* 03:30:00' or 'daily'")
+    prune_after = p.string("pruneAfter", "168h")
+    if not re.fullmatch(r"[0-9]{1,6}h", prune_after):
+        p.fail("pruneAfter", f"{prune_after!r} is not a number of hours such as 168h (a week)")
+    return EngineSettings(docker_version, registry_mirrors, preload_images, tuple(image_ids), prune_schedule,
+                          prune_after)
 
 
 def _nfs(p: _Parser) -> NfsSettings:
@@ -539,7 +563,7 @@ def _ci(p: _Parser, placement: Placement) -> CiSettings:
     if not re.fullmatch(r"[^@\s]+@[^@\s]+", admin_email):
         p.fail("ciAdminEmail", f"{admin_email!r} is not an email address")
     gc_schedule = p.string("registryGcSchedule", "Sun *-*-* 03:00:00")
-    if not re.fullmatch(r"[A-Za-z0-9*,:. /~-]+", gc_schedule):
+    if not CALENDAR_EVENT.fullmatch(gc_schedule):
         p.fail("registryGcSchedule", f"{gc_schedule!r} is not a systemd calendar event such as "
                                      f"'Sun *-*-* 03:00:00' or 'daily'")
     return CiSettings(tuple(services), images, admin_user, admin_email, gc_schedule)

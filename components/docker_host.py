@@ -1,4 +1,4 @@
-"""The part of the bootstrap every host shares: its data volume and the Docker engine."""
+"""The part of the bootstrap every host shares: its data volume, the Docker engine and its upkeep."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +17,9 @@ class DockerHostArgs:
     registry_mirrors: tuple[str, ...]
     data_mount: Optional[str] = None  # where the host's data volume goes, when it has one
     data_owners: tuple[str, ...] = ()  # systemd units that keep their data there
+    prune_schedule: str = "*-*-* 03:30:00"
+    prune_after: str = "168h"
+    keep_images: tuple[str, ...] = ()  # image IDs the prune never removes (preloaded ones)
 
 
 class DockerHost(pulumi.ComponentResource):
@@ -38,5 +41,14 @@ class DockerHost(pulumi.ComponentResource):
             script="host-base.sh",
             env=env,
             opts=pulumi.ResourceOptions(parent=self, depends_on=host.provisioned),
+        )
+        # the engine's upkeep: timers for pruning and for a Docker that stops answering
+        self.maintenance = run_script(
+            f"{name}-maintenance",
+            connection=host.connection,
+            script="host-maintenance.sh",
+            env={"PRUNE_SCHEDULE": args.prune_schedule, "PRUNE_AFTER": args.prune_after,
+                 "KEEP_IMAGES": " ".join(args.keep_images)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.engine]),
         )
         self.register_outputs({})

@@ -4,7 +4,6 @@ Pulumi, loaded into a host's engine over ssh. For hosts that cannot reach a regi
 from a warm template that holds it) receives nothing for it."""
 from __future__ import annotations
 
-import hashlib
 import shlex
 from dataclasses import dataclass, field
 from typing import Optional
@@ -12,15 +11,8 @@ from typing import Optional
 import pulumi
 from pulumi_command import local
 
+from .archives import archive_digest
 from .remote import script_digest, script_text
-
-
-def archive_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

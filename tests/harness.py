@@ -2,9 +2,12 @@
 inputs (with which of them are secret), its dependencies and its options."""
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
+import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -43,6 +46,16 @@ def unwrap(value: Any) -> tuple[Any, bool]:
         items = [unwrap(v) for v in value]
         return [i for i, _ in items], any(s for _, s in items)
     return value, False
+
+
+def docker_archive(path: Path, image_id: str = "a" * 64) -> Path:
+    """The smallest docker-archive the program reads: a manifest.json naming the image config."""
+    manifest = json.dumps([{"Config": f"{image_id}.json", "RepoTags": ["web:1"], "Layers": []}]).encode()
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    return path
 
 
 TEST_HOST_KEY_PREFIX = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5-host-key-of-"

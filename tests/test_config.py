@@ -203,3 +203,32 @@ def test_nfs_paths_that_would_break_a_host_are_refused(nfs, hint):
 def test_own_nfs_directories_are_fine():
     config = parse(nfs={"exportRoot": "/data/exports", "mountRoot": "/mnt/shared"})
     assert (config.nfs.export_root, config.nfs.mount_root) == ("/data/exports", "/mnt/shared")
+
+
+@pytest.mark.parametrize("key,value,hint", [
+    ("pruneAfter", "7d", "number of hours such as 168h"),
+    ("pruneAfter", "168", "number of hours"),
+    ("pruneSchedule", "daily\nExecStart=/bin/evil", "systemd calendar event"),
+    ("pruneSchedule", "'03:00'", "systemd calendar event"),
+])
+def test_bad_prune_settings(key, value, hint):
+    message = error_of(**{key: value})
+    assert f"dockyard:{key}" in message and hint in message
+
+
+def test_prune_defaults_to_nightly_for_week_old_leftovers():
+    config = parse()
+    assert (config.prune_schedule, config.prune_after) == ("*-*-* 03:30:00", "168h")
+
+
+def test_a_preload_that_is_not_a_docker_archive_is_refused_before_anything_is_made(tmp_path):
+    from tests.harness import docker_archive
+
+    not_an_archive = tmp_path / "web.tar"
+    not_an_archive.write_text("hello")
+    with pytest.raises(ConfigError) as info:
+        parse_config("test", {**GOOD, "preloadImages": [str(not_an_archive)]}, file_exists=lambda path: True)
+    assert "dockyard:preloadImages" in str(info.value) and "is not a docker-archive" in str(info.value)
+    good = docker_archive(tmp_path / "good.tar", "b" * 64)
+    config = parse_config("test", {**GOOD, "preloadImages": [str(good)]}, file_exists=lambda path: True)
+    assert config.preload_image_ids == ("sha256:" + "b" * 64,)

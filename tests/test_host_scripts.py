@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import docker_archive
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "components" / "scripts"
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -405,18 +407,6 @@ esac
 """
 
 
-def docker_archive(path: Path, image_id: str) -> Path:
-    import tarfile
-    import io
-
-    manifest = json.dumps([{"Config": f"{image_id}.json", "RepoTags": ["web:1"], "Layers": []}]).encode()
-    with tarfile.open(path, "w") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
-    return path
-
-
 @pytest.fixture
 def sender(tmp_path) -> dict:
     bin_dir = sandbox(tmp_path, {"ssh": FAKE_SSH_TO_ENGINE})
@@ -456,3 +446,75 @@ def test_images_send_fails_on_a_host_it_cannot_reach(sender):
     result = send(sender)
     assert result.returncode != 0
     assert "cannot reach dockyard-local-b over ssh" in result.stderr
+
+
+# --- host-maintenance.sh ---------------------------------------------------------------------
+
+# A manager's engine: container c1 uses image "used", the service web uses "service", and
+# "keep", "old" and "new" are unused; "new" was built a minute ago, the others in 2020.
+FAKE_DOCKER_FOR_PRUNE = """#!/bin/bash
+echo "docker $*" >> "$LOG_DIR/calls"
+case "$*" in
+  "ps --all --quiet") echo c1 ;;
+  "inspect --format {{.Image}} c1") echo sha256:used ;;
+  "info --format {{.Swarm.ControlAvailable}}") echo true ;;
+  "service ls --format {{.Image}}") echo "registry/web:1@sha256:0123" ;;
+  "image inspect --format {{.Id}} registry/web:1@sha256:0123") echo sha256:service ;;
+  "image ls --quiet --no-trunc") printf 'sha256:%s\\n' used service keep old new old ;;
+  "image inspect --format {{.Created}} sha256:new") date -u +%Y-%m-%dT%H:%M:%S.000000000Z ;;
+  "image inspect --format {{.Created}} "*) echo 2020-01-01T00:00:00.000000000Z ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def maintained(tmp_path) -> dict:
+    bin_dir = sandbox(tmp_path, {"docker": FAKE_DOCKER_FOR_PRUNE})
+    for tool in ("date", "xargs", "chmod"):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    root = tmp_path / "root"
+    return {"bin": bin_dir, "root": root, "logs": tmp_path}
+
+
+def maintain(host: dict, **env: str) -> subprocess.CompletedProcess:
+    return run("host-maintenance.sh", host["bin"], host["logs"], SYSROOT=str(host["root"]),
+               **{"PRUNE_SCHEDULE": "*-*-* 03:30:00", "PRUNE_AFTER": "168h", "KEEP_IMAGES": "sha256:keep", **env})
+
+
+def test_maintenance_installs_the_timers_and_a_docker_that_restarts_once(maintained):
+    first = maintain(maintained)
+    assert first.returncode == 0, first.stderr
+    units = maintained["root"] / "etc/systemd/system"
+    timer = (units / "dockyard-prune.timer").read_text()
+    assert "OnCalendar=*-*-* 03:30:00" in timer and "Persistent=true" in timer
+    assert "Restart=always" in (units / "docker.service.d/dockyard-restart.conf").read_text()
+    assert "systemctl restart docker" in (units / "dockyard-docker-health.service").read_text()
+    env = (maintained["root"] / "etc/dockyard/prune.env").read_text()
+    assert "PRUNE_AFTER=168h" in env and 'KEEP_IMAGES="sha256:keep"' in env
+    again = maintain(maintained)
+    assert again.returncode == 0 and "writing" not in again.stderr, "a second run changes nothing"
+    changed = maintain(maintained, PRUNE_SCHEDULE="daily")
+    assert changed.stderr.count("writing") == 1 and "OnCalendar=daily" in (units / "dockyard-prune.timer").read_text()
+
+
+def test_the_prune_removes_only_old_images_nothing_uses_or_keeps(maintained):
+    assert maintain(maintained).returncode == 0
+    prune = maintained["root"] / "usr/local/sbin/dockyard-prune"
+    result = subprocess.run([str(prune)], env={"PATH": str(maintained["bin"]), "LOG_DIR": str(maintained["logs"]),
+                                              "PRUNE_AFTER": "168h", "KEEP_IMAGES": "sha256:keep"},
+                            text=True, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    removed = [c.split()[-1] for c in calls(maintained["logs"]) if c.startswith("docker image rm")]
+    assert removed == ["sha256:old"], "not the container's, the service's, the kept or the new image"
+    made = calls(maintained["logs"])
+    assert "docker container prune --force --filter until=168h" in made
+    assert "docker image prune --force --filter until=168h" in made
+    assert "1 unused image(s) removed" in result.stdout
+
+
+@pytest.mark.parametrize("after", ["", "12", "h", "12m", "1h2h"])
+def test_maintenance_refuses_an_age_that_is_not_hours(maintained, after):
+    result = maintain(maintained, PRUNE_AFTER=after)
+    assert result.returncode != 0 and "PRUNE_AFTER must be hours" in result.stderr

@@ -6,7 +6,7 @@ import pulumi
 import pulumi.runtime.sync_await
 import pytest
 
-from tests.harness import TEST_KEY, run_program
+from tests.harness import docker_archive, TEST_KEY, run_program
 
 LOCAL = "command:local:Command"
 
@@ -116,7 +116,7 @@ def test_every_vm_has_one_size_so_that_they_share_one_warm_template(run):
 
 def test_preloaded_archives_are_baked_into_the_vms_template(tmp_path):
     archive = tmp_path / "web 1.tar"
-    archive.write_bytes(b"not really an image")
+    docker_archive(archive)
     baked = run_program(stack="local", cloud="local", tier="default", workers="1", preloadImages=[str(archive)])
     for vm in vm_commands(baked):
         assert f"--bake '{archive}'" in vm.inputs["create"]

@@ -10,7 +10,7 @@ import pytest
 
 from components.ports import CONTROL_PORTS
 from components.topology import build_topology
-from tests.harness import MANAGER_TOKEN, WORKER_TOKEN, Mocks, RecordingMonitor, run_program
+from tests.harness import docker_archive, MANAGER_TOKEN, WORKER_TOKEN, Mocks, RecordingMonitor, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = {"minimal": 1, "default": 2, "small": 5, "medium": 11}
@@ -263,7 +263,7 @@ def test_config_errors_stop_the_program_before_any_resource(monkeypatch):
 
 def test_image_archives_are_sent_from_here_to_every_host_after_its_engine_and_the_bastion(tmp_path):
     archive = tmp_path / "web-1.tar"
-    archive.write_bytes(b"not really an image")
+    docker_archive(archive)
     run = run_program(tier="small", workers="1", preloadImages=[str(archive)])
     script = (ROOT / "components" / "scripts" / "images-send.sh").read_text()
     sends = [c for c in run.of_type(LOCAL_COMMAND) if c.name.endswith("-images-load")]
@@ -398,3 +398,17 @@ def test_every_cloud_the_configuration_accepts_has_hosts():
     from components.program import CLOUDS
 
     assert sorted(CLOUDS) == sorted(NAMES)
+
+
+def test_every_host_gets_its_maintenance_after_its_engine_keeping_the_preloaded_images(tmp_path):
+    archive = docker_archive(tmp_path / "web-1.tar", "c" * 64)
+    run = run_program(tier="small", workers="1", preloadImages=[str(archive)], pruneSchedule="daily",
+                      pruneAfter="72h")
+    upkeep = run.commands("host-maintenance.sh")
+    assert sorted(c.name for c in upkeep) == sorted(f"{h}-maintenance" for h in ("a", "b", "c1", "c2", "c3", "w1"))
+    for command in upkeep:
+        host = command.name.removesuffix("-maintenance")
+        assert run.depends_on(command, run.named(f"{host}-docker"))
+        create = command.inputs["create"]
+        assert "PRUNE_SCHEDULE=daily" in create and "PRUNE_AFTER=72h" in create
+        assert f"KEEP_IMAGES=sha256:{'c' * 64}" in create

@@ -20,7 +20,8 @@ from tests.engine import Engine
 pytestmark = pytest.mark.e2e
 
 NET = "e2e"
-CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24"}
+# pruneAfter 0h: the prune removes what is unused now, so that one run shows what it removes
+CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24", "pruneAfter": "0h"}
 MASTER, MANAGER, WORKER = "10.233.0.11", "10.233.0.12", "10.233.0.13"
 # What the bootstrap scripts log when they change something; a re-run must log none.
 CHANGES = re.compile(r"formatting|adding .* to /etc/fstab|mounting|installing|writing|restarting|initialising|"
@@ -264,6 +265,45 @@ def test_the_worker_mount_survives_a_reboot(stack):
             break
         time.sleep(10)
     assert status == "ready"
+
+
+def test_a_run_of_the_prune_removes_unused_images_and_keeps_every_image_in_use(stack):
+    registry = stack.outputs["registry"]
+    stack.ssh(MANAGER, f"docker service create --detach --name keeper --constraint node.hostname==w1 "
+                       f"--with-registry-auth {registry}/web:2")
+    wait_for("the keeper task on w1", lambda: stack.ssh(
+        WORKER, "docker ps --filter name=keeper -q", check=False).stdout.strip(), every=5)
+    # two unused images: one dangling (its tag moved to the second), one tagged
+    made = stack.ssh(WORKER, "docker create --name probe dockyard/web:1 >/dev/null && "
+                             "docker commit probe junk:1 && docker commit probe junk:1 && docker rm probe >/dev/null")
+    junk = made.stdout.split()
+    assert len(junk) == 2
+    before = set(stack.ssh(WORKER, "docker image ls -q --no-trunc").stdout.split())
+    assert set(junk) <= before
+    stack.ssh(WORKER, "systemctl start dockyard-prune.service")
+    after = set(stack.ssh(WORKER, "docker image ls -q --no-trunc").stdout.split())
+    assert after == before - set(junk), "only the unused images went"
+    in_use = stack.ssh(WORKER, "docker inspect --format '{{.Image}}' $(docker ps -q)").stdout.split()
+    preloaded = stack.ssh(WORKER, "docker image inspect --format '{{.Id}}' dockyard/web:1 dockyard/web:2").stdout.split()
+    assert set(in_use) | set(preloaded) <= after
+    assert "Persistent=true" in stack.ssh(WORKER, "systemctl cat dockyard-prune.timer").stdout
+    assert stack.ssh(WORKER, "systemctl is-active dockyard-prune.timer dockyard-docker-health.timer").stdout.split() \
+        == ["active", "active"]
+    stack.ssh(MANAGER, "docker service rm keeper")
+
+
+def test_a_killed_docker_engine_comes_back_by_itself(stack):
+    engine = "systemctl show docker --property MainPID --value"
+    killed = stack.ssh(WORKER, engine).stdout.strip()
+    stack.ssh(WORKER, f"kill -9 {killed}")
+    start = time.monotonic()
+    wait_for("dockerd back", lambda: stack.ssh(
+        WORKER, "docker info --format '{{.Swarm.LocalNodeState}}'", check=False).stdout.strip() == "active",
+        timeout=180, every=3)
+    TIMINGS.append(f"[e2e] a killed dockerd answers again after {time.monotonic() - start:.0f} s")
+    assert stack.ssh(WORKER, engine).stdout.strip() not in ("", "0", killed)
+    wait_for("w1 ready", lambda: stack.ssh(
+        MANAGER, "docker node inspect w1 --format '{{.Status.State}}'", check=False).stdout.strip() == "ready")
 
 
 def test_a_second_up_changes_nothing_and_runs_no_command(stack):
