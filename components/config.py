@@ -17,6 +17,7 @@ import pulumi
 
 from .ports import NEVER_PUBLIC
 from .archives import archive_image_id
+from .maintenance import DEFAULT_PRUNE_AFTER, DEFAULT_PRUNE_SCHEDULE
 from .ssh import SSH_CONFIG_UNSAFE, SSH_USER
 from .topology import (DEFAULT_MANAGERS, MANAGER_COUNT_SETTABLE, MAX_MANAGERS, TIERS, Role, build_topology,
                        manager_count_problem)
@@ -482,11 +483,11 @@ def _engine(p: _Parser) -> EngineSettings:
             image_ids.append(archive_image_id(path))
         except ValueError as error:
             p.fail("preloadImages", f"{error}; write one with docker save -o FILE IMAGE")
-    prune_schedule = p.string("pruneSchedule", "*-*-* 03:30:00")
+    prune_schedule = p.string("pruneSchedule", DEFAULT_PRUNE_SCHEDULE)
     if not CALENDAR_EVENT.fullmatch(prune_schedule):
         p.fail("pruneSchedule", f"{prune_schedule!r} is not a systemd calendar event such as "
                                 f"'*-*-* 03:30:00' or 'daily'")
-    prune_after = p.string("pruneAfter", "168h")
+    prune_after = p.string("pruneAfter", DEFAULT_PRUNE_AFTER)
     if not re.fullmatch(r"[0-9]{1,6}h", prune_after):
         p.fail("pruneAfter", f"{prune_after!r} is not a number of hours such as 168h (a week)")
     return EngineSettings(docker_version, registry_mirrors, preload_images, tuple(image_ids), prune_schedule,

@@ -6,6 +6,7 @@ from typing import Optional
 
 import pulumi
 
+from .maintenance import DEFAULT_PRUNE_AFTER, DEFAULT_PRUNE_SCHEDULE, maintenance_env
 from .hosts import Host
 from .remote import run_script
 
@@ -17,8 +18,8 @@ class DockerHostArgs:
     registry_mirrors: tuple[str, ...]
     data_mount: Optional[str] = None  # where the host's data volume goes, when it has one
     data_owners: tuple[str, ...] = ()  # systemd units that keep their data there
-    prune_schedule: str = "*-*-* 03:30:00"
-    prune_after: str = "168h"
+    prune_schedule: str = DEFAULT_PRUNE_SCHEDULE
+    prune_after: str = DEFAULT_PRUNE_AFTER
     keep_images: tuple[str, ...] = ()  # image IDs the prune never removes (preloaded ones)
 
 
@@ -47,8 +48,7 @@ class DockerHost(pulumi.ComponentResource):
             f"{name}-maintenance",
             connection=host.connection,
             script="host-maintenance.sh",
-            env={"PRUNE_SCHEDULE": args.prune_schedule, "PRUNE_AFTER": args.prune_after,
-                 "KEEP_IMAGES": " ".join(args.keep_images)},
+            env=maintenance_env(args.prune_schedule, args.prune_after, args.keep_images),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.engine]),
         )
         self.register_outputs({})

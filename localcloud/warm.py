@@ -20,12 +20,18 @@ import subprocess
 import time
 from pathlib import Path
 
+from components.maintenance import maintenance_env
 from localcloud.base_image import ensure_image
 from localcloud.qemu import GuestAgent, Monitor, accelerator_name, machine_args
 from localcloud.system import CACHE, LocalCloudError, log
 
 HERE = Path(__file__).resolve().parent
 IDENTITY_SCRIPT = HERE / "identity.sh"
+HOST_SCRIPTS = HERE.parent / "components" / "scripts"
+# what every host's bootstrap does first, done once in the template with the stack
+# defaults, so that a VM's own run finds it done: Docker's daemon.json (no restart), the
+# maintenance timers (no systemd reload)
+TEMPLATE_BOOTSTRAP = (("host-base.sh", {}), ("host-maintenance.sh", maintenance_env()))
 TEMPLATES = CACHE / "warm"
 KEEP_TEMPLATES = 5
 # what the template's kernel is told: no name, address or key (those come after a restore)
@@ -53,6 +59,7 @@ def template_key(base: Path, memory: int, cpus: int, archives: list[Path]) -> st
         "accel": accelerator_name(),
         "qemu": (HERE / "qemu.py").read_text(),
         "warm": Path(__file__).read_text(),
+        "bootstrap": [(HOST_SCRIPTS / name).read_text() for name, _ in TEMPLATE_BOOTSTRAP],
         "archives": sorted(file_digest(a) for a in archives),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -132,10 +139,16 @@ def _make_template(base: Path, directory: Path, memory: int, cpus: int, archives
         if out.strip() not in ("running", "degraded"):
             raise LocalCloudError(f"the template VM's boot ended {out.strip() or err.strip()}")
         code, out, err = agent.run("/bin/sh", "-c", "docker info --format '{{.ServerVersion}}' && "
-                                   "! ls /var/lib/dockyard/preload/*.tar 2>/dev/null && sync && "
-                                   "echo 3 > /proc/sys/vm/drop_caches", timeout=120)
+                                   "! ls /var/lib/dockyard/preload/*.tar 2>/dev/null", timeout=120)
         if code != 0:
             raise LocalCloudError(f"the template VM is not ready: Docker or the preload failed ({err.strip()})")
+        for script, env in TEMPLATE_BOOTSTRAP:
+            assignments = "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+            code, out, err = agent.run("/bin/bash", "-s", stdin=(assignments + (HOST_SCRIPTS / script).read_text()).encode(),
+                                       timeout=300)
+            if code != 0:
+                raise LocalCloudError(f"{script} failed in the template VM: {err.strip()[-500:]}")
+        code, out, err = agent.run("/bin/sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches", timeout=60)
     finally:
         agent.close()
     monitor = Monitor(directory)

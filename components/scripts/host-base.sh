@@ -188,7 +188,7 @@ if [ "$(cat "$DAEMON_JSON" 2>/dev/null || true)" != "$desired" ]; then
   restart=yes
 fi
 
-systemctl enable docker >/dev/null 2>&1 || true
+systemctl is-enabled --quiet docker 2>/dev/null || systemctl enable docker >/dev/null 2>&1 || true
 if [ "$restart" = yes ] && systemctl is-active --quiet docker; then
   log "restarting docker for the new daemon.json"
   systemctl restart docker

@@ -39,7 +39,7 @@ case "$KEEP_IMAGES" in *[!a-z0-9:\ ]*) fatal "KEEP_IMAGES must be image IDs (sha
 [ -n "$SYSROOT" ] || [ "$(id -u)" = 0 ] || fatal "must run as root"
 
 UNITS=$SYSROOT/etc/systemd/system
-changed=no
+units_changed=no
 
 # install_file <path> <mode>: stdin becomes the file at path, through a temp file beside it,
 # only when the content differs
@@ -54,7 +54,7 @@ install_file() {
   chmod "$2" "$tmp"
   mv "$tmp" "$1"
   log "writing $1"
-  changed=yes
+  case "$1" in "$UNITS"/*) units_changed=yes ;; esac
 }
 
 install_file "$SYSROOT/usr/local/sbin/dockyard-prune" 755 <<'PRUNE'
@@ -149,7 +149,8 @@ EOF
 if [ -n "$SYSROOT" ]; then
   exit 0
 fi
-if [ "$changed" = yes ]; then
+# the prune reads its settings when it runs: only a changed unit needs systemd to reload
+if [ "$units_changed" = yes ]; then
   systemctl daemon-reload
 fi
 for timer in dockyard-prune.timer dockyard-docker-health.timer; do
