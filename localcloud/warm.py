@@ -4,9 +4,9 @@ VM then starts from that template in seconds instead of booting for a minute or 
 gets its own identity (identity.sh) before anything reaches it.
 
 A template is made once per base image recipe, VM size, accelerator and set of preloaded
-archives, and shared by every VM and stack with the same; the five most recently used are
-kept. A VM restored from it runs on a copy-on-write overlay of the template's disk, which
-never changes after the save."""
+archives, and shared by every VM and stack with the same; the five most recently used,
+and any used in the last two days, are kept. A VM restored from it runs on a copy-on-write
+overlay of the template's disk, which never changes after the save."""
 from __future__ import annotations
 
 import fcntl
@@ -34,6 +34,7 @@ HOST_SCRIPTS = HERE.parent / "components" / "scripts"
 TEMPLATE_BOOTSTRAP = (("host-base.sh", {}), ("host-maintenance.sh", maintenance_env()))
 TEMPLATES = CACHE / "warm"
 KEEP_TEMPLATES = 5
+UNUSED_DAYS = 2
 # what the template's kernel is told: no name, address or key (those come after a restore)
 TEMPLATE_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0"
 TEMPLATE_MAC = "52:54:00:00:00:01"
@@ -58,7 +59,7 @@ def template_key(base: Path, memory: int, cpus: int, archives: list[Path]) -> st
         "cpus": cpus,
         "accel": accelerator_name(),
         "qemu": (HERE / "qemu.py").read_text(),
-        "warm": Path(__file__).read_text(),
+        "template": [TEMPLATE_APPEND, TEMPLATE_MAC, TEMPLATE_NETDEV],
         "bootstrap": [(HOST_SCRIPTS / name).read_text() for name, _ in TEMPLATE_BOOTSTRAP],
         "archives": sorted(file_digest(a) for a in archives),
     }
@@ -179,10 +180,12 @@ def _running(pid_file: Path) -> bool:
 
 
 def _prune_templates(keep: Path) -> None:
+    """Beyond the KEEP_TEMPLATES most recently used, a template unused for UNUSED_DAYS goes:
+    a running VM's disk is an overlay of its template, so a recent one stays."""
     templates = sorted((p for p in TEMPLATES.iterdir() if p.is_dir() and (p / "state").exists()),
                        key=lambda p: p.stat().st_mtime, reverse=True)
     for old in templates[KEEP_TEMPLATES:]:
-        if old != keep:
+        if old != keep and time.time() - old.stat().st_mtime > UNUSED_DAYS * 86400:
             shutil.rmtree(old, ignore_errors=True)
 
 
