@@ -20,7 +20,7 @@ from .manager import ManagerAccess, SwarmManager, SwarmManagerArgs
 from .master import Master, MasterArgs
 from .nfs import NfsClient, NfsClientArgs, NfsServer, NfsServerArgs
 from .ports import SWARM_MANAGEMENT_PORT
-from .ssh import BATCH_SSH_OPTIONS, host_alias, ssh_config
+from .ssh import batch_ssh_options, host_alias, ssh_config
 from .topology import HostSpec, Role, Topology
 from .worker import SwarmWorker, SwarmWorkerArgs
 
@@ -92,14 +92,14 @@ class Cluster(pulumi.ComponentResource):
         names = [h.name for h in topo.hosts]
         every_host = pulumi.Output.all(*[self._hosts[n].ssh_address for n in names]).apply(
             lambda addrs: ssh_config(cfg.stack, names, topo.master.name, addrs, cfg.ssh.user,
-                                     platform.identity_file, BATCH_SSH_OPTIONS))
+                                     platform.identity_file, batch_ssh_options(platform.known_hosts_file)))
         for spec in topo.hosts:
             self.preloads[spec.name] = ImagePreload(
                 f"{spec.name}-images",
                 ImagePreloadArgs(host_alias=host_alias(cfg.stack, spec.name), ssh_config=every_host,
                                  archives=cfg.preload_images,
                                  depends_on=self.engine_up(spec.name) + [self.master.setup]
-                                 + list(platform.identity_file_written)),
+                                 + list(platform.ssh_files_written)),
                 opts=self._child,
             )
 
@@ -142,8 +142,8 @@ class Cluster(pulumi.ComponentResource):
             aliases=[host_alias(cfg.stack, m.name) for m in topo.managers],
             ssh_config=pulumi.Output.all(*[self._hosts[n].ssh_address for n in reach]).apply(
                 lambda addrs: ssh_config(cfg.stack, reach, master, addrs, cfg.ssh.user,
-                                         platform.identity_file, BATCH_SSH_OPTIONS)),
-            identity_file_written=list(platform.identity_file_written),
+                                         platform.identity_file, batch_ssh_options(platform.known_hosts_file))),
+            ssh_files_written=list(platform.ssh_files_written),
         )
 
     def _swarm(self) -> None:

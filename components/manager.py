@@ -22,7 +22,7 @@ class ManagerAccess:
     # an ssh_config text for those aliases (and the master they are reached through)
     ssh_config: pulumi.Output[str]
     # what must exist before ssh can use the key (the key file of local VMs)
-    identity_file_written: list[pulumi.Resource] = field(default_factory=list)
+    ssh_files_written: list[pulumi.Resource] = field(default_factory=list)
 
 
 @dataclass
@@ -85,7 +85,7 @@ def node_membership(name: str, *, node_id: pulumi.Output[str], join: SwarmJoin, 
         stdin=script_text("swarm-remove-node.sh"),
         environment={"NODE_ID": node_id, "MANAGERS": " ".join(join.access.aliases),
                      "SSH_CONFIG": join.access.ssh_config},
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.access.identity_file_written),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.access.ssh_files_written),
     )
 
 

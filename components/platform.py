@@ -46,12 +46,15 @@ class Deployment:
         return result
 
 
-def docker_ssh_options(identity_file: Optional[str], user: str, jump_host: Optional[pulumi.Input[str]]):
-    """ssh options for the docker provider (it runs the system ssh): the stack's key and,
-    for a host behind the master, a hop through the master with the same key."""
+def docker_ssh_options(platform: Platform, user: str, jump_host: Optional[pulumi.Input[str]]):
+    """ssh options for the docker provider (it runs the system ssh): the stack's key, the
+    hosts' keys when the cloud reported them, and for a host behind the master, a hop
+    through the master with the same key."""
+    identity, known_hosts = platform.identity_file, platform.known_hosts_file
     if jump_host is None:
-        return docker_ssh_argv(identity_file, user, None)
-    return pulumi.Output.from_input(jump_host).apply(lambda master: docker_ssh_argv(identity_file, user, master))
+        return docker_ssh_argv(identity, user, None, known_hosts)
+    return pulumi.Output.from_input(jump_host).apply(
+        lambda master: docker_ssh_argv(identity, user, master, known_hosts))
 
 
 def ci_docker_provider(config: DockyardConfig, platform: Platform, ci_host: str, master: str,
@@ -67,8 +70,8 @@ def ci_docker_provider(config: DockyardConfig, platform: Platform, ci_host: str,
     return docker.Provider(
         f"{ci_host}-docker-provider",
         host=address,
-        ssh_opts=docker_ssh_options(platform.identity_file, config.ssh.user, jump),
-        opts=pulumi.ResourceOptions(depends_on=[*after, *platform.identity_file_written]),
+        ssh_opts=docker_ssh_options(platform, config.ssh.user, jump),
+        opts=pulumi.ResourceOptions(depends_on=[*after, *platform.ssh_files_written]),
     )
 
 

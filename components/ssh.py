@@ -20,6 +20,16 @@ UNSEEN_HOST_KEYS = (("StrictHostKeyChecking", "no"), ("UserKnownHostsFile", "/de
 NO_PROMPT = (("BatchMode", "yes"),)
 
 
+def host_key_checks(known_hosts: Optional[str]) -> tuple[tuple[str, str], ...]:
+    """Where the cloud reports each host's key (local VMs), ssh accepts only the keys in the
+    stack's known_hosts file; elsewhere the hosts' keys are unseen (above)."""
+    if known_hosts is None:
+        return UNSEEN_HOST_KEYS
+    # ssh expands %-tokens in UserKnownHostsFile: a literal % is written %%
+    return (("StrictHostKeyChecking", "yes"), ("UserKnownHostsFile", known_hosts.replace("%", "%%")),
+            ("LogLevel", "ERROR"))
+
+
 def as_argv(options: Sequence[tuple[str, str]]) -> list[str]:
     """ssh command-line options: -o Key=value."""
     return [arg for key, value in options for arg in ("-o", f"{key}={value}")]
@@ -30,27 +40,31 @@ def as_config_lines(options: Sequence[tuple[str, str]]) -> list[str]:
     return [f"{key} {value}" for key, value in options]
 
 
-# For the docker provider, which runs the system ssh to the CI/CD host.
-DOCKER_SSH_OPTIONS = as_argv(UNSEEN_HOST_KEYS + NO_PROMPT + (("ConnectTimeout", "15"),))
-# For the memberships' ssh to the managers: no prompt, and a bounded wait on a host that is
-# gone or goes away.
-BATCH_SSH_OPTIONS = as_config_lines(NO_PROMPT + UNSEEN_HOST_KEYS + (
-    ("ConnectTimeout", "10"), ("ServerAliveInterval", "10"), ("ServerAliveCountMax", "3")))
+def batch_ssh_options(known_hosts: Optional[str] = None) -> list[str]:
+    """For the operator's machine's own ssh to the hosts (memberships, preloads): no prompt,
+    and a bounded wait on a host that is gone or goes away."""
+    return as_config_lines(NO_PROMPT + host_key_checks(known_hosts) + (
+        ("ConnectTimeout", "10"), ("ServerAliveInterval", "10"), ("ServerAliveCountMax", "3")))
 
 
-def docker_ssh_argv(identity_file: Optional[str], user: str, jump_host: Optional[str]) -> list[str]:
-    """ssh options for the docker provider: the stack's key and, for a host behind the
-    master, a hop through the master (`jump_host`) with the same key."""
+BATCH_SSH_OPTIONS = batch_ssh_options()
+
+
+def docker_ssh_argv(identity_file: Optional[str], user: str, jump_host: Optional[str],
+                    known_hosts: Optional[str] = None) -> list[str]:
+    """ssh options for the docker provider, which runs the system ssh: the stack's key and,
+    for a host behind the master, a hop through the master (`jump_host`) with the same key."""
+    options = as_argv(host_key_checks(known_hosts) + NO_PROMPT + (("ConnectTimeout", "15"),))
     # ssh expands %-tokens in IdentityFile and ProxyCommand: a literal % is written %%
     identity = (as_argv((("IdentityFile", identity_file.replace("%", "%%")), ("IdentitiesOnly", "yes")))
                 if identity_file else [])
     if jump_host is None:
-        return DOCKER_SSH_OPTIONS + identity
+        return options + identity
     # ProxyCommand is run by /bin/sh: every word is quoted, so a key path is one argument
-    hop_args = ["ssh", *DOCKER_SSH_OPTIONS, *identity, "-W", "%h:%p", f"{user}@{jump_host}"]
+    hop_args = ["ssh", *options, *identity, "-W", "%h:%p", f"{user}@{jump_host}"]
     hop = " ".join(arg if arg == "%h:%p" else shlex.quote(arg.replace("%%", "%")).replace("%", "%%")
                    for arg in hop_args)
-    return DOCKER_SSH_OPTIONS + identity + ["-o", f"ProxyCommand={hop}"]
+    return options + identity + ["-o", f"ProxyCommand={hop}"]
 
 
 def host_alias(stack: str, name: str) -> str:

@@ -183,6 +183,11 @@ def key_file(net: str) -> Path:
     return STATE / net / "ssh-key"
 
 
+def known_hosts_file(net: str) -> Path:
+    """Where the program keeps the keys the network's VMs reported, for ssh to check them."""
+    return STATE / net / "known_hosts"
+
+
 def delete(net: str, name: str) -> None:
     pid = pid_of(net, name)
     if pid:

@@ -120,3 +120,27 @@ def test_preloaded_archives_are_baked_into_the_vms_template(tmp_path):
     baked = run_program(stack="local", cloud="local", tier="default", workers="1", preloadImages=[str(archive)])
     for vm in vm_commands(baked):
         assert f"--bake '{archive}'" in vm.inputs["create"]
+
+
+def test_the_system_ssh_checks_the_keys_the_vms_reported(run):
+    from tests.harness import TEST_HOST_KEY_PREFIX
+
+    known_hosts = run.named("local-known-hosts")
+    path = known_hosts.inputs["delete"].removeprefix("rm -f ")
+    assert known_hosts.inputs["stdin"] == "".join(
+        f"10.231.0.{11 + i} {TEST_HOST_KEY_PREFIX}local-{vm}\n" for i, vm in enumerate(["a", "b", "w1"]))
+    (provider,) = run.of_type("pulumi:providers:docker")
+    options = provider.inputs["sshOpts"]
+    assert "StrictHostKeyChecking=yes" in options and f"UserKnownHostsFile={path}" in options
+    assert run.depends_on(provider, known_hosts)
+    for membership in [c for c in run.of_type(LOCAL) if c.name.endswith("-membership")]:
+        config = membership.inputs["environment"]["SSH_CONFIG"]
+        assert "StrictHostKeyChecking yes" in config and f"UserKnownHostsFile {path}" in config
+        assert "StrictHostKeyChecking no" not in config
+        assert run.depends_on(membership, known_hosts)
+
+
+def test_on_digitalocean_the_hosts_keys_are_still_unseen():
+    do = run_program(stack="do", tier="minimal", workers="0")
+    for membership in [c for c in do.of_type(LOCAL) if c.name.endswith("-membership")]:
+        assert "StrictHostKeyChecking no" in membership.inputs["environment"]["SSH_CONFIG"]

@@ -46,10 +46,13 @@ class Platform:
     # The key the hosts accept, when the cloud made it (a secret); None when it is the user's.
     ssh_private_key: Optional[pulumi.Output[str]] = None
     # A file holding the hosts' private key, for tools that run the system ssh (the docker
-    # provider); None when the user's ssh agent holds it. What writes the file, if anything.
+    # provider, the memberships); None when the user's ssh agent holds it.
     identity_file: Optional[str] = None
-    identity_file_written: list[pulumi.Resource] = field(default_factory=list)
-
+    # A known_hosts file with every host's key, when the cloud learns them (local VMs report
+    # theirs); None: those tools accept a host's key unseen.
+    known_hosts_file: Optional[str] = None
+    # What writes those files: ssh waits for them.
+    ssh_files_written: list[pulumi.Resource] = field(default_factory=list)
 
 def policy_facts(config: DockyardConfig, admin_cidrs: list[str], retain_volumes: bool) -> dict:
     """What a cloud component declares for the policy pack, which cannot see resource

@@ -19,7 +19,7 @@ import pulumi_tls as tls
 from pulumi_command import local, remote
 
 from localcloud.base_image import recipe_digest
-from localcloud.vm import key_file
+from localcloud.vm import key_file, known_hosts_file
 
 from ..config import DockyardConfig
 from ..topology import Topology
@@ -129,8 +129,22 @@ class LocalCloud(pulumi.ComponentResource):
                 data_device="/dev/vdb" if data_gb else None,
                 provisioned=[vm],
             )
+        # the keys the VMs reported, for the tools that run the system ssh (the docker
+        # provider, the memberships, the preloads): they accept no other
+        known_hosts = known_hosts_file(net)
+        vm_ips = [addresses[spec.name].split("/")[0] for spec in topo.hosts]
+        self.known_hosts = local.Command(
+            f"{name}-known-hosts",
+            create=f"mkdir -p {shlex.quote(str(known_hosts.parent))} && cat > {shlex.quote(str(known_hosts))}",
+            stdin=pulumi.Output.all(*[self.vms[spec.name].stdout for spec in topo.hosts]).apply(
+                lambda outputs: "".join(f"{ip} {host_key_of(out)}\n" for ip, out in zip(vm_ips, outputs)
+                                        if host_key_of(out))),
+            delete=f"rm -f {shlex.quote(str(known_hosts))}",
+            opts=child,
+        )
         master_ip = hosts[topo.master.name].private_ip
         self.platform = Platform(hosts=hosts, private_cidr=network_cidr, master_address=master_ip,
                                  ssh_private_key=private_key, identity_file=str(key_path),
-                                 identity_file_written=[self.key_file])
+                                 known_hosts_file=str(known_hosts),
+                                 ssh_files_written=[self.key_file, self.known_hosts])
         self.register_outputs({**declared, "master_address": master_ip})
