@@ -67,6 +67,8 @@ class Cluster(pulumi.ComponentResource):
 
     def _engines(self) -> None:
         cfg, child = self._config, self._child
+        # never pruned: preloaded images (no registry gives them back) and what CI/CD runs
+        keep_images = cfg.preload_image_ids + tuple(sorted(set(cfg.ci.images.values())))
         self.engines: dict[str, DockerHost] = {}
         for spec in self._topology.hosts:
             mount = {"nfs": cfg.nfs.export_root, "ci": "/srv/ci"}.get(spec.volume or "")
@@ -78,7 +80,7 @@ class Cluster(pulumi.ComponentResource):
                 DockerHostArgs(host=self._hosts[spec.name], docker_version=cfg.docker_version,
                                registry_mirrors=cfg.registry_mirrors, data_mount=mount, data_owners=owners,
                                prune_schedule=cfg.prune_schedule, prune_after=cfg.prune_after,
-                               keep_images=cfg.preload_image_ids),
+                               keep_images=keep_images),
                 opts=child,
             )
 

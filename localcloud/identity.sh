@@ -29,7 +29,8 @@ printf '%s' "$SEED" > /dev/urandom
 perl -e 'open(my $f, "<", "/dev/urandom") or die "$!\n"; ioctl($f, 0x5207, 0) or die "RNDRESEEDCRNG: $!\n"' ||
   fatal "could not reseed the kernel's random generator"
 
-systemd-id128 new > /etc/machine-id.new && mv /etc/machine-id.new /etc/machine-id
+systemd-id128 new > /etc/machine-id.new
+mv /etc/machine-id.new /etc/machine-id
 
 echo "$NAME" > /etc/hostname
 hostname "$NAME"

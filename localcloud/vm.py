@@ -86,7 +86,10 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
         log(f"{name}: already running")
         if wait:
             wait_for_ssh(net, name, ip, wait)
-        return {**info, "hostKey": _recorded_host_key(directory)}
+        host_key = _recorded_host_key(directory) or _read_host_key_from_ssh(ip)
+        if not host_key:
+            raise LocalCloudError(f"{name} runs but its SSH host key is unknown; delete it and create it again")
+        return {**info, "hostKey": host_key}
     if not netns_exists(net):
         raise LocalCloudError(f"network {net} does not exist; run `python3 -m localcloud network-up` first")
     bake = bake or []
@@ -117,6 +120,7 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
                           "KEY": base64.b64encode(key.strip().encode()).decode(), "SEED": os.urandom(32).hex(),
                           "DATA_DEVICE": DATA_DEVICE if data_gb else ""})
             boot = "warm"
+            _record(directory, template=template.name)
         except (LocalCloudError, OSError, subprocess.CalledProcessError) as error:
             log(f"{name}: warm boot failed ({error}); booting cold instead")
             _kill(net, name)
@@ -128,6 +132,8 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
         wait_for_ssh(net, name, ip, wait)
     if not host_key:
         host_key = _read_host_key_from_ssh(ip)
+    if not host_key:
+        raise LocalCloudError(f"{name} answers on SSH but ssh-keyscan read no ed25519 host key from it")
     (directory / "host_key.pub").write_text(host_key + "\n")
     return {**info, "hostKey": host_key, "boot": boot}
 
@@ -149,6 +155,11 @@ def _cold_boot(net: str, name: str, directory: Path, address: str, gateway: str,
                         initrd=image / "initrd.img", append=append, root_disk=overlay, root_format="qcow2",
                         netdev=netdev, mac=mac_for(address.split("/")[0]))
     in_netns(net, *args, *drives, "-daemonize", "-pidfile", str(directory / "pid"))
+
+
+def _record(directory: Path, **facts: str) -> None:
+    spec = directory / "spec.json"
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), **facts}))
 
 
 def _recorded_host_key(directory: Path) -> str:

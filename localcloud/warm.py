@@ -5,7 +5,7 @@ gets its own identity (identity.sh) before anything reaches it.
 
 A template is made once per base image recipe, VM size, accelerator and set of preloaded
 archives, and shared by every VM and stack with the same; the five most recently used,
-and any used in the last two days, are kept. A VM restored from it runs on a copy-on-write
+and any a VM runs on, are kept. A VM restored from it runs on a copy-on-write
 overlay of the template's disk, which never changes after the save."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from components.maintenance import maintenance_env
 from localcloud.base_image import ensure_image
 from localcloud.qemu import GuestAgent, Monitor, accelerator_name, machine_args
-from localcloud.system import CACHE, LocalCloudError, log
+from localcloud.system import CACHE, STATE, LocalCloudError, log
 
 HERE = Path(__file__).resolve().parent
 IDENTITY_SCRIPT = HERE / "identity.sh"
@@ -34,7 +34,6 @@ HOST_SCRIPTS = HERE.parent / "components" / "scripts"
 TEMPLATE_BOOTSTRAP = (("host-base.sh", {}), ("host-maintenance.sh", maintenance_env()))
 TEMPLATES = CACHE / "warm"
 KEEP_TEMPLATES = 5
-UNUSED_DAYS = 2
 # what the template's kernel is told: no name, address or key (those come after a restore)
 TEMPLATE_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0"
 TEMPLATE_MAC = "52:54:00:00:00:01"
@@ -58,7 +57,9 @@ def template_key(base: Path, memory: int, cpus: int, archives: list[Path]) -> st
         "memory": memory,
         "cpus": cpus,
         "accel": accelerator_name(),
-        "qemu": (HERE / "qemu.py").read_text(),
+        "qemu": subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout,
+        "devices": machine_args(name="", directory=Path("/"), memory=memory, cpus=cpus, kernel=Path("/"),
+                                initrd=Path("/"), append="", root_disk=Path("/"), root_format="", netdev="", mac=""),
         "template": [TEMPLATE_APPEND, TEMPLATE_MAC, TEMPLATE_NETDEV],
         "bootstrap": [(HOST_SCRIPTS / name).read_text() for name, _ in TEMPLATE_BOOTSTRAP],
         "archives": sorted(file_digest(a) for a in archives),
@@ -73,8 +74,10 @@ def _copy_into_image(image: Path, sources: list[Path], directory: str) -> None:
                             text=True, capture_output=True)
     if result.returncode != 0:
         raise LocalCloudError(f"debugfs could not write the archives into {image}: {result.stderr.strip()}")
-    listing = subprocess.run(["debugfs", "-R", f"ls {directory}", str(image)], text=True, capture_output=True).stdout
-    missing = [s.name for s in sources if s.name not in listing]
+    listing = subprocess.run(["debugfs", "-R", f"ls -p {directory}", str(image)], text=True,
+                             capture_output=True).stdout
+    present = {line.split("/")[5] for line in listing.splitlines() if line.count("/") >= 6}
+    missing = [s.name for s in sources if s.name not in present]
     if missing:
         raise LocalCloudError(f"debugfs did not write {', '.join(missing)} into {image}")
 
@@ -103,8 +106,10 @@ def ensure_template(memory: int, cpus: int, archives: list[Path]) -> Path:
         if (target / "state").exists():
             os.utime(target)
             return target
+        for stale in TEMPLATES.glob("*.partial"):  # a run killed while making one
+            _stop(stale / "pid")
+            shutil.rmtree(stale, ignore_errors=True)
         partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         started = time.monotonic()
         try:
@@ -125,8 +130,14 @@ def _make_template(base: Path, directory: Path, memory: int, cpus: int, archives
     root = directory / "root.raw"
     subprocess.run(["cp", "--sparse=always", str(base / "base.raw"), str(root)], check=True)
     if archives:
-        # dockyard-preload.service loads them into Docker when the template boots
-        _copy_into_image(root, archives, "/var/lib/dockyard/preload")
+        # dockyard-preload.service loads /var/lib/dockyard/preload/*.tar when the template
+        # boots; each goes there under its digest, as two archives may share a name
+        named = directory / "archives"
+        named.mkdir()
+        for archive in archives:
+            (named / f"{file_digest(archive)[:32]}.tar").symlink_to(archive.resolve())
+        _copy_into_image(root, sorted(named.iterdir()), "/var/lib/dockyard/preload")
+        shutil.rmtree(named)
     for part in ("vmlinuz", "initrd.img"):
         shutil.copy(base / part, directory / part)
     args = machine_args(name="dockyard-template", directory=directory, memory=memory, cpus=cpus,
@@ -149,14 +160,17 @@ def _make_template(base: Path, directory: Path, memory: int, cpus: int, archives
                                        timeout=300)
             if code != 0:
                 raise LocalCloudError(f"{script} failed in the template VM: {err.strip()[-500:]}")
-        code, out, err = agent.run("/bin/sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches", timeout=60)
+        # a restored VM's clock jumps forward past the prune's time: the timer stays off until
+        # the VM's own host-maintenance.sh, with the stack's images to keep, starts it
+        code, out, err = agent.run("/bin/sh", "-c", "systemctl stop dockyard-prune.timer && sync && "
+                                   "echo 3 > /proc/sys/vm/drop_caches", timeout=60)
     finally:
         agent.close()
     monitor = Monitor(directory)
     try:
         monitor.execute("stop")
         monitor.execute("migrate-set-parameters", **{"max-bandwidth": 8 << 30})
-        monitor.execute("migrate", uri=f"exec:cat > {directory / 'state.partial'}")
+        monitor.execute("migrate", uri=f"exec:cat > {shlex.quote(str(directory / 'state.partial'))}")
         monitor.wait_for_migration(timeout=600)
         monitor.execute("quit")
     finally:
@@ -180,12 +194,18 @@ def _running(pid_file: Path) -> bool:
 
 
 def _prune_templates(keep: Path) -> None:
-    """Beyond the KEEP_TEMPLATES most recently used, a template unused for UNUSED_DAYS goes:
-    a running VM's disk is an overlay of its template, so a recent one stays."""
+    """Beyond the KEEP_TEMPLATES most recently used, a template goes unless a VM's disk is
+    an overlay of it (its spec.json names it)."""
+    in_use = set()
+    for spec in STATE.glob("*/*/spec.json"):
+        try:
+            in_use.add(json.loads(spec.read_text()).get("template"))
+        except ValueError:
+            pass
     templates = sorted((p for p in TEMPLATES.iterdir() if p.is_dir() and (p / "state").exists()),
                        key=lambda p: p.stat().st_mtime, reverse=True)
     for old in templates[KEEP_TEMPLATES:]:
-        if old != keep and time.time() - old.stat().st_mtime > UNUSED_DAYS * 86400:
+        if old != keep and old.name not in in_use:
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -199,8 +219,10 @@ def restore(*, launcher: list[str], name: str, directory: Path, template: Path, 
     args = machine_args(name=name, directory=directory, memory=memory, cpus=cpus,
                         kernel=template / "vmlinuz", initrd=template / "initrd.img", append=TEMPLATE_APPEND,
                         root_disk=overlay, root_format="qcow2", netdev=netdev, mac=identity["MAC"])
-    subprocess.run([*launcher, *args, "-S", "-incoming", f"exec:cat {template / 'state'}",
-                    "-daemonize", "-pidfile", str(directory / "pid")], check=True, capture_output=True, text=True)
+    started = subprocess.run([*launcher, *args, "-S", "-incoming", f"exec:cat {shlex.quote(str(template / 'state'))}",
+                              "-daemonize", "-pidfile", str(directory / "pid")], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise LocalCloudError(f"qemu did not start: {started.stderr.strip()[-500:]}")
     monitor = Monitor(directory)
     try:
         monitor.wait_for_migration(timeout=300)

@@ -3,6 +3,7 @@ tools/setup.sh installs: what a pull request's pipeline runs. A dummy token, and
 pointed at a closed local port, so any call to DigitalOcean during a preview fails it.
 
 The counts are table 5.1 (DESIGN.md) with each stack file's workers."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -127,4 +128,8 @@ def test_the_custom_droplet_image_previews_a_builder_and_a_snapshot_that_outlive
     assert snapshot["retainOnDelete"] is True, "pulumi destroy removes the builder, never the image"
     assert snapshot["inputs"]["name"].startswith("dockyard-image-")
     droplet = created["digitalocean:index/droplet:Droplet"]["new"]["inputs"]
-    assert droplet["image"] == "ubuntu-24-04-x64" and "userData" not in droplet
+    assert droplet["image"] == "ubuntu-24-04-x64"
+    assert "dockyard image recipe" in droplet["userData"], "a changed recipe replaces the builder"
+    (power_off,) = [s for s in steps if s["urn"].endswith("::builder-power-off")]
+    assert "droplet-power-off.sh" in power_off["new"]["inputs"]["create"]
+    assert "dummy-token" not in json.dumps(power_off), "the token is a secret in the plan too"

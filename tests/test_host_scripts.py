@@ -396,8 +396,12 @@ def test_a_host_in_another_swarm_leaves_it_and_joins_this_one(tmp_path, managers
 # there makes every connection fail as ssh does (255). A load records the bytes it was sent.
 FAKE_SSH_TO_ENGINE = """#!/bin/bash
 [ -f "$LOG_DIR/unreachable" ] && exit 255
+stdin=yes
+[ "$1" = -n ] && { stdin=no; shift; }
 shift 2  # -F config
 host=$1; shift
+# like ssh, it reads its stdin unless told -n
+[ "$stdin" = yes ] && [ "$1 $2" != "docker load" ] && cat > /dev/null
 echo "ssh $host $*" >> "$LOG_DIR/calls"
 case "$1 $2" in
   "docker image") grep -qx "${!##sha256:}" "$LOG_DIR/present" 2>/dev/null ;;
@@ -411,7 +415,7 @@ esac
 def sender(tmp_path) -> dict:
     bin_dir = sandbox(tmp_path, {"ssh": FAKE_SSH_TO_ENGINE})
     (bin_dir / "tar").symlink_to(shutil.which("tar"))
-    ids = ["a" * 64, "b" * 64]
+    ids = ["a" * 64, "b" * 64, "e" * 64]
     archives = [docker_archive(tmp_path / f"web {i}.tar", image_id) for i, image_id in enumerate(ids)]
     return {"bin": bin_dir, "logs": tmp_path, "ids": ids, "archives": archives}
 
@@ -426,11 +430,14 @@ def test_images_send_loads_only_the_images_a_host_lacks(sender):
     (sender["logs"] / "present").write_text(sender["ids"][0] + "\n")
     result = send(sender)
     assert result.returncode == 0, result.stderr
+    checks = [c for c in calls(sender["logs"]) if " docker image inspect" in c]
+    assert len(checks) == 3, "every archive is checked"
     loads = [c for c in calls(sender["logs"]) if " docker load" in c]
-    assert loads == ["ssh dockyard-local-b docker load -q"]
-    (sent,) = sender["logs"].glob("loaded-*")
-    assert sent.read_bytes() == sender["archives"][1].read_bytes(), "the archive the host lacked, whole"
-    assert "1 image(s) loaded, 1 already there" in result.stderr
+    assert loads == ["ssh dockyard-local-b docker load -q"] * 2
+    sent = sorted(sender["logs"].glob("loaded-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert [p.read_bytes() for p in sent] == [a.read_bytes() for a in sender["archives"][1:]], \
+        "the archives the host lacked, whole"
+    assert "2 image(s) loaded, 1 already there" in result.stderr
 
 
 def test_images_send_sends_nothing_to_a_host_that_has_every_image(sender):
@@ -438,7 +445,7 @@ def test_images_send_sends_nothing_to_a_host_that_has_every_image(sender):
     result = send(sender)
     assert result.returncode == 0, result.stderr
     assert not [c for c in calls(sender["logs"]) if " docker load" in c]
-    assert "0 image(s) loaded, 2 already there" in result.stderr
+    assert "0 image(s) loaded, 3 already there" in result.stderr
 
 
 def test_images_send_fails_on_a_host_it_cannot_reach(sender):
@@ -451,7 +458,8 @@ def test_images_send_fails_on_a_host_it_cannot_reach(sender):
 # --- host-maintenance.sh ---------------------------------------------------------------------
 
 # A manager's engine: container c1 uses image "used", the service web uses "service", and
-# "keep", "old" and "new" are unused; "new" was built a minute ago, the others in 2020.
+# "keep", "registry", "old", "new" and "garbled" are unused; "new" was built a minute ago,
+# "garbled" has a date nobody can read, the others were built in 2020.
 FAKE_DOCKER_FOR_PRUNE = """#!/bin/bash
 echo "docker $*" >> "$LOG_DIR/calls"
 case "$*" in
@@ -460,8 +468,11 @@ case "$*" in
   "info --format {{.Swarm.ControlAvailable}}") echo true ;;
   "service ls --format {{.Image}}") echo "registry/web:1@sha256:0123" ;;
   "image inspect --format {{.Id}} registry/web:1@sha256:0123") echo sha256:service ;;
-  "image ls --quiet --no-trunc") printf 'sha256:%s\\n' used service keep old new old ;;
+  "image ls --quiet --no-trunc") printf 'sha256:%s\\n' used service keep old new old registry garbled ;;
   "image inspect --format {{.Created}} sha256:new") date -u +%Y-%m-%dT%H:%M:%S.000000000Z ;;
+  "image inspect --format {{.Id}} sha256:"*) echo "${!#}" ;;
+  "image inspect --format {{.Id}} dockyard/registry:2.8.2") echo sha256:registry ;;
+  "image inspect --format {{.Created}} sha256:garbled") echo not-a-date ;;
   "image inspect --format {{.Created}} "*) echo 2020-01-01T00:00:00.000000000Z ;;
 esac
 exit 0
@@ -480,7 +491,8 @@ def maintained(tmp_path) -> dict:
 
 def maintain(host: dict, **env: str) -> subprocess.CompletedProcess:
     return run("host-maintenance.sh", host["bin"], host["logs"], SYSROOT=str(host["root"]),
-               **{"PRUNE_SCHEDULE": "*-*-* 03:30:00", "PRUNE_AFTER": "168h", "KEEP_IMAGES": "sha256:keep", **env})
+               **{"PRUNE_SCHEDULE": "*-*-* 03:30:00", "PRUNE_AFTER": "168h",
+                  "KEEP_IMAGES": "sha256:keep dockyard/registry:2.8.2", **env})
 
 
 def test_maintenance_installs_the_timers_and_a_docker_that_restarts_once(maintained):
@@ -492,7 +504,7 @@ def test_maintenance_installs_the_timers_and_a_docker_that_restarts_once(maintai
     assert "Restart=always" in (units / "docker.service.d/dockyard-restart.conf").read_text()
     assert "systemctl restart docker" in (units / "dockyard-docker-health.service").read_text()
     env = (maintained["root"] / "etc/dockyard/prune.env").read_text()
-    assert "PRUNE_AFTER=168h" in env and 'KEEP_IMAGES="sha256:keep"' in env
+    assert "PRUNE_AFTER=168h" in env and 'KEEP_IMAGES="sha256:keep dockyard/registry:2.8.2"' in env
     again = maintain(maintained)
     assert again.returncode == 0 and "writing" not in again.stderr, "a second run changes nothing"
     changed = maintain(maintained, PRUNE_SCHEDULE="daily")
@@ -503,11 +515,12 @@ def test_the_prune_removes_only_old_images_nothing_uses_or_keeps(maintained):
     assert maintain(maintained).returncode == 0
     prune = maintained["root"] / "usr/local/sbin/dockyard-prune"
     result = subprocess.run([str(prune)], env={"PATH": str(maintained["bin"]), "LOG_DIR": str(maintained["logs"]),
-                                              "PRUNE_AFTER": "168h", "KEEP_IMAGES": "sha256:keep"},
+                                              "PRUNE_AFTER": "168h",
+                                              "KEEP_IMAGES": "sha256:keep dockyard/registry:2.8.2"},
                             text=True, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     removed = [c.split()[-1] for c in calls(maintained["logs"]) if c.startswith("docker image rm")]
-    assert removed == ["sha256:old"], "not the container's, the service's, the kept or the new image"
+    assert removed == ["sha256:old"], "not the container's, the service's, a kept, the new or an undated image"
     made = calls(maintained["logs"])
     assert "docker container prune --force --filter until=168h" in made
     assert "docker image prune --force --filter until=168h" in made

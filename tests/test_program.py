@@ -411,4 +411,5 @@ def test_every_host_gets_its_maintenance_after_its_engine_keeping_the_preloaded_
         assert run.depends_on(command, run.named(f"{host}-docker"))
         create = command.inputs["create"]
         assert "PRUNE_SCHEDULE=daily" in create and "PRUNE_AFTER=72h" in create
-        assert f"KEEP_IMAGES=sha256:{'c' * 64}" in create
+        assert f"KEEP_IMAGES='sha256:{'c' * 64} " in create, "the preloaded image, first"
+        assert "registry:2.8.3" in create, "and what CI/CD runs"

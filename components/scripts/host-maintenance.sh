@@ -7,16 +7,17 @@
 #   /usr/local/sbin/dockyard-prune, dockyard-prune.service and .timer: stopped containers,
 #       dangling images, unused images and build cache older than PRUNE_AFTER; never an
 #       image a container uses (running or stopped), one a swarm service names (on a
-#       manager), or one of KEEP_IMAGES
+#       manager), or one KEEP_IMAGES names
 #   docker.service.d/dockyard-restart.conf: Restart=always, no start limit
-#   dockyard-docker-health.service and .timer: every 2 minutes, a Docker that does not
-#       answer `docker info` within 60 s is restarted
+#   dockyard-docker-health.service and .timer: every 2 minutes, a running Docker that does
+#       not answer `docker info` within 120 s is restarted (a stopped one is left stopped)
 #
 # Inputs (environment):
 #   PRUNE_SCHEDULE  systemd OnCalendar expression (e.g. "*-*-* 03:30:00")
 #   PRUNE_AFTER     age in hours, as Docker's until= filter takes it (e.g. 168h)
-#   KEEP_IMAGES     space-separated image IDs (sha256:...) never pruned: images preloaded
-#                   from archives, which no registry can give back
+#   KEEP_IMAGES     space-separated image IDs (sha256:...) or references never pruned:
+#                   images preloaded from archives, which no registry can give back, and
+#                   the images the stack's own services run
 # For tests only:
 #   SYSROOT         a directory that stands for / in the paths this script writes
 #
@@ -35,7 +36,7 @@ SYSROOT=${SYSROOT:-}
 case "$PRUNE_AFTER" in
   "" | *[!0-9h]* | h* | *h*h | *[0-9]) fatal "PRUNE_AFTER must be hours such as 168h, got '$PRUNE_AFTER'" ;;
 esac
-case "$KEEP_IMAGES" in *[!a-z0-9:\ ]*) fatal "KEEP_IMAGES must be image IDs (sha256:...)" ;; esac
+case "$KEEP_IMAGES" in *[!A-Za-z0-9:@/._\ -]*) fatal "KEEP_IMAGES must be image IDs or references" ;; esac
 [ -n "$SYSROOT" ] || [ "$(id -u)" = 0 ] || fatal "must run as root"
 
 UNITS=$SYSROOT/etc/systemd/system
@@ -67,7 +68,9 @@ docker image prune --force --filter "until=$PRUNE_AFTER" >/dev/null
 # unused images: not one a container uses, a service names, or KEEP_IMAGES lists
 keep=$(mktemp)
 trap 'rm -f "$keep"' EXIT
-for id in ${KEEP_IMAGES:-}; do echo "$id"; done > "$keep"
+for image in ${KEEP_IMAGES:-}; do
+  docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true
+done > "$keep"
 docker ps --all --quiet | xargs -r docker inspect --format '{{.Image}}' >> "$keep"
 if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
   docker service ls --format '{{.Image}}' | xargs -r -n 1 docker image inspect --format '{{.Id}}' 2>/dev/null >> "$keep" || true
@@ -78,7 +81,9 @@ removed=0
 for id in $(docker image ls --quiet --no-trunc | sort -u); do
   grep -qx "$id" "$keep" && continue
   created=$(docker image inspect --format '{{.Created}}' "$id" 2>/dev/null) || continue
-  [ "$(date -d "$created" +%s 2>/dev/null || echo 0)" -lt "$cutoff" ] || continue
+  # an age it cannot read is no reason to remove an image
+  built=$(date -d "$created" +%s 2>/dev/null) || continue
+  [ "$built" -lt "$cutoff" ] || continue
   docker image rm --force "$id" >/dev/null 2>&1 && removed=$((removed + 1))
 done
 docker builder prune --force --filter "until=$PRUNE_AFTER" >/dev/null 2>&1 || true
@@ -131,7 +136,8 @@ After=docker.service
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'timeout 60 docker info >/dev/null 2>&1 || { echo "docker does not answer: restarting it"; systemctl restart docker; }'
+ExecCondition=/bin/systemctl is-active --quiet docker
+ExecStart=/bin/sh -c 'timeout 120 docker info >/dev/null 2>&1 || { echo "docker does not answer: restarting it"; systemctl restart docker; }'
 EOF
 
 install_file "$UNITS/dockyard-docker-health.timer" 644 <<'EOF'

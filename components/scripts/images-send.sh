@@ -41,7 +41,8 @@ while IFS= read -r archive; do
   [ -n "$id" ] || fatal "$archive has no manifest.json naming its image config"
   # exit 1: no such image; 255: ssh could not reach the host
   status=0
-  ssh -F "$config" "$HOST" docker image inspect --format . "sha256:$id" >/dev/null 2>&1 || status=$?
+  # -n: ssh must not read the archive list this loop reads on stdin
+  ssh -n -F "$config" "$HOST" docker image inspect --format . "sha256:$id" >/dev/null 2>&1 || status=$?
   case $status in
     0) kept=$((kept + 1)); continue ;;
     255) fatal "cannot reach $HOST over ssh" ;;

@@ -3,22 +3,23 @@ stock image with Docker, the NFS tools and the platform's pinned images already 
 and nothing of any stack. A tier's bootstrap then skips its package installs and pulls.
 
 `pulumi up` makes a short-lived builder droplet, runs host-base.sh and image-bake.sh on it
-over SSH with a key made for the build, and snapshots it; the snapshot outlives the stack
+over SSH with a key made for the build, powers it off and snapshots it; the snapshot outlives the stack
 (retainOnDelete), so `pulumi destroy` then removes the builder and keeps the image. The
 snapshot's name carries the recipe's digest: a changed recipe makes a new snapshot."""
 import hashlib
 import re
+import shlex
 import sys
 from pathlib import Path
 
 import pulumi
 import pulumi_digitalocean as do
 import pulumi_tls as tls
-from pulumi_command import remote
+from pulumi_command import local, remote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from components.config import DEFAULT_CI_IMAGES  # noqa: E402
-from components.remote import run_script, script_digest  # noqa: E402
+from components.remote import run_script, script_digest, script_text  # noqa: E402
 
 config = pulumi.Config()
 region = config.get("region") or "fra1"
@@ -42,8 +43,11 @@ name = f"dockyard-{pulumi.get_stack()}"
 
 key = tls.PrivateKey("builder-key", algorithm="ED25519")
 uploaded_key = do.SshKey("builder-key", name=f"{name}-builder", public_key=key.public_key_openssh)
+# the recipe's digest in user_data: a changed recipe replaces the builder, as the bake
+# leaves a builder nobody can log in to again
 builder = do.Droplet("builder", name=f"{name}-builder", image=base_image, region=region, size=size,
-                     ssh_keys=[uploaded_key.fingerprint], tags=["dockyard-image-builder"])
+                     ssh_keys=[uploaded_key.fingerprint], tags=["dockyard-image-builder"],
+                     user_data=f"#cloud-config\n# dockyard image recipe {recipe}\n")
 connection = remote.ConnectionArgs(host=builder.ipv4_address, user="root",
                                    private_key=pulumi.Output.secret(key.private_key_openssh),
                                    dial_error_limit=30, per_dial_timeout=15)
@@ -51,8 +55,18 @@ engine = run_script("builder-docker", connection=connection, script="host-base.s
                     env={"DOCKER_VERSION": docker_version})
 bake = run_script("builder-bake", connection=connection, script="image-bake.sh", env={"IMAGES": " ".join(images)},
                   opts=pulumi.ResourceOptions(depends_on=[engine]))
+# a snapshot of a powered-off droplet is consistent (DigitalOcean's advice)
+do_config = pulumi.Config("digitalocean")
+power_off = local.Command(
+    "builder-power-off",
+    create=f"bash -c {shlex.quote(script_text('droplet-power-off.sh'))} droplet-power-off.sh",
+    environment={"DROPLET_ID": builder.id, "API": (do_config.get("apiEndpoint") or "https://api.digitalocean.com"),
+                 "DIGITALOCEAN_TOKEN": do_config.require_secret("token")},
+    triggers=[f"droplet-power-off.sh@{script_digest('droplet-power-off.sh')}"],
+    opts=pulumi.ResourceOptions(depends_on=[bake]),
+)
 snapshot = do.DropletSnapshot("image", droplet_id=builder.id, name=f"{name}-{recipe}",
-                              opts=pulumi.ResourceOptions(depends_on=[bake], retain_on_delete=True))
+                              opts=pulumi.ResourceOptions(depends_on=[power_off], retain_on_delete=True))
 
 pulumi.export("snapshot_name", snapshot.name)
 pulumi.export("snapshot_id", snapshot.id)
