@@ -33,6 +33,7 @@ def command_line() -> argparse.ArgumentParser:
     p.add_argument("--net", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--address", required=True, help="IP/prefix, e.g. 10.231.0.11/24")
+    p.add_argument("--hostname", help="its host name inside (default: --name)")
     p.add_argument("--key", required=True, help="the authorized_keys line for root")
     p.add_argument("--data-gb", type=int, default=0)
     p.add_argument("--memory", type=int, default=1024)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             network_down(args.net)
         elif args.command == "create":
             print(json.dumps(create(args.net, args.name, args.address, args.key, args.data_gb, args.memory,
-                                    args.cpus, args.wait, [Path(a) for a in args.bake])))
+                                    args.cpus, args.wait, [Path(a) for a in args.bake], args.hostname)))
         elif args.command == "delete":
             delete(args.net, args.name)
         elif args.command == "list":

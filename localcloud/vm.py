@@ -74,9 +74,11 @@ def wait_for_ssh(net: str, name: str, ip: str, timeout: float) -> None:
 
 
 def create(net: str, name: str, address: str, key: str, data_gb: int, memory: int, cpus: int,
-           wait: float, bake: list[Path] | None = None) -> dict:
+           wait: float, bake: list[Path] | None = None, hostname: str | None = None) -> dict:
     """Start VM `name`: from the warm template of its size and `bake` archives when it can be
-    made and restored (seconds), else by a cold boot of the base image (a minute or more)."""
+    made and restored (seconds), else by a cold boot of the base image (a minute or more).
+    Its host name inside is `hostname` (default: `name`)."""
+    hostname = hostname or name
     interface = ipaddress.ip_interface(address)
     gateway = str(interface.network.network_address + 1)
     ip = str(interface.ip)
@@ -116,7 +118,7 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
             host_key = restore(
                 launcher=["ip", "netns", "exec", netns(net)], name=name, directory=directory, template=template, memory=memory, cpus=cpus, netdev=netdev,
                 data_disk=data if data_gb else None,
-                identity={"NAME": name, "ADDRESS": address, "GATEWAY": gateway, "MAC": mac_for(ip),
+                identity={"NAME": hostname, "ADDRESS": address, "GATEWAY": gateway, "MAC": mac_for(ip),
                           "KEY": base64.b64encode(key.strip().encode()).decode(), "SEED": os.urandom(32).hex(),
                           "DATA_DEVICE": DATA_DEVICE if data_gb else ""})
             boot = "warm"
@@ -126,8 +128,8 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
             _kill(net, name)
             (directory / "root.qcow2").unlink(missing_ok=True)
     if boot == "cold":
-        _cold_boot(net, name, directory, address, gateway, key, memory, cpus, netdev, data if data_gb else None,
-                   size, bake)
+        _cold_boot(net, name, hostname, directory, address, gateway, key, memory, cpus, netdev,
+                   data if data_gb else None, size, bake)
     if wait:
         wait_for_ssh(net, name, ip, wait)
     if not host_key:
@@ -138,15 +140,15 @@ def create(net: str, name: str, address: str, key: str, data_gb: int, memory: in
     return {**info, "hostKey": host_key, "boot": boot}
 
 
-def _cold_boot(net: str, name: str, directory: Path, address: str, gateway: str, key: str, memory: int,
-               cpus: int, netdev: str, data: Path | None, size: str, bake: list[Path]) -> None:
+def _cold_boot(net: str, name: str, hostname: str, directory: Path, address: str, gateway: str, key: str,
+               memory: int, cpus: int, netdev: str, data: Path | None, size: str, bake: list[Path]) -> None:
     image = ensure_image()
     overlay = directory / "root.qcow2"
     if not overlay.exists():
         run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "base.raw"), "-F", "raw", str(overlay))
     encoded_key = base64.b64encode(key.strip().encode()).decode()
     append = (f"root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0 "
-              f"dockyard.hostname={name} dockyard.ip={address} dockyard.gw={gateway} dockyard.key={encoded_key}")
+              f"dockyard.hostname={hostname} dockyard.ip={address} dockyard.gw={gateway} dockyard.key={encoded_key}")
     if bake:
         log(f"{name}: a cold boot does not preload {len(bake)} archive(s); the stack loads them over ssh")
     log(f"{name}: booting cold ({size})")

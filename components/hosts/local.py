@@ -104,8 +104,9 @@ class LocalCloud(pulumi.ComponentResource):
             vm_name = f"{net}-{spec.name}"
             data_gb = DATA_DISK_GB.get(spec.volume or "", 0)
             create = self.ssh_key.public_key_openssh.apply(
-                lambda key, vm_name=vm_name, address=addresses[spec.name], data_gb=data_gb:
-                f"{LOCALCLOUD} create --net {shlex.quote(net)} --name {shlex.quote(vm_name)} --address {address} "
+                lambda key, vm_name=vm_name, address=addresses[spec.name], data_gb=data_gb, host=spec.name:
+                f"{LOCALCLOUD} create --net {shlex.quote(net)} --name {shlex.quote(vm_name)} --hostname {host} "
+                f"--address {address} "
                 f"--data-gb {data_gb} --memory {VM_MEMORY_MB} --wait {SSH_WAIT_SECONDS} {bake} "
                 f"--key {shlex.quote(key.strip())}")
             vm = local.Command(
