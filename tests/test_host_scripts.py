@@ -396,6 +396,11 @@ def test_a_host_in_another_swarm_leaves_it_and_joins_this_one(tmp_path, managers
 # there makes every connection fail as ssh does (255). A load records the bytes it was sent.
 FAKE_SSH_TO_ENGINE = """#!/bin/bash
 [ -f "$LOG_DIR/unreachable" ] && exit 255
+# "busy" holds how many connections fail before one gets through
+if [ -f "$LOG_DIR/busy" ]; then
+  left=$(cat "$LOG_DIR/busy")
+  [ "$left" -gt 0 ] && { echo $((left - 1)) > "$LOG_DIR/busy"; exit 255; }
+fi
 stdin=yes
 [ "$1" = -n ] && { stdin=no; shift; }
 shift 2  # -F config
@@ -421,7 +426,8 @@ def sender(tmp_path) -> dict:
 
 
 def send(sender: dict) -> subprocess.CompletedProcess:
-    return run("images-send.sh", sender["bin"], sender["logs"], HOST="dockyard-local-b",
+    return run("images-send.sh", sender["bin"], sender["logs"], HOST="dockyard-local-b", CONNECT_TRIES="3",
+               RETRY_PAUSE="0",
                SSH_CONFIG="Host dockyard-local-b\n  HostName 10.0.0.12\n",
                ARCHIVES="\n".join(str(a) for a in sender["archives"]))
 
@@ -452,7 +458,16 @@ def test_images_send_fails_on_a_host_it_cannot_reach(sender):
     (sender["logs"] / "unreachable").touch()
     result = send(sender)
     assert result.returncode != 0
-    assert "cannot reach dockyard-local-b over ssh" in result.stderr
+    assert "cannot reach dockyard-local-b over ssh (3 tries)" in result.stderr
+
+
+def test_images_send_waits_for_a_host_too_busy_to_answer_at_first(sender):
+    (sender["logs"] / "present").write_text("\n".join(sender["ids"]) + "\n")
+    (sender["logs"] / "busy").write_text("2")
+    result = send(sender)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("cannot reach dockyard-local-b yet") == 2
+    assert "0 image(s) loaded, 3 already there" in result.stderr
 
 
 # --- host-maintenance.sh ---------------------------------------------------------------------

@@ -8,6 +8,9 @@
 #   HOST        the ssh Host alias of the host
 #   SSH_CONFIG  an ssh_config text that defines it (address, user, key, jump host)
 #   ARCHIVES    paths of the archives on this machine, one per line
+#   CONNECT_TRIES  how many times a host ssh cannot reach is tried (default 6, RETRY_PAUSE
+#               seconds apart, default 10): a VM busy with its bootstrap can miss ssh's
+#               bounded connect for a while
 #
 # Safe to run again: an image already in the engine is skipped.
 set -eu
@@ -18,6 +21,8 @@ fatal() { log "error: $*"; exit 1; }
 HOST=${HOST:-}
 SSH_CONFIG=${SSH_CONFIG:-}
 ARCHIVES=${ARCHIVES:-}
+CONNECT_TRIES=${CONNECT_TRIES:-6}
+RETRY_PAUSE=${RETRY_PAUSE:-10}
 [ -n "$HOST" ] || fatal "HOST must be set"
 [ -n "$SSH_CONFIG" ] || fatal "SSH_CONFIG must be set"
 [ -n "$ARCHIVES" ] || fatal "ARCHIVES is empty"
@@ -40,13 +45,21 @@ while IFS= read -r archive; do
   id=$(image_id "$archive")
   [ -n "$id" ] || fatal "$archive has no manifest.json naming its image config"
   # exit 1: no such image; 255: ssh could not reach the host
-  status=0
-  # -n: ssh must not read the archive list this loop reads on stdin
-  ssh -n -F "$config" "$HOST" docker image inspect --format . "sha256:$id" >/dev/null 2>&1 || status=$?
-  case $status in
-    0) kept=$((kept + 1)); continue ;;
-    255) fatal "cannot reach $HOST over ssh" ;;
-  esac
+  tries=0
+  while :; do
+    status=0
+    # -n: ssh must not read the archive list this loop reads on stdin
+    ssh -n -F "$config" "$HOST" docker image inspect --format . "sha256:$id" >/dev/null 2>&1 || status=$?
+    [ "$status" -eq 255 ] || break
+    tries=$((tries + 1))
+    [ "$tries" -lt "$CONNECT_TRIES" ] || fatal "cannot reach $HOST over ssh ($tries tries)"
+    log "cannot reach $HOST yet; trying again in $RETRY_PAUSE s"
+    sleep "$RETRY_PAUSE"
+  done
+  if [ "$status" -eq 0 ]; then
+    kept=$((kept + 1))
+    continue
+  fi
   log "loading $(basename "$archive") into $HOST"
   ssh -F "$config" "$HOST" docker load -q < "$archive" >&2 || fatal "$HOST's docker load rejected $archive"
   sent=$((sent + 1))
