@@ -2,18 +2,9 @@
 reads them on the machine running Pulumi. Pure Python, so that config.py checks them."""
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tarfile
-
-
-def archive_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def archive_image_id(path: str) -> str:

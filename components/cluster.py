@@ -91,15 +91,12 @@ class Cluster(pulumi.ComponentResource):
         self.preloads: dict[str, ImagePreload] = {}
         if not cfg.preload_images:
             return
-        names = [h.name for h in topo.hosts]
-        every_host = pulumi.Output.all(*[self._hosts[n].ssh_address for n in names]).apply(
-            lambda addrs: ssh_config(cfg.stack, names, topo.master.name, addrs, cfg.ssh.user,
-                                     platform.identity_file, batch_ssh_options(platform.known_hosts_file)))
+        every_host = self._batch_ssh_config([h.name for h in topo.hosts])
         for spec in topo.hosts:
             self.preloads[spec.name] = ImagePreload(
                 f"{spec.name}-images",
                 ImagePreloadArgs(host_alias=host_alias(cfg.stack, spec.name), ssh_config=every_host,
-                                 archives=cfg.preload_images,
+                                 archives=cfg.preload_images, image_ids=cfg.preload_image_ids,
                                  depends_on=self.engine_up(spec.name) + [self.master.setup]
                                  + list(platform.ssh_files_written)),
                 opts=self._child,
@@ -135,6 +132,14 @@ class Cluster(pulumi.ComponentResource):
                     opts=self._child,
                 )
 
+    def _batch_ssh_config(self, names: list[str]) -> pulumi.Output[str]:
+        """An ssh_config for the operator's own ssh to `names` (the master first), as the
+        memberships and the preloads use it: no prompt, bounded waits, the hosts' keys."""
+        cfg, platform = self._config, self.platform
+        return pulumi.Output.all(*[self._hosts[n].ssh_address for n in names]).apply(
+            lambda addrs: ssh_config(cfg.stack, names, self._topology.master.name, addrs, cfg.ssh.user,
+                                     platform.identity_file, batch_ssh_options(platform.known_hosts_file)))
+
     def _manager_access(self) -> ManagerAccess:
         """How the memberships reach the managers from the operator's machine."""
         cfg, topo, platform = self._config, self._topology, self.platform
@@ -142,9 +147,7 @@ class Cluster(pulumi.ComponentResource):
         reach = [master] + [m.name for m in topo.managers if m.name != master]
         return ManagerAccess(
             aliases=[host_alias(cfg.stack, m.name) for m in topo.managers],
-            ssh_config=pulumi.Output.all(*[self._hosts[n].ssh_address for n in reach]).apply(
-                lambda addrs: ssh_config(cfg.stack, reach, master, addrs, cfg.ssh.user,
-                                         platform.identity_file, batch_ssh_options(platform.known_hosts_file))),
+            ssh_config=self._batch_ssh_config(reach),
             ssh_files_written=list(platform.ssh_files_written),
         )
 

@@ -11,7 +11,6 @@ from typing import Optional
 import pulumi
 from pulumi_command import local
 
-from .archives import archive_digest
 from .remote import script_digest, script_text
 
 
@@ -21,6 +20,7 @@ class ImagePreloadArgs:
     host_alias: str
     ssh_config: pulumi.Input[str]
     archives: tuple[str, ...]  # paths on the machine running Pulumi
+    image_ids: tuple[str, ...]  # the images they hold (a changed archive holds another)
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
@@ -33,7 +33,7 @@ class ImagePreload(pulumi.ComponentResource):
             create=f"bash -c {shlex.quote(script_text(script))} {script}",
             environment={"HOST": args.host_alias, "SSH_CONFIG": args.ssh_config, "ARCHIVES": "\n".join(args.archives)},
             # a changed archive or script runs it again
-            triggers=[f"{script}@{script_digest(script)}", *[archive_digest(p)[:16] for p in args.archives]],
+            triggers=[f"{script}@{script_digest(script)}", *args.image_ids],
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.register_outputs({})

@@ -78,6 +78,16 @@ class _JsonSocket:
         except ValueError:
             return {}
 
+    def request(self, who: str, command: str, arguments: dict):
+        """Send one command; return its answer, skipping what else arrives (QMP's events)."""
+        self.send({"execute": command, **({"arguments": arguments} if arguments else {})})
+        while True:
+            answer = self.receive()
+            if "return" in answer:
+                return answer["return"]
+            if "error" in answer:
+                raise LocalCloudError(f"{who} refused {command}: {answer['error'].get('desc', answer['error'])}")
+
     def close(self) -> None:
         self._socket.close()
 
@@ -100,13 +110,7 @@ class Monitor:
         self.execute("qmp_capabilities")
 
     def execute(self, command: str, **arguments):
-        self._socket.send({"execute": command, **({"arguments": arguments} if arguments else {})})
-        while True:
-            answer = self._socket.receive()
-            if "return" in answer:
-                return answer["return"]
-            if "error" in answer:
-                raise LocalCloudError(f"qemu refused {command}: {answer['error'].get('desc', answer['error'])}")
+        return self._socket.request("qemu", command, arguments)
 
     def wait_for_migration(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -153,13 +157,7 @@ class GuestAgent:
             pass
 
     def execute(self, command: str, **arguments):
-        self._socket.send({"execute": command, **({"arguments": arguments} if arguments else {})})
-        while True:
-            answer = self._socket.receive()
-            if "return" in answer:
-                return answer["return"]
-            if "error" in answer:
-                raise LocalCloudError(f"the guest agent refused {command}: {answer['error'].get('desc', '')}")
+        return self._socket.request("the guest agent", command, arguments)
 
     def run(self, path: str, *args: str, stdin: bytes = b"", timeout: float = 120) -> tuple[int, str, str]:
         request = {"path": path, "arg": list(args), "capture-output": True}

@@ -20,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from components.archives import archive_image_id
 from components.maintenance import maintenance_env
 from localcloud.base_image import ensure_image
 from localcloud.qemu import GuestAgent, Monitor, accelerator_name, machine_args
@@ -42,12 +43,12 @@ TEMPLATE_NETDEV = "hubport,id=net0,hubid=0"  # no backend state to save (user-mo
 BOOT_TIMEOUT = 900
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def image_ids(archives: list[Path]) -> dict[str, Path]:
+    """Each archive by the ID of the image it holds (the same image twice counts once)."""
+    try:
+        return {archive_image_id(str(a)).removeprefix("sha256:"): a for a in archives}
+    except ValueError as error:
+        raise LocalCloudError(str(error)) from None
 
 
 def template_key(base: Path, memory: int, cpus: int, archives: list[Path]) -> str:
@@ -62,7 +63,7 @@ def template_key(base: Path, memory: int, cpus: int, archives: list[Path]) -> st
                                 initrd=Path("/"), append="", root_disk=Path("/"), root_format="", netdev="", mac=""),
         "template": [TEMPLATE_APPEND, TEMPLATE_MAC, TEMPLATE_NETDEV],
         "bootstrap": [(HOST_SCRIPTS / name).read_text() for name, _ in TEMPLATE_BOOTSTRAP],
-        "archives": sorted(file_digest(a) for a in archives),
+        "archives": sorted(image_ids(archives)),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -131,11 +132,11 @@ def _make_template(base: Path, directory: Path, memory: int, cpus: int, archives
     subprocess.run(["cp", "--sparse=always", str(base / "base.raw"), str(root)], check=True)
     if archives:
         # dockyard-preload.service loads /var/lib/dockyard/preload/*.tar when the template
-        # boots; each goes there under its digest, as two archives may share a name
+        # boots; each goes there under its image's ID, as two archives may share a name
         named = directory / "archives"
         named.mkdir()
-        for archive in archives:
-            (named / f"{file_digest(archive)[:32]}.tar").symlink_to(archive.resolve())
+        for image_id, archive in image_ids(archives).items():
+            (named / f"{image_id}.tar").symlink_to(archive.resolve())
         _copy_into_image(root, sorted(named.iterdir()), "/var/lib/dockyard/preload")
         shutil.rmtree(named)
     for part in ("vmlinuz", "initrd.img"):
