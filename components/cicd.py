@@ -19,8 +19,8 @@ from typing import Optional
 import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
-import pulumi_tls as tls
 
+from .authority import StackAuthority
 from .config import CiSettings
 from .hosts import Host
 from .remote import run_script
@@ -30,9 +30,6 @@ REGISTRY_PORT = 5000
 GITEA_PORT = 3000
 DRONE_PORT = 8000
 NETWORK = "dockyard-ci"
-CA_YEARS = 10
-CERT_DAYS = 730
-CERT_RENEW_DAYS = 30  # `pulumi up` in the last 30 days of the certificate makes a new one
 HEALTH = dict(interval="30s", timeout="5s", retries=3, start_period="20s")
 
 
@@ -71,6 +68,8 @@ class CiCdArgs:
     logins: list[str]                  # hosts whose docker CLI logs in to the registry
     # per host: what must exist before anything uses its engine (the engine, preloaded images)
     ready: dict[str, list[pulumi.Resource]] = field(default_factory=dict)
+    # signs the registry's certificate; needed when the registry runs
+    authority: Optional[StackAuthority] = None
 
 
 class CiCd(pulumi.ComponentResource):
@@ -117,39 +116,12 @@ class CiCd(pulumi.ComponentResource):
 
         files_ready: list[pulumi.Resource] = list(ci_ready)
         if s.runs("registry"):
+            if args.authority is None:
+                raise ValueError("the registry's certificate needs the stack's authority (CiCdArgs.authority)")
             self.registry_address = host.private_ip.apply(lambda ip: f"{ip}:{REGISTRY_PORT}")
-            ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
-            ca = tls.SelfSignedCert(
-                f"{name}-ca",
-                private_key_pem=ca_key.private_key_pem,
-                is_ca_certificate=True,
-                validity_period_hours=CA_YEARS * 365 * 24,
-                allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
-                subject=tls.SelfSignedCertSubjectArgs(common_name=f"dockyard {args.stack} CA",
-                                                      organization="dockyard"),
-                opts=child,
-            )
-            self.ca_certificate = ca.cert_pem
-            registry_key = tls.PrivateKey(f"{name}-registry-key", algorithm="ECDSA", ecdsa_curve="P256",
-                                          opts=child)
-            csr = tls.CertRequest(
-                f"{name}-registry-csr",
-                private_key_pem=registry_key.private_key_pem,
-                subject=tls.CertRequestSubjectArgs(common_name="registry", organization="dockyard"),
-                ip_addresses=[host.private_ip],
-                dns_names=["registry", "localhost"],
-                opts=child,
-            )
-            cert = tls.LocallySignedCert(
-                f"{name}-registry-cert",
-                cert_request_pem=csr.cert_request_pem,
-                ca_private_key_pem=ca_key.private_key_pem,
-                ca_cert_pem=ca.cert_pem,
-                validity_period_hours=CERT_DAYS * 24,
-                early_renewal_hours=CERT_RENEW_DAYS * 24,
-                allowed_uses=["server_auth", "digital_signature", "key_encipherment"],
-                opts=child,
-            )
+            self.ca_certificate = args.authority.cert_pem
+            issued = args.authority.issue(f"{name}-registry", self, "registry", dns_names=["registry", "localhost"],
+                                          ip_addresses=[host.private_ip])
             registry_password = password("registry-password")
             self.registry_password = pulumi.Output.secret(registry_password.result)
             htpasswd = pulumi.Output.secret(registry_password.bcrypt_hash.apply(lambda h: f"{s.admin_user}:{h}"))
@@ -160,13 +132,13 @@ class CiCd(pulumi.ComponentResource):
                 connection=host.connection,
                 script="ci-files.sh",
                 env={"CI_ROOT": CI_ROOT, "GC_SCHEDULE": s.gc_schedule},
-                secret_env={"REGISTRY_CERT": cert.cert_pem, "REGISTRY_KEY": registry_key.private_key_pem,
+                secret_env={"REGISTRY_CERT": issued.cert_pem, "REGISTRY_KEY": issued.private_key_pem,
                             "REGISTRY_HTPASSWD": htpasswd, "DOCKER_CONFIG_JSON": auth_json},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=ci_ready),
             )
             files_ready = [self.files]
             # the registry reads its certificate at start: a new certificate restarts it
-            cert_digest = cert.cert_pem.apply(lambda pem: hashlib.sha256(pem.encode()).hexdigest()[:16])
+            cert_digest = issued.cert_pem.apply(lambda pem: hashlib.sha256(pem.encode()).hexdigest()[:16])
             registry = container(
                 "registry", "registry", files_ready, secret_envs=False,
                 ports=[docker.ContainerPortArgs(internal=5000, external=REGISTRY_PORT)],
@@ -199,7 +171,7 @@ class CiCd(pulumi.ComponentResource):
                     f"{name}-{client.name}-registry-client",
                     connection=client.connection,
                     script="registry-client.sh",
-                    env={"REGISTRY": self.registry_address, "CA_CERT": ca.cert_pem},
+                    env={"REGISTRY": self.registry_address, "CA_CERT": args.authority.cert_pem},
                     secret_env=secret_env,
                     opts=pulumi.ResourceOptions(parent=self,
                                                 depends_on=args.ready.get(client.name, []) + [registry]),

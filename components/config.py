@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 import pulumi
 
-from .ports import NEVER_PUBLIC
+from .ports import INGRESS_PORTS, NEVER_PUBLIC
 from .archives import archive_image_id
 from .maintenance import DEFAULT_PRUNE_AFTER, DEFAULT_PRUNE_SCHEDULE
 from .ssh import SSH_CONFIG_UNSAFE, SSH_USER
@@ -48,6 +48,8 @@ KEYS: dict[str, str] = {
     # ci (_ci)
     "ciServices": STRUCTURED, "ciImages": STRUCTURED, "ciAdminUser": TEXT, "ciAdminEmail": TEXT,
     "registryGcSchedule": TEXT,
+    # platform services on the swarm (_platform)
+    "platformServices": STRUCTURED, "platformImages": STRUCTURED, "domain": TEXT, "acmeEmail": TEXT,
 }
 KNOWN_KEYS = tuple(KEYS)
 
@@ -86,6 +88,17 @@ LOCAL_REGISTRY_IMAGE = "dockyard/registry:2.8.2"
 # Images without a default: the runner's own default clone image (drone/git:latest) is used
 # unless this names one, e.g. one preloaded on hosts that cannot reach Docker Hub.
 OPTIONAL_CI_IMAGES = ("droneClone",)
+
+PLATFORM_SERVICES = ("ingress", "panel")
+# Pinned upstream images. Their digests could not be read on the machine this was written on
+# (no Docker Hub); pin one with e.g. `traefik:v3.7.13@sha256:...` in dockyard:platformImages.
+DEFAULT_PLATFORM_IMAGES = {
+    "traefik": "traefik:v3.6.12",
+    "portainer": "portainer/portainer-ce:2.21.5",
+    "portainerAgent": "portainer/agent:2.21.5",
+}
+DNS_NAME = re.compile(r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]")
+IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9._/:@-]*")
 
 
 class ConfigError(ValueError):
@@ -161,6 +174,19 @@ class CiSettings:
 
 
 @dataclass(frozen=True)
+class PlatformSettings:
+    """The platform's own services on the swarm."""
+
+    services: tuple[str, ...]      # which of ingress (traefik) and panel (Portainer) run
+    images: Mapping[str, str]      # traefik, portainer, portainerAgent
+    domain: str                    # services answer as NAME.<domain>
+    acme_email: Optional[str]      # set: certificates from Let's Encrypt; unset: from the stack's CA
+
+    def runs(self, service: str) -> bool:
+        return service in self.services
+
+
+@dataclass(frozen=True)
 class DockyardConfig:
     """The fields of Placement, NetworkSettings, MachineSettings and EngineSettings side by
     side, and the ssh, nfs and ci sections. No field has a default: parse_config fills each
@@ -190,6 +216,7 @@ class DockyardConfig:
     ssh: SshSettings
     nfs: NfsSettings
     ci: CiSettings
+    platform: PlatformSettings
 
     def size_of(self, role: Role) -> str:
         return self.sizes[role.value]
@@ -300,16 +327,18 @@ def parse_config(
     p = _Parser(raw, file_exists)
     p.errors.extend(unknown_key_problems(raw))
     placement = _placement(p)
-    network = _network(p, placement)
+    platform_services = _platform_services(p, placement)
+    network = _network(p, placement, ingress="ingress" in platform_services)
     machines = _machines(p, placement)
     ssh = _ssh(p, placement.cloud)
     engine = _engine(p)
     nfs = _nfs(p)
     ci = _ci(p, placement)
+    platform = _platform(p, placement, stack, network, platform_services)
     if p.errors:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(p.errors))
     sections = (placement, network, machines, engine)
-    return DockyardConfig(stack=stack, ssh=ssh, nfs=nfs, ci=ci,
+    return DockyardConfig(stack=stack, ssh=ssh, nfs=nfs, ci=ci, platform=platform,
                           **{f.name: getattr(s, f.name) for s in sections for f in fields(s)})
 
 
@@ -343,7 +372,7 @@ def _placement(p: _Parser) -> Placement:
                      allow_manager_majority_loss=p.boolean("allowManagerMajorityLoss", False))
 
 
-def _network(p: _Parser, placement: Placement) -> NetworkSettings:
+def _network(p: _Parser, placement: Placement, ingress: bool) -> NetworkSettings:
     region = p.string("region", "fra1")
     if not re.fullmatch(r"[a-z]{3}[0-9]", region):
         p.fail("region", f"{region!r} is not a DigitalOcean region slug such as fra1 or nyc3")
@@ -373,7 +402,10 @@ def _network(p: _Parser, placement: Placement) -> NetworkSettings:
                              "`pulumi config set --path 'dockyard:adminCidrs[0]' 203.0.113.7/32`")
 
     public_ports: list[int] = []
-    for port in p.string_list("publicPorts") if "publicPorts" in p.raw else ("80", "443"):
+    # by default the swarm's routing mesh publishes 80 and 443 on every node, unless the
+    # ingress runs: then they are traefik's, on the managers (_platform)
+    default_ports = () if ingress else ("80", "443")
+    for port in p.string_list("publicPorts") if "publicPorts" in p.raw else default_ports:
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             p.fail("publicPorts", f"{port!r} is not a TCP port")
         elif int(port) in NEVER_PUBLIC:
@@ -568,6 +600,56 @@ def _ci(p: _Parser, placement: Placement) -> CiSettings:
         p.fail("registryGcSchedule", f"{gc_schedule!r} is not a systemd calendar event such as "
                                      f"'Sun *-*-* 03:00:00' or 'daily'")
     return CiSettings(tuple(services), images, admin_user, admin_email, gc_schedule)
+
+
+def _platform_services(p: _Parser, placement: Placement) -> tuple[str, ...]:
+    """dockyard:platformServices, or the default: both on DigitalOcean; none on local VMs,
+    which cannot pull images (README, "Platform services on local VMs")."""
+    if "platformServices" in p.raw:
+        return p.string_list("platformServices")
+    return PLATFORM_SERVICES if placement.cloud == "digitalocean" else ()
+
+
+def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSettings,
+              services: tuple[str, ...]) -> PlatformSettings:
+    for service in services:
+        if service not in PLATFORM_SERVICES:
+            p.fail("platformServices", f"unknown service {service!r}; choose from {', '.join(PLATFORM_SERVICES)}")
+    if "panel" in services and "ingress" not in services:
+        p.fail("platformServices", "the panel is served through the ingress; add ingress or remove panel")
+    if "ingress" in services:
+        for port in sorted(set(INGRESS_PORTS) & set(network.public_ports)):
+            p.fail("publicPorts", f"port {port} is the ingress's (traefik publishes 80 and 443 on the managers); "
+                                  f"remove it from dockyard:publicPorts and route the app through traefik labels, "
+                                  f"or remove ingress from dockyard:platformServices")
+
+    images = dict(DEFAULT_PLATFORM_IMAGES)
+    for key, ref in p.mapping("platformImages").items():
+        if key not in images:
+            p.fail("platformImages", f"unknown image {key!r}; the images are {', '.join(images)}")
+        elif not isinstance(ref, str) or not IMAGE_REF.fullmatch(ref) or ref.endswith(":latest"):
+            p.fail("platformImages", f"{key}: {ref!r} must be a pinned image reference such as "
+                                     f"{DEFAULT_PLATFORM_IMAGES[key]} (not :latest, so that an upgrade shows in "
+                                     f"`pulumi preview`)")
+        else:
+            images[key] = ref
+
+    default_domain = f"{stack.lower()}.dockyard.internal"
+    domain = p.string("domain", default_domain).lower().rstrip(".")
+    if not DNS_NAME.fullmatch(domain):
+        p.fail("domain", f"{domain!r} is not a DNS name such as apps.example.com; services answer as "
+                         f"NAME.<domain>")
+    acme_email = p.string("acmeEmail")
+    if acme_email is not None:
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", acme_email):
+            p.fail("acmeEmail", f"{acme_email!r} is not an email address")
+        if "domain" not in p.raw:
+            p.fail("acmeEmail", "Let's Encrypt certifies a domain you own: set dockyard:domain too, with DNS "
+                                "records for it pointing at the managers")
+        if placement.cloud == "local":
+            p.fail("acmeEmail", "Let's Encrypt cannot reach local VMs; remove the key (the ingress then "
+                                "serves certificates of the stack's own CA)")
+    return PlatformSettings(tuple(services), images, domain, acme_email)
 
 
 def unknown_key_problems(names: Iterable[str]) -> list[str]:

@@ -8,10 +8,13 @@ from typing import Optional
 import pulumi
 import pulumi_docker as docker
 
+from .authority import StackAuthority, StackAuthorityArgs
 from .cicd import CiCd, CiCdArgs
 from .cluster import Cluster, ClusterArgs
 from .config import DockyardConfig
 from .hosts import Platform
+from .ingress import Ingress, IngressArgs
+from .panel import Panel, PanelArgs
 from .ssh import docker_ssh_argv
 from .topology import Role, Topology
 
@@ -20,6 +23,9 @@ from .topology import Role, Topology
 class Deployment:
     cluster: Cluster
     cicd: Optional[CiCd]
+    authority: Optional[StackAuthority] = None
+    ingress: Optional[Ingress] = None
+    panel: Optional[Panel] = None
 
     def outputs(self) -> dict[str, pulumi.Output]:
         """What the stack exports (secrets stay secrets)."""
@@ -43,6 +49,15 @@ class Deployment:
                 "drone_admin_token": self.cicd.drone_admin_token,
             }
             result.update({k: v for k, v in optional.items() if v is not None})
+        if self.authority is not None:
+            # what clients trust: the registry's and the ingress's certificates are signed by it
+            result["ca_certificate"] = self.authority.cert_pem
+        if self.ingress is not None:
+            result["ingress_dashboard_url"] = self.ingress.dashboard_url
+            result["ingress_dashboard_password"] = self.ingress.dashboard_password
+        if self.panel is not None:
+            result["panel_url"] = self.panel.url
+            result["panel_admin_password"] = self.panel.admin_password
         return result
 
 
@@ -57,18 +72,18 @@ def docker_ssh_options(platform: Platform, user: str, jump_host: Optional[pulumi
         lambda master: docker_ssh_argv(identity, user, master, known_hosts))
 
 
-def ci_docker_provider(config: DockyardConfig, platform: Platform, ci_host: str, master: str,
-                       after: list[pulumi.Resource]) -> docker.Provider:
-    """The docker provider of the CI/CD host, reached where an operator reaches it. It does
-    not retry a refused connection, so it waits for everything that restarts what it
-    connects through: the host's engine (and preloads) and the master's sshd, which
-    master.sh reloads. Its address waits for them too, so a preview of hosts that do not
-    exist yet does not try to reach them."""
-    address = pulumi.Output.all(platform.hosts[ci_host].ssh_address, *[r.id for r in after]).apply(
+def host_docker_provider(name: str, config: DockyardConfig, platform: Platform, host: str, master: str,
+                         after: list[pulumi.Resource]) -> docker.Provider:
+    """The docker provider of a host, reached where an operator reaches it. It does not
+    retry a refused connection, so it waits for everything that restarts what it connects
+    through: the host's engine (and preloads) and the master's sshd, which master.sh
+    reloads. Its address waits for them too, so a preview of hosts that do not exist yet
+    does not try to reach them."""
+    address = pulumi.Output.all(platform.hosts[host].ssh_address, *[r.id for r in after]).apply(
         lambda values: f"ssh://{config.ssh.user}@{values[0]}")
-    jump = platform.master_address if ci_host != master else None
+    jump = platform.master_address if host != master else None
     return docker.Provider(
-        f"{ci_host}-docker-provider",
+        name,
         host=address,
         ssh_opts=docker_ssh_options(platform, config.ssh.user, jump),
         opts=pulumi.ResourceOptions(depends_on=[*after, *platform.ssh_files_written]),
@@ -80,19 +95,50 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> De
     host and the stack runs services on it, those services."""
     cluster = Cluster(config.stack, ClusterArgs(config=config, topology=topology, platform=platform))
 
-    cicd = None
+    engine_and_images = {name: [cluster.preloads[name].load if name in cluster.preloads else e.engine]
+                         for name, e in cluster.engines.items()}
     ci_hosts = topology.with_role(Role.CICD)
+    runs_registry = bool(ci_hosts) and config.ci.runs("registry")
+    authority = None
+    if runs_registry or config.platform.runs("ingress"):
+        authority = StackAuthority("ca", StackAuthorityArgs(
+            stack=config.stack,
+            # it was the CiCd component's until the ingress needed it too
+            previous_parent_urn=pulumi.resource.create_urn("cicd", "dockyard:role:CiCd"),
+            previous_names={"key": "cicd-ca-key", "cert": "cicd-ca"}))
+
+    cicd = None
     if ci_hosts and config.ci.services:
         ci, master = ci_hosts[0].name, topology.master.name
-        # what a host's containers wait for: its engine, and its preloaded images when it has some
-        engine_and_images = {name: [cluster.preloads[name].load if name in cluster.preloads else e.engine]
-                     for name, e in cluster.engines.items()}
-        provider = ci_docker_provider(config, platform, ci, master,
-                                      [engine_and_images[ci][0], cluster.master.setup])
+        provider = host_docker_provider(f"{ci}-docker-provider", config, platform, ci, master,
+                                        [engine_and_images[ci][0], cluster.master.setup])
         logins = [ci] + [m.name for m in topology.managers]
         cicd = CiCd("cicd", CiCdArgs(
             stack=config.stack, settings=config.ci, host=platform.hosts[ci],
             url_address=platform.hosts[ci].ssh_address,
             clients=[platform.hosts[h.name] for h in topology.hosts], logins=logins, ready=engine_and_images,
+            authority=authority,
         ), opts=pulumi.ResourceOptions(providers={"docker": provider}))
-    return Deployment(cluster, cicd)
+
+    ingress = panel = None
+    if config.platform.runs("ingress"):
+        first = topology.managers[0].name
+        swarm_formed = [cluster.managers[0].joined, cluster.managers[0].labels]
+        swarm = host_docker_provider(f"{first}-swarm-docker-provider", config, platform, first,
+                                     topology.master.name,
+                                     [*swarm_formed, engine_and_images[first][0], cluster.master.setup])
+        on_swarm = pulumi.ResourceOptions(providers={"docker": swarm})
+        # a service's tasks start on every node at once: the managers need its image first
+        images_on_managers = [engine_and_images[m.name][0] for m in topology.managers]
+        ingress = Ingress("ingress", IngressArgs(
+            settings=config.platform, authority=authority,
+            manager_addresses=[platform.hosts[m.name].private_ip for m in topology.managers],
+            depends_on=[*swarm_formed, *images_on_managers], deleted_with=platform.hosts[first].machine),
+            opts=on_swarm)
+        if config.platform.runs("panel"):
+            panel = Panel("panel", PanelArgs(
+                settings=config.platform, server_node_id=cluster.managers[0].node_id,
+                ingress_network_id=ingress.network.id, depends_on=[*swarm_formed, *images_on_managers],
+                deleted_with=platform.hosts[first].machine),
+                opts=on_swarm)
+    return Deployment(cluster, cicd, authority, ingress, panel)

@@ -20,3 +20,6 @@ NFS_PORTS = (("tcp", 2049),)
 # The CI/CD services' ports, and whether the admins reach them too (the web UIs) or only
 # the cluster (the registry). A port is open only while its service runs.
 CI_PORTS = {"registry": (5000, False), "gitea": (3000, True), "drone": (8000, True)}
+
+# What the ingress (traefik) publishes on every manager, to the internet.
+INGRESS_PORTS = (80, 443)

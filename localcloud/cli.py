@@ -52,6 +52,9 @@ def command_line() -> argparse.ArgumentParser:
     p = sub.add_parser("ci-images", help="build Gitea, Drone and its runner here; write them as docker-archives "
                                          "to OUT and print the dockyard:ciImages settings for them as JSON")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("platform-images", help="build traefik here; write it as a docker-archive to OUT and "
+                                               "print the dockyard:platformImages settings for it as JSON")
+    p.add_argument("--out", required=True)
     p = sub.add_parser("registry-image", help="write the dockyard/registry image as a docker-archive")
     p.add_argument("--out", required=True)
     p = sub.add_parser("web-image", help="write the dockyard/web:VERSION test app as a docker-archive")
@@ -87,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             from localcloud.ci_images import build_ci_images
 
             print(json.dumps(build_ci_images(Path(args.out))))
+        elif args.command == "platform-images":
+            from localcloud.platform_images import build_platform_images
+
+            print(json.dumps(build_platform_images(Path(args.out))))
         elif args.command == "registry-image":
             from localcloud.images import registry_image, write_archive
 

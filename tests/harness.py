@@ -75,6 +75,8 @@ class Registration:
     protect: bool
     import_id: str = ""
     ignore_changes: tuple[str, ...] = ()
+    provider: str = ""  # "URN::ID" of the provider it was given, if any
+    deleted_with: str = ""  # URN of the resource whose deletion takes this one with it
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -160,7 +162,8 @@ class RecordingMonitor(MockMonitor):
             inputs=inputs, secret_inputs=secret_inputs, dependencies=list(request.dependencies),
             additional_secret_outputs=list(request.additionalSecretOutputs),
             retain_on_delete=bool(request.retainOnDelete), protect=bool(request.protect),
-            import_id=request.importId, ignore_changes=tuple(request.ignoreChanges),
+            import_id=request.importId, ignore_changes=tuple(request.ignoreChanges), provider=request.provider,
+            deleted_with=request.deletedWith,
         ))
         return response
 

@@ -32,8 +32,8 @@ def envs(container) -> dict[str, str]:
 
 def test_the_trio_runs_on_the_tiers_ci_host_through_its_docker_provider(tier_run):
     tier, run = tier_run
-    (provider,) = run.of_type(PROVIDER)
     ci = CI_HOST[tier]
+    provider = run.named(f"{ci}-docker-provider")
     engine = run.named(f"{ci}-docker")
     ci_address = engine.inputs["connection"]["host"]
     ssh_opts = provider.inputs["sshOpts"]
@@ -66,7 +66,8 @@ def test_the_trio_runs_on_the_tiers_ci_host_through_its_docker_provider(tier_run
 
 def test_minimal_has_no_ci_host_and_no_trio():
     run = run_program(stack="ci-minimal", tier="minimal", workers="1")
-    assert run.of_type(PROVIDER) == [] and run.of_type(CONTAINER) == []
+    assert [p.name for p in run.of_type(PROVIDER)] == ["a-swarm-docker-provider"], "the swarm's, for its services"
+    assert run.of_type(CONTAINER) == []
     assert "registry" not in run.outputs and "gitea_url" not in run.outputs
 
 
@@ -123,7 +124,7 @@ def test_the_registry_serves_tls_with_htpasswd_and_passes_the_policy(tier_run):
     assert "BEGIN CERTIFICATE" in stdin and "BEGIN PRIVATE KEY" in stdin
     cert = run.named("cicd-registry-cert")
     assert cert.inputs["earlyRenewalHours"] == 30 * 24 and "server_auth" in cert.inputs["allowedUses"]
-    assert run.named("cicd-ca").inputs["isCaCertificate"] is True
+    assert run.named("ca-cert").inputs["isCaCertificate"] is True
     csr = run.named("cicd-registry-csr")
     assert run.outputs["registry"] == f"{csr.inputs['ipAddresses'][0]}:5000"
 
@@ -135,10 +136,10 @@ def test_every_host_trusts_the_registry_ca_and_managers_log_in(tier_run):
                for c in run.commands("registry-client.sh")}
     assert set(clients) == {h.name for h in topo.hosts}
     registry = next(c for c in run.of_type(CONTAINER) if c.inputs["name"] == "registry")
-    ca = run.named("cicd-ca")
+    ca = run.named("ca-cert")
     logins = {CI_HOST[tier]} | {m.name for m in topo.managers}
     for host, client in clients.items():
-        assert "CA_CERT='-----BEGIN CERTIFICATE-----\ncicd-ca\n" in client.inputs["create"]
+        assert "CA_CERT='-----BEGIN CERTIFICATE-----\nca-cert\n" in client.inputs["create"]
         assert f"REGISTRY={run.outputs['registry']}" in client.inputs["create"]
         assert run.depends_on(client, registry) and run.depends_on(client, run.named(f"{host}-docker"))
         assert run.depends_on(client, ca)

@@ -31,7 +31,8 @@ def test_good_config_parses():
     config = parse()
     assert (config.tier, config.cloud, config.workers, config.managers) == ("small", "digitalocean", 2, 3)
     assert config.admin_cidrs == ("203.0.113.7/32",)
-    assert config.public_ports == (80, 443)
+    # 80 and 443 are the ingress's, on the managers; the routing mesh publishes nothing by default
+    assert config.platform.services == ("ingress", "panel") and config.public_ports == ()
     assert config.disposable is False
 
 
@@ -88,7 +89,7 @@ def test_ssh_public_key_or_key_id_required():
 
 
 def test_control_ports_cannot_be_published():
-    message = error_of(publicPorts=["80", "2377"])
+    message = error_of(publicPorts=["8080", "2377"])
     assert "dockyard:publicPorts" in message and "2377" in message
 
 

@@ -26,6 +26,7 @@ FIREWALL = "digitalocean:index/firewall:Firewall"
 # one firewall per role present (master, cicd, nfs, manager, worker)
 TABLE_5_1 = {"minimal": (1, 1, 4), "default": (2, 2, 5), "small": (5, 2, 5), "medium": (11, 3, 5)}
 ADMIN_CIDR = "198.51.100.7/32"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's value of an output not known yet
 
 
 def workers_of(stack: str) -> int:
@@ -66,6 +67,31 @@ def test_every_tier_previews_with_its_hosts_and_passes_the_policy_pack(engine, s
     ssh = [r for r in master_rules["new"]["inputs"]["inboundRules"] if r.get("portRange") == "22"]
     assert ssh[0]["sourceAddresses"] == [ADMIN_CIDR]
     print(f"\n[engine] preview of {stack}: {preview.run.seconds:.1f} s")
+
+
+def test_the_platform_services_preview_on_the_swarm_with_their_secrets_hidden(engine):
+    """traefik and Portainer as a pull request sees them: the real engine plans the services on
+    the first manager's docker without reaching it (no host exists), passwords shown as secrets."""
+    preview = engine.preview("small")
+    services = {s["new"]["inputs"]["name"]: s["new"]["inputs"] for s in preview.steps("create")
+                if s["type"] == "docker:index/service:Service"}
+    assert set(services) == {"traefik", "portainer-agent", "portainer"}
+    traefik = services["traefik"]
+    assert "global" in traefik["mode"] and traefik["taskSpec"]["placement"]["constraints"] == ["node.role==manager"]
+    assert {p["publishMode"] for p in traefik["endpointSpec"]["ports"]} == {"host"}
+    assert "global" in services["portainer-agent"]["mode"]
+    server = services["portainer"]
+    assert server["mode"]["replicated"]["replicas"] == 1
+    assert "--admin-password-file" in server["taskSpec"]["containerSpec"]["args"]
+    secrets = [s for s in preview.steps("create") if s["type"] == "docker:index/secret:Secret"]
+    assert len(secrets) == 4
+    # computed from the passwords and keys the update makes: unknown to a preview, a secret after
+    # (on mocks, tests/test_platform_services.py)
+    assert {s["new"]["inputs"]["data"] for s in secrets} <= {UNKNOWN, "[secret]"}
+    manager_rules = next(s for s in preview.steps("create") if s["urn"].endswith("::do-manager-firewall"))
+    public = {r["portRange"] for r in manager_rules["new"]["inputs"]["inboundRules"]
+              if "0.0.0.0/0" in r.get("sourceAddresses", [])}
+    assert public == {"80", "443"}
 
 
 def test_a_bad_config_value_fails_the_preview_and_names_the_key(engine):

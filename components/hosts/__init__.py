@@ -32,6 +32,11 @@ class Host:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def machine(self) -> pulumi.Resource:
+        """The droplet or VM itself: the first of `provisioned`."""
+        return self.provisioned[0]
+
 
 @dataclass
 class Platform:

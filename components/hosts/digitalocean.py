@@ -163,7 +163,8 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                         source_addresses=list(rule.source_addresses) or None,
                         source_droplet_ids=[master_droplet.id.apply(int)] if rule.from_master else None,
                     )
-                    for rule in inbound_rules(role, cfg.vpc_cidr, cfg.admin_cidrs, cfg.public_ports, cfg.ci.services)
+                    for rule in inbound_rules(role, cfg.vpc_cidr, cfg.admin_cidrs, cfg.public_ports, cfg.ci.services,
+                                              cfg.platform.runs("ingress"))
                 ],
                 outbound_rules=[
                     do.FirewallOutboundRuleArgs(protocol="tcp", port_range="1-65535",

@@ -23,7 +23,8 @@ class Rule:
 
 
 def inbound_rules(role: Role, private_cidr: str, admin_cidrs: tuple[str, ...],
-                  public_ports: tuple[int, ...], ci_services: tuple[str, ...] = ()) -> list[Rule]:
+                  public_ports: tuple[int, ...], ci_services: tuple[str, ...] = (),
+                  ingress: bool = False) -> list[Rule]:
     rules = [Rule("icmp", "", (private_cidr,))]
     if role == Role.MASTER:
         rules.append(Rule("tcp", SSH, tuple(admin_cidrs)))
@@ -38,4 +39,7 @@ def inbound_rules(role: Role, private_cidr: str, admin_cidrs: tuple[str, ...],
     if role in (Role.MANAGER, Role.WORKER):
         rules += [Rule(proto, port, (private_cidr,)) for proto, port in SWARM_PORTS]
         rules += [Rule("tcp", str(port), ANYWHERE) for port in public_ports]
+    if role == Role.MANAGER and ingress:
+        # traefik publishes these in host mode on the managers only
+        rules += [Rule("tcp", str(port), ANYWHERE) for port in ports.INGRESS_PORTS]
     return rules

@@ -2,27 +2,34 @@
 rolling update, workers 1 -> 0 -> 1 by `pulumi config set`, a reboot, a second up that
 changes nothing, refresh, a script edit that re-runs only its commands, no secret in clear
 in the state or the output, destroy, up, the first manager's VM killed by hand, destroy."""
+import base64
+import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.stack import LocalStack, shows
 from tests.engine import Engine
+from tools import ingress_bench
 
 pytestmark = pytest.mark.e2e
 
 NET = "e2e"
 # pruneAfter 0h: the prune removes what is unused now, so that one run shows what it removes
-CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24", "pruneAfter": "0h"}
+CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24", "pruneAfter": "0h",
+          "platformServices": ["ingress"]}
 MASTER, MANAGER, WORKER = "10.233.0.11", "10.233.0.12", "10.233.0.13"
+DOMAIN = f"{NET}.dockyard.internal"  # the default dockyard:domain of the stack
 # What the bootstrap scripts log when they change something; a re-run must log none.
 CHANGES = re.compile(r"formatting|adding .* to /etc/fstab|mounting|installing|writing|restarting|initialising|"
                      r"joining|labelling|creating|recording|configuring sshd|loading")
@@ -67,8 +74,13 @@ def stack(tmp_path_factory):
         subprocess.run(["python3", "-m", "localcloud", "web-image", "--version", version, "--out", str(archive)],
                        check=True, capture_output=True)
         archives.append(str(archive))
+    # traefik, built here from the Go module proxy (cached after the first build)
+    built = subprocess.run(["python3", "-m", "localcloud", "platform-images", "--out", str(images)],
+                           check=True, capture_output=True, text=True)
+    platform_images = json.loads(built.stdout.splitlines()[-1])
+    archives.append(str(images / "traefik.tar"))
     engine = Engine.in_tmp(tmp_path_factory.mktemp("engine"))
-    stack = LocalStack.create(engine, NET, {**CONFIG, "preloadImages": archives})
+    stack = LocalStack.create(engine, NET, {**CONFIG, "preloadImages": archives, "platformImages": platform_images})
     try:
         timed("first up", stack.up)
         yield stack
@@ -221,6 +233,137 @@ def test_a_rolling_update_fails_no_request(stack):
     assert counts["failed"] == 0, errors[:5]
     for ip in (MANAGER, WORKER):
         assert get(ip).strip() == "dockyard web 2"
+
+
+def site_labels(name: str, port: int = 8080) -> str:
+    """`docker service create` flags that put a service behind the ingress: labels only."""
+    labels = {"traefik.enable": "true", f"traefik.http.routers.{name}.rule": f"Host(`{name}.{DOMAIN}`)",
+              f"traefik.http.services.{name}.loadbalancer.server.port": str(port), "traefik.swarm.lbswarm": "true"}
+    return " ".join(f"--label '{k}={v}'" for k, v in labels.items()) + " --network dockyard-ingress"
+
+
+def ca_context(stack) -> ssl.SSLContext:
+    """Trusts the stack's CA only (the stack's `ca_certificate` output)."""
+    return ssl.create_default_context(cadata=stack.outputs["ca_certificate"])
+
+
+def via_ingress(stack, name: str, ip: str = MANAGER, path: str = "/", scheme: str = "https",
+                headers: Optional[dict] = None) -> tuple[int, str]:
+    target = ingress_bench.Target(name, f"{scheme}://{name}.{DOMAIN}{path}", ip)
+    status, body = ingress_bench.fetch(target, ca_context(stack), headers=headers)
+    return status, body.decode(errors="replace")
+
+
+def test_an_app_with_only_traefik_labels_is_answered_by_name_over_https_with_the_stacks_ca(stack):
+    registry = stack.outputs["registry"]
+    stack.ssh(MANAGER, f"docker service create --detach --name site --replicas 2 --with-registry-auth "
+                       f"--update-order start-first --update-delay 5s {site_labels('site')} {registry}/web:1")
+    wait_for("2/2 site replicas", lambda: stack.ssh(
+        MANAGER, "docker service ls --filter name=site --format '{{.Replicas}}'").stdout.strip() == "2/2")
+    managers = list(stack.outputs["manager_addresses"].values())
+    for ip in managers:  # every node the ingress runs on answers, checked against the stack's CA
+        assert wait_for(f"site through traefik on {ip}", lambda: _ingress_answer(stack, "site", ip)) == \
+            "dockyard web 1"
+    status, _ = via_ingress(stack, "site", scheme="http")
+    assert status in (301, 302, 307, 308), "plain HTTP is sent to HTTPS"
+    # a client that does not trust the stack's CA refuses the certificate
+    with pytest.raises(ssl.SSLError):
+        ingress_bench.fetch(ingress_bench.Target("site", f"https://site.{DOMAIN}/", MANAGER),
+                            ssl.create_default_context())
+    # the ingress publishes on the managers only: the worker has nothing on 80 or 443
+    for port in (80, 443):
+        assert subprocess.run(["bash", "-c", f"exec 3<>/dev/tcp/{WORKER}/{port}"], capture_output=True,
+                              timeout=20).returncode != 0
+    memory = stack.ssh(MANAGER, "docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' "
+                                "$(docker ps -q --filter label=com.docker.swarm.service.name=traefik)").stdout
+    TIMINGS.append(f"[e2e] traefik's memory on the manager: {memory.strip()}")
+
+
+def _ingress_answer(stack, name, ip):
+    try:
+        status, body = via_ingress(stack, name, ip)
+        return body.strip() if status == 200 else None
+    except OSError:
+        return None
+
+
+def test_the_dashboard_refuses_a_request_without_the_password(stack):
+    password = stack.outputs["ingress_dashboard_password"]
+    assert stack.outputs["ingress_dashboard_url"] == f"https://traefik.{DOMAIN}/dashboard/"
+    assert via_ingress(stack, "traefik", path="/api/overview")[0] == 401
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"admin:not-the-password").decode()}
+    assert via_ingress(stack, "traefik", path="/api/overview", headers=wrong)[0] == 401
+    right = {"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
+    status, body = via_ingress(stack, "traefik", path="/api/http/routers", headers=right)
+    assert status == 200
+    assert {"site@swarm", "dashboard@file"} <= {r["name"] for r in json.loads(body)}
+
+
+def test_a_rolling_update_behind_traefik_fails_no_request(stack):
+    counts = {"ok": 0, "failed": 0}
+    errors = []
+    stop = threading.Event()
+
+    def requests():
+        deadline = time.monotonic() + 600
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                status, _ = via_ingress(stack, "site")
+                ok = status == 200
+                why = f"HTTP {status}"
+            except OSError as error:
+                ok, why = False, str(error)
+            counts["ok" if ok else "failed"] += 1
+            if not ok:
+                errors.append(why)
+            time.sleep(0.2)
+
+    loop = threading.Thread(target=requests)
+    loop.start()
+    try:
+        timed("rolling update behind traefik", lambda: stack.ssh(
+            MANAGER, f"docker service update --detach=false --quiet --with-registry-auth "
+                     f"--image {stack.outputs['registry']}/web:2 site"))
+    finally:
+        time.sleep(2)
+        stop.set()
+        loop.join()
+    TIMINGS.append(f"[e2e] requests through traefik during the rolling update: {counts}")
+    print(TIMINGS[-1], flush=True)
+    assert counts["ok"] > 20
+    assert counts["failed"] == 0, errors[:5]
+    assert _ingress_answer(stack, "site", MANAGER) == "dockyard web 2"
+    stack.ssh(MANAGER, "docker service rm site")
+
+
+def test_the_routing_mesh_and_traefik_against_the_task_itself(stack):
+    """Thesis 7.3, as ratios from one run: one task on the worker, reached on its own port
+    (host mode), through the mesh from the manager, and through traefik on the manager."""
+    registry = stack.outputs["registry"]
+    stack.ssh(MANAGER, f"docker service create --detach --name bench --replicas 1 --constraint node.hostname==w1 "
+                       f"--with-registry-auth --publish mode=host,published=8090,target=8080 "
+                       f"--publish published=8091,target=8080 {site_labels('bench')} {registry}/web:2")
+    targets = [ingress_bench.Target("direct", f"http://{WORKER}:8090/"),
+               ingress_bench.Target("routing mesh", f"http://{MANAGER}:8091/"),
+               ingress_bench.Target("traefik", f"https://bench.{DOMAIN}/", MANAGER)]
+    for target in targets:
+        wait_for(f"bench {target.label}", lambda: _fetches(target, ca_context(stack)), every=5)
+    results = timed("ingress measurement", lambda: ingress_bench.measure(targets, ca_context(stack)))
+    report = ingress_bench.table(results, 100)
+    TIMINGS.append("[e2e] the routing mesh and traefik against the task itself:\n" + report)
+    print(TIMINGS[-1], flush=True)
+    (Path(os.environ.get("DOCKYARD_E2E_REPORT_DIR", "/tmp")) / "ingress-bench.json").write_text(json.dumps(results))
+    stack.ssh(MANAGER, "docker service rm bench")
+    for result in results:
+        assert result["median_ms"] is not None and result["requests_per_s"] > 0, result
+        assert result["failed"] <= result["sent"] * 0.01, result
+
+
+def _fetches(target, context):
+    try:
+        return ingress_bench.fetch(target, context)[0] == 200
+    except OSError:
+        return False
 
 
 def test_scaling_workers_down_and_up_keeps_the_service_answering(stack):
