@@ -172,7 +172,9 @@ class Ingress(pulumi.ComponentResource):
                     healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
                         tests=["CMD", "traefik", "healthcheck", "--ping", "--ping.entrypoint=metrics",
                                f"--entrypoints.metrics.address=:{METRICS_PORT}"],
-                        interval="10s", timeout="5s", retries=3, start_period="10s"),
+                        # lenient: a health check that kills a busy traefik (a slow VM, a burst)
+                        # refuses every connection of that manager while it restarts
+                        interval="30s", timeout="20s", retries=5, start_period="60s"),
                 ),
                 placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.role==manager"]),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],

@@ -331,7 +331,10 @@ def test_a_rolling_update_behind_traefik_fails_no_request(stack):
     TIMINGS.append(f"[e2e] requests through traefik during the rolling update: {counts}")
     print(TIMINGS[-1], flush=True)
     assert counts["ok"] > 20
-    assert counts["failed"] == 0, errors[:5]
+    traefik_tasks = stack.ssh(MANAGER, "docker service ps traefik --no-trunc --format "
+                                       "'{{.Name}} {{.CurrentState}} {{.Error}}'; "
+                                       "docker service logs --tail 15 traefik 2>&1", check=False).stdout
+    assert counts["failed"] == 0, (errors[:5], traefik_tasks)
     assert _ingress_answer(stack, "site", MANAGER) == "dockyard web 2"
     stack.ssh(MANAGER, "docker service rm site")
 
