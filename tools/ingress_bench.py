@@ -1,10 +1,12 @@
 """The thesis's routing-mesh measurement (7.3), as ratios from one run: the same app reached
 directly on its task, through the swarm's routing mesh, and through traefik.
 
-Each path gets the same load: an open loop at RATE requests per second for SECONDS (the
-latency a user sees at that load), then a closed loop of CLIENTS concurrent clients for
-SECONDS (the throughput the path sustains). Every request opens its own connection, as a
-browser's first request does, so traefik's figures include its TLS handshake.
+Each path gets the same load: an open loop at RATE requests per second for SECONDS, each on
+a new connection (the latency a user sees at that load), then a closed loop of CLIENTS
+concurrent clients for SECONDS, first with a new connection per request (as a browser's
+first request: traefik's figures include its TLS handshake), then with connections kept
+alive (traefik's forwarding alone; the app itself closes every connection). RATE must stay
+below what every path sustains, or the latency measured is the queue's.
 
     python3 tools/ingress_bench.py --target direct=http://10.233.0.13:8090/ \\
         --target mesh=http://10.233.0.12:8091/ \\
@@ -52,20 +54,32 @@ class _Connection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def fetch(target: Target, context: Optional[ssl.SSLContext] = None, timeout: float = 10,
-          headers: Optional[dict] = None) -> tuple[int, bytes]:
-    """One request on a new connection: (status, body)."""
+def connection(target: Target, context: Optional[ssl.SSLContext] = None,
+               timeout: float = 10) -> http.client.HTTPConnection:
+    """A connection to the target, opened by its first request (and again after a close)."""
     parts = urlsplit(target.url)
     address = target.address or parts.hostname
     if parts.scheme == "https":
-        conn: http.client.HTTPConnection = _Connection(address, parts.hostname, parts.port or 443,
-                                                       context or ssl.create_default_context(), timeout)
-    else:
-        conn = http.client.HTTPConnection(address, parts.port or 80, timeout=timeout)
+        return _Connection(address, parts.hostname, parts.port or 443, context or ssl.create_default_context(), timeout)
+    return http.client.HTTPConnection(address, parts.port or 80, timeout=timeout)
+
+
+def request(conn: http.client.HTTPConnection, target: Target, keep_alive: bool = False,
+            headers: Optional[dict] = None) -> tuple[int, bytes]:
+    parts = urlsplit(target.url)
+    conn.request("GET", parts.path or "/", headers={"Host": parts.netloc,
+                                                     "Connection": "keep-alive" if keep_alive else "close",
+                                                     **(headers or {})})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def fetch(target: Target, context: Optional[ssl.SSLContext] = None, timeout: float = 10,
+          headers: Optional[dict] = None) -> tuple[int, bytes]:
+    """One request on a new connection: (status, body)."""
+    conn = connection(target, context, timeout)
     try:
-        conn.request("GET", parts.path or "/", headers={"Host": parts.netloc, "Connection": "close", **(headers or {})})
-        response = conn.getresponse()
-        return response.status, response.read()
+        return request(conn, target, headers=headers)
     finally:
         conn.close()
 
@@ -107,20 +121,26 @@ def latency_at_rate(target: Target, context, rate: float, seconds: float) -> dic
             "p95_ms": round(_percentile(latencies, 0.95) * 1000, 1) if latencies else None}
 
 
-def throughput(target: Target, context, clients: int, seconds: float) -> dict:
-    """A closed loop: `clients` clients, each sending its next request when its last is answered."""
+def throughput(target: Target, context, clients: int, seconds: float, keep_alive: bool = False) -> dict:
+    """A closed loop: `clients` clients, each sending its next request when its last is
+    answered; with keep_alive each keeps its connection while the server does (traefik
+    does; busybox httpd closes after each answer)."""
     counts = {"ok": 0, "failed": 0}
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def client() -> None:
+        conn = connection(target, context)
         while time.perf_counter() < deadline:
             try:
-                ok = fetch(target, context)[0] == 200
-            except OSError:
+                ok = request(conn, target, keep_alive)[0] == 200
+            except (OSError, http.client.HTTPException):
                 ok = False
+            if not (ok and keep_alive):
+                conn.close()
             with lock:
                 counts["ok" if ok else "failed"] += 1
+        conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     start = time.perf_counter()
@@ -128,26 +148,35 @@ def throughput(target: Target, context, clients: int, seconds: float) -> dict:
         thread.start()
     for thread in threads:
         thread.join()
-    return {"requests_per_s": round(counts["ok"] / (time.perf_counter() - start), 1), **counts}
+    elapsed = time.perf_counter() - start
+    return {"requests_per_s": round(counts["ok"] / elapsed, 1), **counts}
 
 
-def measure(targets: list[Target], context, rate: float = 100, seconds: float = 15, clients: int = 8) -> list[dict]:
+def measure(targets: list[Target], context, rate: float = 10, seconds: float = 10, clients: int = 8) -> list[dict]:
     results = []
     for target in targets:
         fetch(target, context)  # warm: the first request of a path pays for nothing else's
-        results.append({"path": target.label, **latency_at_rate(target, context, rate, seconds),
-                        **throughput(target, context, clients, seconds)})
+        latency = latency_at_rate(target, context, rate, seconds)
+        fresh = throughput(target, context, clients, seconds)
+        kept = throughput(target, context, clients, seconds, keep_alive=True)
+        results.append({"path": target.label, "rate": rate, **latency,
+                        "requests_per_s": fresh["requests_per_s"], "kept_alive_requests_per_s": kept["requests_per_s"],
+                        "failed": latency["failed"] + fresh["failed"] + kept["failed"],
+                        "sent": latency["sent"] + fresh["ok"] + fresh["failed"] + kept["ok"] + kept["failed"]})
     return results
 
 
-def table(results: list[dict], rate: float) -> str:
+def table(results: list[dict]) -> str:
     base = results[0]
-    lines = [f"| path | median latency at {rate:g} req/s | p95 | throughput | latency / {base['path']} | "
-             f"throughput / {base['path']} |", "|---|---|---|---|---|---|"]
+    rate = base["rate"]
+    lines = [f"| path | median latency at {rate:g} req/s | p95 | latency / {base['path']} | throughput, a connection "
+             f"per request | / {base['path']} | throughput, kept-alive connections | / {base['path']} |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['path']} | {r['median_ms']} ms | {r['p95_ms']} ms | {r['requests_per_s']} req/s | "
-                     f"{r['median_ms'] / base['median_ms']:.2f} | "
-                     f"{r['requests_per_s'] / base['requests_per_s']:.2f} |")
+        lines.append(f"| {r['path']} | {r['median_ms']} ms | {r['p95_ms']} ms | "
+                     f"{r['median_ms'] / base['median_ms']:.2f} | {r['requests_per_s']} req/s | "
+                     f"{r['requests_per_s'] / base['requests_per_s']:.2f} | {r['kept_alive_requests_per_s']} req/s | "
+                     f"{r['kept_alive_requests_per_s'] / base['kept_alive_requests_per_s']:.2f} |")
     return "\n".join(lines)
 
 
@@ -155,15 +184,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", action="append", required=True, type=Target.parse, help="LABEL=URL[@ADDRESS]")
     parser.add_argument("--ca", help="the CA bundle HTTPS targets are checked against")
-    parser.add_argument("--rate", type=float, default=100)
-    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     context = ssl.create_default_context(cafile=args.ca)
     results = measure(args.target, context, args.rate, args.seconds, args.clients)
     for result in results:
         print(json.dumps(result))
-    print(table(results, args.rate))
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -352,7 +352,7 @@ def test_the_routing_mesh_and_traefik_against_the_task_itself(stack):
     for target in targets:
         wait_for(f"bench {target.label}", lambda: _fetches(target, ca_context(stack)), every=5)
     results = timed("ingress measurement", lambda: ingress_bench.measure(targets, ca_context(stack)))
-    report = ingress_bench.table(results, 100)
+    report = ingress_bench.table(results)
     TIMINGS.append("[e2e] the routing mesh and traefik against the task itself:\n" + report)
     print(TIMINGS[-1], flush=True)
     (Path(os.environ.get("DOCKYARD_E2E_REPORT_DIR", "/tmp")) / "ingress-bench.json").write_text(json.dumps(results))
