@@ -50,6 +50,7 @@ KEYS: dict[str, str] = {
     "registryGcSchedule": TEXT,
     # platform services on the swarm (_platform)
     "platformServices": STRUCTURED, "platformImages": STRUCTURED, "domain": TEXT, "acmeEmail": TEXT,
+    "monitoringRetention": TEXT, "alertWebhook": TEXT, "alertEmail": TEXT, "alertSmtp": TEXT,
 }
 KNOWN_KEYS = tuple(KEYS)
 
@@ -89,13 +90,19 @@ LOCAL_REGISTRY_IMAGE = "dockyard/registry:2.8.2"
 # unless this names one, e.g. one preloaded on hosts that cannot reach Docker Hub.
 OPTIONAL_CI_IMAGES = ("droneClone",)
 
-PLATFORM_SERVICES = ("ingress", "panel")
+PLATFORM_SERVICES = ("ingress", "panel", "monitoring", "dashboards")
 # Pinned upstream images. Their digests could not be read on the machine this was written on
 # (no Docker Hub); pin one with e.g. `traefik:v3.7.13@sha256:...` in dockyard:platformImages.
 DEFAULT_PLATFORM_IMAGES = {
     "traefik": "traefik:v3.6.12",
     "portainer": "portainer/portainer-ce:2.21.5",
     "portainerAgent": "portainer/agent:2.21.5",
+    # the versions Debian 12 ships, which the local e2e runs
+    "prometheus": "prom/prometheus:v2.42.0",
+    "alertmanager": "prom/alertmanager:v0.25.0",
+    "nodeExporter": "prom/node-exporter:v1.5.0",
+    "cadvisor": "gcr.io/cadvisor/cadvisor:v0.49.1",
+    "grafana": "grafana/grafana:10.4.2",
 }
 DNS_NAME = re.compile(r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]")
 IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9._/:@-]*")
@@ -181,6 +188,10 @@ class PlatformSettings:
     images: Mapping[str, str]      # traefik, portainer, portainerAgent
     domain: str                    # services answer as NAME.<domain>
     acme_email: Optional[str]      # set: certificates from Let's Encrypt; unset: from the stack's CA
+    retention: str                 # how long Prometheus keeps metrics (e.g. 15d)
+    alert_webhook: Optional[str]   # Alertmanager's receivers; none is valid
+    alert_email: Optional[str]
+    alert_smtp: Optional[str]      # host:port of the mail relay for alert_email
 
     def runs(self, service: str) -> bool:
         return service in self.services
@@ -615,8 +626,12 @@ def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSett
     for service in services:
         if service not in PLATFORM_SERVICES:
             p.fail("platformServices", f"unknown service {service!r}; choose from {', '.join(PLATFORM_SERVICES)}")
-    if "panel" in services and "ingress" not in services:
-        p.fail("platformServices", "the panel is served through the ingress; add ingress or remove panel")
+    for needs_ingress in ("panel", "monitoring", "dashboards"):
+        if needs_ingress in services and "ingress" not in services:
+            p.fail("platformServices", f"the {needs_ingress} is served through the ingress; add ingress or remove "
+                                       f"{needs_ingress}")
+    if "dashboards" in services and "monitoring" not in services:
+        p.fail("platformServices", "the dashboards show what monitoring collects; add monitoring or remove dashboards")
     if "ingress" in services:
         for port in sorted(set(INGRESS_PORTS) & set(network.public_ports)):
             p.fail("publicPorts", f"port {port} is the ingress's (traefik publishes 80 and 443 on the managers); "
@@ -649,7 +664,22 @@ def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSett
         if placement.cloud == "local":
             p.fail("acmeEmail", "Let's Encrypt cannot reach local VMs; remove the key (the ingress then "
                                 "serves certificates of the stack's own CA)")
-    return PlatformSettings(tuple(services), images, domain, acme_email)
+    retention = p.string("monitoringRetention", "15d")
+    if not re.fullmatch(r"[1-9][0-9]{0,4}[hdwy]", retention):
+        p.fail("monitoringRetention", f"{retention!r} is not a duration such as 15d, 4w or 720h")
+    webhook = p.string("alertWebhook")
+    if webhook is not None and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/%?=&-]*)?", webhook):
+        p.fail("alertWebhook", f"{webhook!r} must be an http(s) URL such as https://hooks.example.com/alerts")
+    email = p.string("alertEmail")
+    smtp = p.string("alertSmtp")
+    if email is not None:
+        if not re.fullmatch(r"[^@\s\"]+@[A-Za-z0-9.-]+\.[A-Za-z]+", email):
+            p.fail("alertEmail", f"{email!r} is not an email address")
+        if smtp is None:
+            p.fail("alertSmtp", "set the mail relay alerts go through, e.g. smtp.example.com:587")
+    if smtp is not None and not re.fullmatch(r"[A-Za-z0-9.-]+:[0-9]{1,5}", smtp):
+        p.fail("alertSmtp", f"{smtp!r} must be host:port, e.g. smtp.example.com:587")
+    return PlatformSettings(tuple(services), images, domain, acme_email, retention, webhook, email, smtp)
 
 
 def unknown_key_problems(names: Iterable[str]) -> list[str]:

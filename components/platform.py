@@ -2,18 +2,21 @@
 docker provider that reaches that host over ssh."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
 
 from .authority import StackAuthority, StackAuthorityArgs
-from .cicd import CiCd, CiCdArgs
+from .cicd import GITEA_PORT, CiCd, CiCdArgs
 from .cluster import Cluster, ClusterArgs
 from .config import DockyardConfig
 from .hosts import Platform
 from .ingress import Ingress, IngressArgs
+from .monitoring import Monitoring, MonitoringArgs
 from .panel import Panel, PanelArgs
 from .ssh import docker_ssh_argv
 from .topology import Role, Topology
@@ -26,6 +29,7 @@ class Deployment:
     authority: Optional[StackAuthority] = None
     ingress: Optional[Ingress] = None
     panel: Optional[Panel] = None
+    monitoring: Optional[Monitoring] = None
 
     def outputs(self) -> dict[str, pulumi.Output]:
         """What the stack exports (secrets stay secrets)."""
@@ -58,6 +62,12 @@ class Deployment:
         if self.panel is not None:
             result["panel_url"] = self.panel.url
             result["panel_admin_password"] = self.panel.admin_password
+        if self.monitoring is not None:
+            result["prometheus_url"] = self.monitoring.prometheus_url
+            result["alertmanager_url"] = self.monitoring.alertmanager_url
+            if self.monitoring.grafana_url is not None:
+                result["grafana_url"] = self.monitoring.grafana_url
+                result["grafana_admin_password"] = self.monitoring.grafana_admin_password
         return result
 
 
@@ -66,10 +76,18 @@ def docker_ssh_options(platform: Platform, user: str, jump_host: Optional[pulumi
     hosts' keys when the cloud reported them, and for a host behind the master, a hop
     through the master with the same key."""
     identity, known_hosts = platform.identity_file, platform.known_hosts_file
+    mux = str(ssh_mux_dir())
     if jump_host is None:
-        return docker_ssh_argv(identity, user, None, known_hosts)
+        return docker_ssh_argv(identity, user, None, known_hosts, mux)
     return pulumi.Output.from_input(jump_host).apply(
-        lambda master: docker_ssh_argv(identity, user, master, known_hosts))
+        lambda master: docker_ssh_argv(identity, user, master, known_hosts, mux))
+
+
+def ssh_mux_dir() -> Path:
+    """Where the docker providers' shared ssh connections keep their sockets (private)."""
+    path = Path(os.environ.get("DOCKYARD_CACHE_DIR", Path.home() / ".cache" / "dockyard")) / "ssh-mux"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def host_docker_provider(name: str, config: DockyardConfig, platform: Platform, host: str, master: str,
@@ -120,7 +138,7 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> De
             authority=authority,
         ), opts=pulumi.ResourceOptions(providers={"docker": provider}))
 
-    ingress = panel = None
+    ingress = panel = monitoring = None
     if config.platform.runs("ingress"):
         first = topology.managers[0].name
         swarm_formed = [cluster.managers[0].joined, cluster.managers[0].labels]
@@ -141,4 +159,17 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> De
                 ingress_network_id=ingress.network.id, depends_on=[*swarm_formed, *images_on_managers],
                 deleted_with=platform.hosts[first].machine),
                 opts=on_swarm)
-    return Deployment(cluster, cicd, authority, ingress, panel)
+        if config.platform.runs("monitoring"):
+            monitoring = Monitoring("monitoring", MonitoringArgs(
+                settings=config.platform, server_node_id=cluster.managers[0].node_id,
+                managers=[platform.hosts[m.name] for m in topology.managers],
+                ingress_network_id=ingress.network.id,
+                registry_url=cicd.registry_address.apply(lambda a: f"https://{a}/v2/")
+                if cicd is not None and cicd.registry_address is not None else None,
+                # from the managers, over the private network the firewall lets through
+                gitea_url=platform.hosts[ci_hosts[0].name].private_ip.apply(
+                    lambda ip: f"http://{ip}:{GITEA_PORT}/api/healthz")
+                if cicd is not None and config.ci.runs("gitea") else None,
+                depends_on=[*swarm_formed, *images_on_managers], deleted_with=platform.hosts[first].machine),
+                opts=on_swarm)
+    return Deployment(cluster, cicd, authority, ingress, panel, monitoring)

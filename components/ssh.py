@@ -51,20 +51,28 @@ BATCH_SSH_OPTIONS = batch_ssh_options()
 
 
 def docker_ssh_argv(identity_file: Optional[str], user: str, jump_host: Optional[str],
-                    known_hosts: Optional[str] = None) -> list[str]:
+                    known_hosts: Optional[str] = None, mux_dir: Optional[str] = None) -> list[str]:
     """ssh options for the docker provider, which runs the system ssh: the stack's key and,
-    for a host behind the master, a hop through the master (`jump_host`) with the same key."""
+    for a host behind the master, a hop through the master (`jump_host`) with the same key.
+
+    With `mux_dir`, the provider's connections to a host share one ssh connection (a
+    control socket there): it opens one per resource it reads, all at once in a refresh, and
+    that many handshakes at a time make a busy host's sshd drop some ("Connection timed out
+    during banner exchange"). The socket outlives the run by a minute."""
     options = as_argv(host_key_checks(known_hosts) + NO_PROMPT + (("ConnectTimeout", "15"),))
     # ssh expands %-tokens in IdentityFile and ProxyCommand: a literal % is written %%
     identity = (as_argv((("IdentityFile", identity_file.replace("%", "%%")), ("IdentitiesOnly", "yes")))
                 if identity_file else [])
+    # quoted: ssh splits an option's value at spaces (a cache directory may hold one)
+    shared = (as_argv((("ControlMaster", "auto"), ("ControlPath", f'"{mux_dir.replace("%", "%%")}/%C"'),
+                       ("ControlPersist", "60"))) if mux_dir else [])
     if jump_host is None:
-        return options + identity
+        return options + identity + shared
     # ProxyCommand is run by /bin/sh: every word is quoted, so a key path is one argument
     hop_args = ["ssh", *options, *identity, "-W", "%h:%p", f"{user}@{jump_host}"]
     hop = " ".join(arg if arg == "%h:%p" else shlex.quote(arg.replace("%%", "%")).replace("%", "%%")
                    for arg in hop_args)
-    return options + identity + ["-o", f"ProxyCommand={hop}"]
+    return options + identity + shared + ["-o", f"ProxyCommand={hop}"]
 
 
 def host_alias(stack: str, name: str) -> str:

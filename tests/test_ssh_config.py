@@ -117,3 +117,20 @@ def test_the_docker_providers_hop_keeps_a_key_path_one_argument(path):
     assert words[0] == "ssh" and words[-1] == "root@203.0.113.10" and words[-3:-1] == ["-W", "10.0.0.2:22"]
     assert f"IdentityFile={path}" in words, "the path is one word, whatever it holds"
     assert [a for a in argv if a.startswith("IdentityFile=")] == [f"IdentityFile={path.replace('%', '%%')}"]
+
+
+def test_the_docker_providers_connections_to_a_host_share_one_ssh_connection(tmp_path):
+    from components.ssh import docker_ssh_argv
+
+    mux = tmp_path / "mux 100%"
+    argv = docker_ssh_argv("/k/id", "root", "203.0.113.10", None, str(mux))
+    result = subprocess.run(["ssh", "-G", *argv, "root@10.0.0.2"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    settings = result.stdout.splitlines()
+    assert "controlmaster auto" in settings and "controlpersist 60" in settings
+    path = next(line.split(" ", 1)[1] for line in settings if line.startswith("controlpath "))
+    assert path.startswith(f"{mux}/") and len(path.rsplit("/", 1)[1]) == 40, "one socket per host, by hash"
+    # the hop through the master is a plain connection (its stdio is the session's)
+    proxy = next(a for a in argv if a.startswith("ProxyCommand="))
+    assert "Control" not in proxy
+    assert not [a for a in docker_ssh_argv("/k/id", "root", None) if a.startswith("Control")], "off unless asked"
