@@ -149,7 +149,8 @@ class Ingress(pulumi.ComponentResource):
             "ingress-key.pem": issued.private_key_pem,
         }
         secrets = []
-        for file_name, content in files.items():
+        # in the order Docker lists them (by file), or every preview shows a change
+        for file_name, content in sorted(files.items()):
             stem = file_name.rsplit(".", 1)[0]
             secret = swarm_secret(f"{name}-{stem}", f"dockyard-{stem}", content, after)
             secrets.append(secret_file(secret, f"{SECRETS_DIR}/{file_name}"))
@@ -174,7 +175,9 @@ class Ingress(pulumi.ComponentResource):
                                f"--entrypoints.metrics.address=:{METRICS_PORT}"],
                         # lenient: a health check that kills a busy traefik (a slow VM, a burst)
                         # refuses every connection of that manager while it restarts
-                        interval="30s", timeout="20s", retries=5, start_period="60s"),
+                        # durations as Docker writes them back ("1m", not "60s"), or every
+                        # preview shows a change
+                        interval="1m", timeout="20s", retries=3, start_period="1m"),
                 ),
                 placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.role==manager"]),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],

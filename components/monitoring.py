@@ -27,7 +27,8 @@ RULES_FILE = Path(__file__).parent / "observability" / "alert-rules.yml"
 GRAFANA_FILES = Path(__file__).parent / "observability" / "grafana"
 METRICS_DIR = "/var/lib/dockyard/metrics"  # node-exporter's text files (swarm-metrics.sh)
 PORTS = {"node-exporter": 9100, "cadvisor": 8080, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
-SCRAPE_INTERVAL = "15s"
+# every 30 s: on small hosts the agents' and Prometheus' own CPU is what a shorter interval costs
+SCRAPE_INTERVAL = "30s"
 
 
 def _swarm_job(job: str, service: str, port: int, network: str) -> dict:
@@ -162,14 +163,14 @@ class Monitoring(pulumi.ComponentResource):
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
                     image=images["prometheus"],
                     # root: swarm discovery reads the Docker socket
-                    user="root",
+                    user="0",
                     args=["--config.file=/run/secrets/prometheus.yml", "--storage.tsdb.path=/prometheus",
                           f"--storage.tsdb.retention.time={settings.retention}", "--web.enable-lifecycle"],
                     mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
                                 type="volume", source="dockyard-prometheus-data", target="/prometheus"),
                             bind("/var/run/docker.sock", "/var/run/docker.sock")],
-                    secrets=[secret_file(config, "/run/secrets/prometheus.yml"),
-                             secret_file(rules, "/run/secrets/alert-rules.yml")],
+                    secrets=[secret_file(rules, "/run/secrets/alert-rules.yml"),
+                             secret_file(config, "/run/secrets/prometheus.yml")],
                 ),
                 placement=pinned,
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
@@ -188,7 +189,7 @@ class Monitoring(pulumi.ComponentResource):
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
                     image=images["alertmanager"],
-                    user="root",
+                    user="0",
                     args=["--config.file=/run/secrets/alertmanager.yml", "--storage.path=/alertmanager"],
                     mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
                         type="volume", source="dockyard-alertmanager-data", target="/alertmanager")],
@@ -230,7 +231,7 @@ class Monitoring(pulumi.ComponentResource):
             files[f"/var/lib/grafana/dashboards/{dashboard.name}"] = (f"grafana-dashboard-{dashboard.stem}",
                                                                        dashboard.read_text())
         mounted = [secret_file(swarm_secret(f"{name}-{stem}", f"dockyard-{stem}", content, after), path)
-                   for path, (stem, content) in files.items()]
+                   for path, (stem, content) in sorted(files.items())]
         self.grafana = docker.Service(
             f"{name}-grafana",
             name="grafana",
