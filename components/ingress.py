@@ -110,6 +110,26 @@ def swarm_secret(resource_name: str, prefix: str, content: pulumi.Input[str],
     )
 
 
+class Chain:
+    """Resource options that make each resource wait for the one made before it. The docker
+    provider opens an ssh connection for every resource it handles; a burst of them at once
+    (a dozen handshakes through the master) overwhelms a small host's sshd. One at a time,
+    the first opens the shared connection (ssh.docker_ssh_argv) and the others reuse it."""
+
+    def __init__(self, opts: pulumi.ResourceOptions, after: Optional[pulumi.Resource] = None):
+        self._opts = opts
+        self.last = after
+
+    def opts(self) -> pulumi.ResourceOptions:
+        if self.last is None:
+            return self._opts
+        return pulumi.ResourceOptions.merge(self._opts, pulumi.ResourceOptions(depends_on=[self.last]))
+
+    def add(self, resource: pulumi.Resource):
+        self.last = resource
+        return resource
+
+
 def secret_file(secret: docker.Secret, path: str) -> docker.ServiceTaskSpecContainerSpecSecretArgs:
     return docker.ServiceTaskSpecContainerSpecSecretArgs(secret_id=secret.id, secret_name=secret.name,
                                                         file_name=path, file_mode=0o400)
@@ -132,9 +152,10 @@ class Ingress(pulumi.ComponentResource):
     def __init__(self, name: str, args: IngressArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:platform:Ingress", name, None, opts)
         settings = args.settings
-        after = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with)
+        chain = Chain(pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with))
 
-        self.network = docker.Network(f"{name}-network", name=NETWORK, driver="overlay", attachable=True, opts=after)
+        self.network = chain.add(docker.Network(f"{name}-network", name=NETWORK, driver="overlay", attachable=True,
+                                                opts=chain.opts()))
 
         password = random.RandomPassword(f"{name}-dashboard-password", length=32, special=False,
                                          opts=pulumi.ResourceOptions(parent=self))
@@ -152,7 +173,7 @@ class Ingress(pulumi.ComponentResource):
         # in the order Docker lists them (by file), or every preview shows a change
         for file_name, content in sorted(files.items()):
             stem = file_name.rsplit(".", 1)[0]
-            secret = swarm_secret(f"{name}-{stem}", f"dockyard-{stem}", content, after)
+            secret = chain.add(swarm_secret(f"{name}-{stem}", f"dockyard-{stem}", content, chain.opts()))
             secrets.append(secret_file(secret, f"{SECRETS_DIR}/{file_name}"))
 
         mounts = [docker.ServiceTaskSpecContainerSpecMountArgs(
@@ -160,7 +181,7 @@ class Ingress(pulumi.ComponentResource):
         if settings.acme_email:
             mounts.append(docker.ServiceTaskSpecContainerSpecMountArgs(
                 type="volume", source="dockyard-traefik-acme", target="/data"))
-        self.service = docker.Service(
+        self.service = chain.add(docker.Service(
             f"{name}-traefik",
             name="traefik",
             mode=docker.ServiceModeArgs(global_=True),
@@ -189,7 +210,8 @@ class Ingress(pulumi.ComponentResource):
             # host ports: the old task must free them before the new one starts
             update_config=docker.ServiceUpdateConfigArgs(order="stop-first", parallelism=1, delay="10s",
                                                          failure_action="rollback"),
-            opts=after,
-        )
+            opts=chain.opts(),
+        ))
+        self.last = chain.last
         self.dashboard_url = f"https://traefik.{settings.domain}/dashboard/"
         self.register_outputs({"network": self.network.name, "dashboard_url": self.dashboard_url})

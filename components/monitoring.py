@@ -19,7 +19,7 @@ import pulumi_random as random
 
 from .config import PlatformSettings
 from .hosts import Host
-from .ingress import NETWORK as INGRESS_NETWORK, METRICS_PORT as TRAEFIK_METRICS_PORT, secret_file, swarm_secret
+from .ingress import NETWORK as INGRESS_NETWORK, METRICS_PORT as TRAEFIK_METRICS_PORT, Chain, secret_file, swarm_secret
 from .remote import run_script
 
 NETWORK = "dockyard-monitoring"
@@ -103,17 +103,20 @@ class MonitoringArgs:
     gitea_url: Optional[pulumi.Input[str]] = None
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     deleted_with: Optional[pulumi.Resource] = None
+    # the last platform resource made before these: they are made one after another (ingress.Chain)
+    after: Optional[pulumi.Resource] = None
 
 
 class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:platform:Monitoring", name, None, opts)
         settings = args.settings
-        after = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with)
+        chain = Chain(pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with),
+                      args.after)
         images = settings.images
 
-        self.network = docker.Network(f"{name}-network", name=NETWORK, driver="overlay", attachable=True,
-                                      opts=after)
+        self.network = chain.add(docker.Network(f"{name}-network", name=NETWORK, driver="overlay", attachable=True,
+                                                opts=chain.opts()))
         networks = [docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)]
         restart = docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s")
 
@@ -123,7 +126,7 @@ class Monitoring(pulumi.ComponentResource):
 
         def global_agent(key: str, service: str, args_: list[str],
                          mounts: list[docker.ServiceTaskSpecContainerSpecMountArgs]) -> docker.Service:
-            return docker.Service(
+            return chain.add(docker.Service(
                 f"{name}-{service}",
                 name=service,
                 mode=docker.ServiceModeArgs(global_=True),
@@ -134,8 +137,8 @@ class Monitoring(pulumi.ComponentResource):
                     resources=docker.ServiceTaskSpecResourcesArgs(
                         limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=128 * 1024 * 1024)),
                 ),
-                opts=after,
-            )
+                opts=chain.opts(),
+            ))
 
         self.node_exporter = global_agent("nodeExporter", "node-exporter", [
             "--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/rootfs",
@@ -151,10 +154,11 @@ class Monitoring(pulumi.ComponentResource):
 
         pinned = docker.ServiceTaskSpecPlacementArgs(
             constraints=[pulumi.Output.from_input(args.server_node_id).apply(lambda node: f"node.id=={node}")])
-        rules = swarm_secret(f"{name}-alert-rules", "dockyard-alert-rules", RULES_FILE.read_text(), after)
-        config = swarm_secret(f"{name}-prometheus-config", "dockyard-prometheus-config",
-                              prometheus_config(ingress=True), after)
-        self.prometheus = docker.Service(
+        rules = chain.add(swarm_secret(f"{name}-alert-rules", "dockyard-alert-rules", RULES_FILE.read_text(),
+                                       chain.opts()))
+        config = chain.add(swarm_secret(f"{name}-prometheus-config", "dockyard-prometheus-config",
+                                        prometheus_config(ingress=True), chain.opts()))
+        self.prometheus = chain.add(docker.Service(
             f"{name}-prometheus",
             name="prometheus",
             mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
@@ -176,12 +180,12 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=restart,
             ),
-            opts=after,
-        )
-        receivers = swarm_secret(f"{name}-alertmanager-config", "dockyard-alertmanager-config",
-                                 alertmanager_config(settings.alert_webhook, settings.alert_email,
-                                                     settings.alert_smtp), after)
-        self.alertmanager = docker.Service(
+            opts=chain.opts(),
+        ))
+        receivers = chain.add(swarm_secret(f"{name}-alertmanager-config", "dockyard-alertmanager-config",
+                                           alertmanager_config(settings.alert_webhook, settings.alert_email,
+                                                               settings.alert_smtp), chain.opts()))
+        self.alertmanager = chain.add(docker.Service(
             f"{name}-alertmanager",
             name="alertmanager",
             mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
@@ -199,8 +203,8 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=restart,
             ),
-            opts=after,
-        )
+            opts=chain.opts(),
+        ))
         env = {"REGISTRY_URL": args.registry_url or "", "GITEA_URL": args.gitea_url or ""}
         self.swarm_metrics = [
             run_script(f"{name}-{host.name}-swarm-metrics", connection=host.connection, script="swarm-metrics.sh",
@@ -212,11 +216,12 @@ class Monitoring(pulumi.ComponentResource):
         self.grafana_url: Optional[str] = None
         self.grafana_admin_password: Optional[pulumi.Output[str]] = None
         if settings.runs("dashboards"):
-            self._grafana(name, settings, after, networks, pinned, restart, args.ingress_network_id)
+            self._grafana(name, settings, chain, networks, pinned, restart, args.ingress_network_id)
+        self.last = chain.last
         self.register_outputs({"prometheus_url": self.prometheus_url, "alertmanager_url": self.alertmanager_url,
                                "grafana_url": self.grafana_url})
 
-    def _grafana(self, name, settings, after, networks, pinned, restart, ingress_network_id) -> None:
+    def _grafana(self, name, settings, chain, networks, pinned, restart, ingress_network_id) -> None:
         """Grafana with the Prometheus data source and the project's dashboards, from files;
         its admin password a stack secret, read from a swarm secret at its first start."""
         password = random.RandomPassword(f"{name}-grafana-admin-password", length=32, special=False,
@@ -230,9 +235,10 @@ class Monitoring(pulumi.ComponentResource):
         for dashboard in sorted((GRAFANA_FILES / "dashboards").glob("*.json")):
             files[f"/var/lib/grafana/dashboards/{dashboard.name}"] = (f"grafana-dashboard-{dashboard.stem}",
                                                                        dashboard.read_text())
-        mounted = [secret_file(swarm_secret(f"{name}-{stem}", f"dockyard-{stem}", content, after), path)
+        mounted = [secret_file(chain.add(swarm_secret(f"{name}-{stem}", f"dockyard-{stem}", content, chain.opts())),
+                               path)
                    for path, (stem, content) in sorted(files.items())]
-        self.grafana = docker.Service(
+        self.grafana = chain.add(docker.Service(
             f"{name}-grafana",
             name="grafana",
             mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
@@ -253,6 +259,6 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=ingress_network_id)],
                 restart_policy=restart,
             ),
-            opts=after,
-        )
+            opts=chain.opts(),
+        ))
         self.grafana_url = f"https://grafana.{settings.domain}/"

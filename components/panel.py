@@ -14,7 +14,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from .config import PlatformSettings
-from .ingress import NETWORK as INGRESS_NETWORK, secret_file, swarm_secret
+from .ingress import NETWORK as INGRESS_NETWORK, Chain, secret_file, swarm_secret
 
 AGENT_NETWORK = "dockyard-panel"
 AGENT_SERVICE = "portainer-agent"
@@ -42,6 +42,8 @@ class PanelArgs:
     server_node_id: pulumi.Input[str]
     ingress_network_id: pulumi.Input[str]
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    # the last platform resource made before these: they are made one after another (ingress.Chain)
+    after: Optional[pulumi.Resource] = None
     # the first manager's machine: when it goes (a whole stack destroyed), its swarm's services,
     # networks and secrets went with it, and deleting them one by one would need it running
     deleted_with: Optional[pulumi.Resource] = None
@@ -51,16 +53,18 @@ class Panel(pulumi.ComponentResource):
     def __init__(self, name: str, args: PanelArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:platform:Panel", name, None, opts)
         settings = args.settings
-        after = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with)
+        chain = Chain(pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with),
+                      args.after)
 
-        self.network = docker.Network(f"{name}-network", name=AGENT_NETWORK, driver="overlay", opts=after)
+        self.network = chain.add(docker.Network(f"{name}-network", name=AGENT_NETWORK, driver="overlay",
+                                                opts=chain.opts()))
         password = random.RandomPassword(f"{name}-admin-password", length=32, special=False,
                                          opts=pulumi.ResourceOptions(parent=self))
         self.admin_password = pulumi.Output.secret(password.result)
-        password_secret = swarm_secret(f"{name}-admin-password-secret", "dockyard-portainer-admin",
-                                       password.result, after)
+        password_secret = chain.add(swarm_secret(f"{name}-admin-password-secret", "dockyard-portainer-admin",
+                                                 password.result, chain.opts()))
 
-        self.agent = docker.Service(
+        self.agent = chain.add(docker.Service(
             f"{name}-agent",
             name=AGENT_SERVICE,
             mode=docker.ServiceModeArgs(global_=True),
@@ -79,10 +83,10 @@ class Panel(pulumi.ComponentResource):
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
             ),
-            opts=after,
-        )
+            opts=chain.opts(),
+        ))
         server_node = pulumi.Output.from_input(args.server_node_id)
-        self.server = docker.Service(
+        self.server = chain.add(docker.Service(
             f"{name}-server",
             name="portainer",
             mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
@@ -104,7 +108,8 @@ class Panel(pulumi.ComponentResource):
                                     docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
             ),
-            opts=pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[self.agent])),
-        )
+            opts=chain.opts(),
+        ))
+        self.last = chain.last
         self.url = f"https://portainer.{settings.domain}/"
         self.register_outputs({"url": self.url})

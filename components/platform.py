@@ -157,7 +157,7 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> De
             panel = Panel("panel", PanelArgs(
                 settings=config.platform, server_node_id=cluster.managers[0].node_id,
                 ingress_network_id=ingress.network.id, depends_on=[*swarm_formed, *images_on_managers],
-                deleted_with=platform.hosts[first].machine),
+                deleted_with=platform.hosts[first].machine, after=ingress.last),
                 opts=on_swarm)
         if config.platform.runs("monitoring"):
             monitoring = Monitoring("monitoring", MonitoringArgs(
@@ -170,6 +170,7 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> De
                 gitea_url=platform.hosts[ci_hosts[0].name].private_ip.apply(
                     lambda ip: f"http://{ip}:{GITEA_PORT}/api/healthz")
                 if cicd is not None and config.ci.runs("gitea") else None,
-                depends_on=[*swarm_formed, *images_on_managers], deleted_with=platform.hosts[first].machine),
+                depends_on=[*swarm_formed, *images_on_managers], deleted_with=platform.hosts[first].machine,
+                after=(panel or ingress).last),
                 opts=on_swarm)
     return Deployment(cluster, cicd, authority, ingress, panel, monitoring)

@@ -58,14 +58,16 @@ def docker_ssh_argv(identity_file: Optional[str], user: str, jump_host: Optional
     With `mux_dir`, the provider's connections to a host share one ssh connection (a
     control socket there): it opens one per resource it reads, all at once in a refresh, and
     that many handshakes at a time make a busy host's sshd drop some ("Connection timed out
-    during banner exchange"). The socket outlives the run by a minute."""
-    options = as_argv(host_key_checks(known_hosts) + NO_PROMPT + (("ConnectTimeout", "15"),))
+    during banner exchange"). The socket outlives the run by five minutes."""
+    # 60 s: a first connection through the master to a host busy starting services can take
+    # longer than the 15 s the bootstrap's own ssh allows
+    options = as_argv(host_key_checks(known_hosts) + NO_PROMPT + (("ConnectTimeout", "60"),))
     # ssh expands %-tokens in IdentityFile and ProxyCommand: a literal % is written %%
     identity = (as_argv((("IdentityFile", identity_file.replace("%", "%%")), ("IdentitiesOnly", "yes")))
                 if identity_file else [])
     # quoted: ssh splits an option's value at spaces (a cache directory may hold one)
     shared = (as_argv((("ControlMaster", "auto"), ("ControlPath", f'"{mux_dir.replace("%", "%%")}/%C"'),
-                       ("ControlPersist", "60"))) if mux_dir else [])
+                       ("ControlPersist", "300"))) if mux_dir else [])
     if jump_host is None:
         return options + identity + shared
     # ProxyCommand is run by /bin/sh: every word is quoted, so a key path is one argument

@@ -177,3 +177,14 @@ def test_a_changed_secret_is_a_new_swarm_secret_by_name():
     from components.ingress import content_name
     assert content_name("dockyard-x", "one") != content_name("dockyard-x", "two")
     assert content_name("dockyard-x", "one") == content_name("dockyard-x", "one")
+
+
+def test_the_swarms_docker_resources_are_made_one_after_another(tier_run):
+    """A dozen ssh handshakes at once through the master overwhelmed a VM's sshd in the e2e:
+    each platform resource waits for the one before, so the first opens the shared connection."""
+    _, run = tier_run
+    made = [r for r in run.registrations if r.type.startswith("docker:index/")
+            and r.name.startswith(("ingress-", "panel-", "monitoring-"))]
+    assert len(made) > 10
+    for before, resource in zip(made, made[1:]):
+        assert before.urn in resource.dependencies, f"{resource.name} does not wait for {before.name}"

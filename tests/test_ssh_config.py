@@ -127,7 +127,7 @@ def test_the_docker_providers_connections_to_a_host_share_one_ssh_connection(tmp
     result = subprocess.run(["ssh", "-G", *argv, "root@10.0.0.2"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     settings = result.stdout.splitlines()
-    assert "controlmaster auto" in settings and "controlpersist 60" in settings
+    assert "controlmaster auto" in settings and "controlpersist 300" in settings
     path = next(line.split(" ", 1)[1] for line in settings if line.startswith("controlpath "))
     assert path.startswith(f"{mux}/") and len(path.rsplit("/", 1)[1]) == 40, "one socket per host, by hash"
     # the hop through the master is a plain connection (its stdio is the session's)
