@@ -27,8 +27,14 @@ pytestmark = pytest.mark.e2e
 
 NET = "e2e"
 # pruneAfter 0h: the prune removes what is unused now, so that one run shows what it removes
+# Monitoring is opt-in here: on this machine's emulated CPUs (TCG) its agents, Prometheus and
+# the tasks' churn overloaded the 1-vCPU VMs until the swarm's gossip timed out and it
+# rescheduled everything (README, "Monitoring and alerting"). DOCKYARD_E2E_MONITORING=1 runs it.
+MONITORING = os.environ.get("DOCKYARD_E2E_MONITORING") == "1"
 CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24", "pruneAfter": "0h",
-          "platformServices": ["ingress", "monitoring"]}
+          "platformServices": ["ingress", "monitoring"] if MONITORING else ["ingress"]}
+monitoring = pytest.mark.skipif(not MONITORING, reason="monitoring's e2e is opt-in (DOCKYARD_E2E_MONITORING=1): "
+                                                       "it overloads VMs on an emulated CPU")
 MASTER, MANAGER, WORKER = "10.233.0.11", "10.233.0.12", "10.233.0.13"
 DOMAIN = f"{NET}.dockyard.internal"  # the default dockyard:domain of the stack
 # What the bootstrap scripts log when they change something; a re-run must log none.
@@ -80,7 +86,9 @@ def stack(tmp_path_factory):
     built = subprocess.run(["python3", "-m", "localcloud", "platform-images", "--out", str(images)],
                            check=True, capture_output=True, text=True)
     platform_images = json.loads(built.stdout.splitlines()[-1])
-    archives += sorted(str(path) for path in images.glob("*.tar") if not path.name.startswith("web-"))
+    wanted = {key: tag for key, tag in platform_images.items() if MONITORING or key == "traefik"}
+    archives += [str(images / f"{tag.split('/')[1].split(':')[0]}.tar") for tag in wanted.values()]
+    platform_images = wanted
     engine = Engine.in_tmp(tmp_path_factory.mktemp("engine"))
     stack = LocalStack.create(engine, NET, {**CONFIG, "preloadImages": archives, "platformImages": platform_images})
     try:
@@ -366,6 +374,7 @@ def _targets_up(stack) -> dict:
     return up
 
 
+@monitoring
 def test_prometheus_finds_and_scrapes_the_agents_of_every_node(stack):
     nodes = {"b", "w1"}
     up = wait_for("node-exporter and cAdvisor up on every node", lambda: (
@@ -390,6 +399,7 @@ def test_prometheus_finds_and_scrapes_the_agents_of_every_node(stack):
                    f"on the worker:\n{worker.strip()}\nPrometheus' data: {disk.strip()}")
 
 
+@monitoring
 def test_every_query_of_the_provisioned_dashboards_returns_data(stack):
     """Grafana's image cannot be had here: its dashboards' queries are asked of Prometheus."""
     from tests.test_monitoring import dashboard_queries
@@ -428,6 +438,7 @@ def _alerts(stack, name: str) -> list:
     return [a for a in alerts if a["labels"].get("alertname") == name]
 
 
+@monitoring
 def test_a_stopped_worker_raises_node_down_until_it_is_back(stack):
     from localcloud.qemu import GuestAgent, Monitor
 
