@@ -130,6 +130,13 @@ class Chain:
         return resource
 
 
+# What the docker provider itself plans for a service on every preview though nothing changed
+# (inputDiff false: an unset env or sysctl map "added", an unset restart window "deleted";
+# pulumi-docker 5.1.0, cf. pulumi/pulumi-docker#1285): left as they are.
+PROVIDER_NOISE = ["taskSpec.containerSpec.sysctl", "taskSpec.restartPolicy.window"]
+NO_ENV_NOISE = [*PROVIDER_NOISE, "taskSpec.containerSpec.env"]  # for services that set no env
+
+
 def secret_file(secret: docker.Secret, path: str) -> docker.ServiceTaskSpecContainerSpecSecretArgs:
     return docker.ServiceTaskSpecContainerSpecSecretArgs(secret_id=secret.id, secret_name=secret.name,
                                                         file_name=path, file_mode=0o400)
@@ -210,7 +217,7 @@ class Ingress(pulumi.ComponentResource):
             # host ports: the old task must free them before the new one starts
             update_config=docker.ServiceUpdateConfigArgs(order="stop-first", parallelism=1, delay="10s",
                                                          failure_action="rollback"),
-            opts=chain.opts(),
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
         ))
         self.last = chain.last
         self.dashboard_url = f"https://traefik.{settings.domain}/dashboard/"

@@ -19,7 +19,8 @@ import pulumi_random as random
 
 from .config import PlatformSettings
 from .hosts import Host
-from .ingress import NETWORK as INGRESS_NETWORK, METRICS_PORT as TRAEFIK_METRICS_PORT, Chain, secret_file, swarm_secret
+from .ingress import (NETWORK as INGRESS_NETWORK, METRICS_PORT as TRAEFIK_METRICS_PORT, NO_ENV_NOISE, PROVIDER_NOISE,
+                      Chain, secret_file, swarm_secret)
 from .remote import run_script
 
 NETWORK = "dockyard-monitoring"
@@ -137,7 +138,7 @@ class Monitoring(pulumi.ComponentResource):
                     resources=docker.ServiceTaskSpecResourcesArgs(
                         limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=128 * 1024 * 1024)),
                 ),
-                opts=chain.opts(),
+                opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
             ))
 
         self.node_exporter = global_agent("nodeExporter", "node-exporter", [
@@ -180,7 +181,7 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=restart,
             ),
-            opts=chain.opts(),
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
         ))
         receivers = chain.add(swarm_secret(f"{name}-alertmanager-config", "dockyard-alertmanager-config",
                                            alertmanager_config(settings.alert_webhook, settings.alert_email,
@@ -203,7 +204,7 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=restart,
             ),
-            opts=chain.opts(),
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
         ))
         env = {"REGISTRY_URL": args.registry_url or "", "GITEA_URL": args.gitea_url or ""}
         self.swarm_metrics = [
@@ -259,6 +260,6 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=ingress_network_id)],
                 restart_policy=restart,
             ),
-            opts=chain.opts(),
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=PROVIDER_NOISE)),
         ))
         self.grafana_url = f"https://grafana.{settings.domain}/"

@@ -14,7 +14,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from .config import PlatformSettings
-from .ingress import NETWORK as INGRESS_NETWORK, Chain, secret_file, swarm_secret
+from .ingress import NETWORK as INGRESS_NETWORK, NO_ENV_NOISE, PROVIDER_NOISE, Chain, secret_file, swarm_secret
 
 AGENT_NETWORK = "dockyard-panel"
 AGENT_SERVICE = "portainer-agent"
@@ -83,7 +83,7 @@ class Panel(pulumi.ComponentResource):
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
             ),
-            opts=chain.opts(),
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=PROVIDER_NOISE)),
         ))
         server_node = pulumi.Output.from_input(args.server_node_id)
         self.server = chain.add(docker.Service(
@@ -108,7 +108,7 @@ class Panel(pulumi.ComponentResource):
                                     docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
             ),
-            opts=chain.opts(),
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
         ))
         self.last = chain.last
         self.url = f"https://portainer.{settings.domain}/"

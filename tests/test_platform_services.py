@@ -188,3 +188,14 @@ def test_the_swarms_docker_resources_are_made_one_after_another(tier_run):
     assert len(made) > 10
     for before, resource in zip(made, made[1:]):
         assert before.urn in resource.dependencies, f"{resource.name} does not wait for {before.name}"
+
+
+def test_only_the_providers_own_noise_is_ignored_never_a_setting(tier_run):
+    """pulumi-docker plans an unset env/sysctl map and restart window as changes on every
+    preview (the e2e's second `up` saw them); those are left alone, and nothing a service sets."""
+    _, run = tier_run
+    for service in run.of_type(SERVICE):
+        assert {"taskSpec.containerSpec.sysctl", "taskSpec.restartPolicy.window"} <= set(service.ignore_changes)
+        sets_env = bool(service.inputs["taskSpec"]["containerSpec"].get("env"))
+        assert ("taskSpec.containerSpec.env" in service.ignore_changes) is not sets_env, service.name
+        assert not [p for p in service.ignore_changes if "image" in p or "secrets" in p or "args" in p]
