@@ -61,7 +61,11 @@ def docker_ssh_argv(identity_file: Optional[str], user: str, jump_host: Optional
     during banner exchange"). The socket outlives the run by five minutes."""
     # 60 s: a first connection through the master to a host busy starting services can take
     # longer than the 15 s the bootstrap's own ssh allows
-    options = as_argv(host_key_checks(known_hosts) + NO_PROMPT + (("ConnectTimeout", "60"),))
+    # a shared connection to a host that died (a destroyed VM whose address comes back) must
+    # end within 30 s, not hang every session sent through it
+    options = as_argv(host_key_checks(known_hosts) + NO_PROMPT + (("ConnectTimeout", "60"),
+                                                                  ("ServerAliveInterval", "15"),
+                                                                  ("ServerAliveCountMax", "2")))
     # ssh expands %-tokens in IdentityFile and ProxyCommand: a literal % is written %%
     identity = (as_argv((("IdentityFile", identity_file.replace("%", "%%")), ("IdentitiesOnly", "yes")))
                 if identity_file else [])

@@ -27,6 +27,7 @@ FIREWALL = "digitalocean:index/firewall:Firewall"
 TABLE_5_1 = {"minimal": (1, 1, 4), "default": (2, 2, 5), "small": (5, 2, 5), "medium": (11, 3, 5)}
 ADMIN_CIDR = "198.51.100.7/32"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's value of an output not known yet
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # the engine's marker of a secret value
 
 
 def workers_of(stack: str) -> int:
@@ -75,7 +76,8 @@ def test_the_platform_services_preview_on_the_swarm_with_their_secrets_hidden(en
     preview = engine.preview("small")
     services = {s["new"]["inputs"]["name"]: s["new"]["inputs"] for s in preview.steps("create")
                 if s["type"] == "docker:index/service:Service"}
-    assert set(services) == {"traefik", "portainer-agent", "portainer"}
+    assert set(services) == {"traefik", "portainer-agent", "portainer", "node-exporter", "cadvisor", "prometheus",
+                             "alertmanager", "grafana"}
     traefik = services["traefik"]
     assert "global" in traefik["mode"] and traefik["taskSpec"]["placement"]["constraints"] == ["node.role==manager"]
     assert {p["publishMode"] for p in traefik["endpointSpec"]["ports"]} == {"host"}
@@ -84,10 +86,14 @@ def test_the_platform_services_preview_on_the_swarm_with_their_secrets_hidden(en
     assert server["mode"]["replicated"]["replicas"] == 1
     assert "--admin-password-file" in server["taskSpec"]["containerSpec"]["args"]
     secrets = [s for s in preview.steps("create") if s["type"] == "docker:index/secret:Secret"]
-    assert len(secrets) == 4
-    # computed from the passwords and keys the update makes: unknown to a preview, a secret after
-    # (on mocks, tests/test_platform_services.py)
-    assert {s["new"]["inputs"]["data"] for s in secrets} <= {UNKNOWN, "[secret]"}
+    # the ingress's 3 files, Portainer's password, Prometheus' config and rules, Alertmanager's,
+    # Grafana's password, 2 provisioning files and 3 dashboards
+    assert len(secrets) == 3 + 1 + 3 + 1 + 2 + 3
+    # unknown to a preview where it comes from the passwords and keys the update makes, else a
+    # secret value (a constant file, such as the alert rules): never the content in clear
+    for step in secrets:
+        data = step["new"]["inputs"]["data"]
+        assert data == UNKNOWN or (isinstance(data, dict) and SECRET_SIG in data and "plaintext" not in data), data
     manager_rules = next(s for s in preview.steps("create") if s["urn"].endswith("::do-manager-firewall"))
     public = {r["portRange"] for r in manager_rules["new"]["inputs"]["inboundRules"]
               if "0.0.0.0/0" in r.get("sourceAddresses", [])}
