@@ -46,16 +46,16 @@ def _swarm_job(job: str, service: str, port: int, network: str) -> dict:
     }
 
 
-def prometheus_config(ingress: bool) -> str:
-    """prometheus.yml (JSON is YAML): the agents, the ingress, itself and Alertmanager."""
+def prometheus_config() -> str:
+    """prometheus.yml (JSON is YAML): the agents, the ingress (monitoring needs it: config.py),
+    itself and Alertmanager."""
     jobs = [
         _swarm_job("node", "node-exporter", PORTS["node-exporter"], NETWORK),
         _swarm_job("cadvisor", "cadvisor", PORTS["cadvisor"], NETWORK),
         {"job_name": "prometheus", "static_configs": [{"targets": [f"localhost:{PORTS['prometheus']}"]}]},
         {"job_name": "alertmanager", "static_configs": [{"targets": [f"alertmanager:{PORTS['alertmanager']}"]}]},
+        _swarm_job("traefik", "traefik", TRAEFIK_METRICS_PORT, INGRESS_NETWORK),
     ]
-    if ingress:
-        jobs.append(_swarm_job("traefik", "traefik", TRAEFIK_METRICS_PORT, INGRESS_NETWORK))
     return json.dumps({
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": ["/run/secrets/alert-rules.yml"],
@@ -158,7 +158,7 @@ class Monitoring(pulumi.ComponentResource):
         rules = chain.add(swarm_secret(f"{name}-alert-rules", "dockyard-alert-rules", RULES_FILE.read_text(),
                                        chain.opts()))
         config = chain.add(swarm_secret(f"{name}-prometheus-config", "dockyard-prometheus-config",
-                                        prometheus_config(ingress=True), chain.opts()))
+                                        prometheus_config(), chain.opts()))
         self.prometheus = chain.add(docker.Service(
             f"{name}-prometheus",
             name="prometheus",

@@ -56,7 +56,7 @@ def test_the_rules_are_valid(promtool):
 
 
 def test_prometheus_config_is_valid_and_finds_the_agents_by_swarm_discovery(promtool, tmp_path):
-    config = json.loads(prometheus_config(ingress=True))
+    config = json.loads(prometheus_config())
     rules = tmp_path / "alert-rules.yml"
     shutil.copy(RULES_FILE, rules)
     config["rule_files"] = [str(rules)]
