@@ -50,7 +50,7 @@ KEYS: dict[str, str] = {
     "registryGcSchedule": TEXT,
     # platform services on the swarm (_platform)
     "platformServices": STRUCTURED, "platformImages": STRUCTURED, "domain": TEXT, "acmeEmail": TEXT,
-    "monitoringRetention": TEXT, "alertWebhook": TEXT, "alertEmail": TEXT, "alertSmtp": TEXT,
+    "monitoringRetention": TEXT, "logsRetention": TEXT, "alertWebhook": TEXT, "alertEmail": TEXT, "alertSmtp": TEXT,
 }
 KNOWN_KEYS = tuple(KEYS)
 
@@ -90,7 +90,7 @@ LOCAL_REGISTRY_IMAGE = "dockyard/registry:2.8.2"
 # unless this names one, e.g. one preloaded on hosts that cannot reach Docker Hub.
 OPTIONAL_CI_IMAGES = ("droneClone",)
 
-PLATFORM_SERVICES = ("ingress", "panel", "monitoring", "dashboards")
+PLATFORM_SERVICES = ("ingress", "panel", "monitoring", "dashboards", "logs")
 # Pinned upstream images. Their digests could not be read on the machine this was written on
 # (no Docker Hub); pin one with e.g. `traefik:v3.7.13@sha256:...` in dockyard:platformImages.
 DEFAULT_PLATFORM_IMAGES = {
@@ -103,6 +103,10 @@ DEFAULT_PLATFORM_IMAGES = {
     "nodeExporter": "prom/node-exporter:v1.5.0",
     "cadvisor": "gcr.io/cadvisor/cadvisor:v0.49.1",
     "grafana": "grafana/grafana:10.4.2",
+    "loki": "grafana/loki:3.7.8",
+    # promtail's last image (it reached its end of life in March 2026; its library lives on in
+    # Loki's module, which the local e2e builds it from: README, "Central logs")
+    "promtail": "grafana/promtail:3.5.1",
 }
 DNS_NAME = re.compile(r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]")
 IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9._/:@-]*")
@@ -189,6 +193,7 @@ class PlatformSettings:
     domain: str                    # services answer as NAME.<domain>
     acme_email: Optional[str]      # set: certificates from Let's Encrypt; unset: from the stack's CA
     retention: str                 # how long Prometheus keeps metrics (e.g. 15d)
+    logs_retention: str            # how long Loki keeps logs (whole days, e.g. 7d)
     alert_webhook: Optional[str]   # Alertmanager's receivers; none is valid
     alert_email: Optional[str]
     alert_smtp: Optional[str]      # host:port of the mail relay for alert_email
@@ -626,9 +631,9 @@ def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSett
     for service in services:
         if service not in PLATFORM_SERVICES:
             p.fail("platformServices", f"unknown service {service!r}; choose from {', '.join(PLATFORM_SERVICES)}")
-    for needs_ingress in ("panel", "monitoring", "dashboards"):
+    for needs_ingress in ("panel", "monitoring", "dashboards", "logs"):
         if needs_ingress in services and "ingress" not in services:
-            p.fail("platformServices", f"the {needs_ingress} is served through the ingress; add ingress or remove "
+            p.fail("platformServices", f"{needs_ingress!r} is served through the ingress; add ingress or remove "
                                        f"{needs_ingress}")
     if "dashboards" in services and "monitoring" not in services:
         p.fail("platformServices", "the dashboards show what monitoring collects; add monitoring or remove dashboards")
@@ -667,6 +672,10 @@ def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSett
     retention = p.string("monitoringRetention", "15d")
     if not re.fullmatch(r"[1-9][0-9]{0,4}[hdwy]", retention):
         p.fail("monitoringRetention", f"{retention!r} is not a duration such as 15d, 4w or 720h")
+    logs_retention = p.string("logsRetention", "7d")
+    # Loki's compactor deletes by whole days of its daily index
+    if not re.fullmatch(r"[1-9][0-9]{0,4}[dwy]", logs_retention):
+        p.fail("logsRetention", f"{logs_retention!r} is not a whole number of days such as 7d, 2w or 1y")
     webhook = p.string("alertWebhook")
     if webhook is not None and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/%?=&-]*)?", webhook):
         p.fail("alertWebhook", f"{webhook!r} must be an http(s) URL such as https://hooks.example.com/alerts")
@@ -679,7 +688,8 @@ def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSett
             p.fail("alertSmtp", "set the mail relay alerts go through, e.g. smtp.example.com:587")
     if smtp is not None and not re.fullmatch(r"[A-Za-z0-9.-]+:[0-9]{1,5}", smtp):
         p.fail("alertSmtp", f"{smtp!r} must be host:port, e.g. smtp.example.com:587")
-    return PlatformSettings(tuple(services), images, domain, acme_email, retention, webhook, email, smtp)
+    return PlatformSettings(tuple(services), images, domain, acme_email, retention, logs_retention, webhook, email,
+                            smtp)
 
 
 def unknown_key_problems(names: Iterable[str]) -> list[str]:

@@ -209,7 +209,10 @@ class Monitoring(pulumi.ComponentResource):
         env = {"REGISTRY_URL": args.registry_url or "", "GITEA_URL": args.gitea_url or ""}
         self.swarm_metrics = [
             run_script(f"{name}-{host.name}-swarm-metrics", connection=host.connection, script="swarm-metrics.sh",
-                       env=env, opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on))
+                       env=env, delete_env={"REMOVE": "1"},
+                       # monitoring turned off removes the timer; a host going away takes it along
+                       opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on,
+                                                   deleted_with=host.machine))
             for host in args.managers
         ]
         self.prometheus_url = f"https://prometheus.{settings.domain}/"
@@ -233,6 +236,9 @@ class Monitoring(pulumi.ComponentResource):
                         "dashboards.yml": "/etc/grafana/provisioning/dashboards/dockyard.yml"}
         for source, target in provisioning.items():
             files[target] = (f"grafana-{source.split('.')[0]}", (GRAFANA_FILES / source).read_text())
+        if settings.runs("logs"):
+            files["/etc/grafana/provisioning/datasources/dockyard-loki.yml"] = (
+                "grafana-datasource-loki", (GRAFANA_FILES / "datasource-loki.yml").read_text())
         for dashboard in sorted((GRAFANA_FILES / "dashboards").glob("*.json")):
             files[f"/var/lib/grafana/dashboards/{dashboard.name}"] = (f"grafana-dashboard-{dashboard.stem}",
                                                                        dashboard.read_text())

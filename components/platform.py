@@ -16,6 +16,7 @@ from .cluster import Cluster, ClusterArgs
 from .config import DockyardConfig
 from .hosts import Platform
 from .ingress import Ingress, IngressArgs
+from .logs import Logs, LogsArgs
 from .monitoring import Monitoring, MonitoringArgs
 from .panel import Panel, PanelArgs
 from .ssh import docker_ssh_argv
@@ -30,6 +31,7 @@ class Deployment:
     ingress: Optional[Ingress] = None
     panel: Optional[Panel] = None
     monitoring: Optional[Monitoring] = None
+    logs: Optional[Logs] = None
 
     def outputs(self) -> dict[str, pulumi.Output]:
         """What the stack exports (secrets stay secrets)."""
@@ -68,6 +70,8 @@ class Deployment:
             if self.monitoring.grafana_url is not None:
                 result["grafana_url"] = self.monitoring.grafana_url
                 result["grafana_admin_password"] = self.monitoring.grafana_admin_password
+        if self.logs is not None:
+            result["loki_url"] = self.logs.url
         return result
 
 
@@ -138,7 +142,7 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> De
             authority=authority,
         ), opts=pulumi.ResourceOptions(providers={"docker": provider}))
 
-    ingress = panel = monitoring = None
+    ingress = panel = monitoring = logs = None
     if config.platform.runs("ingress"):
         first = topology.managers[0].name
         swarm_formed = [cluster.managers[0].joined, cluster.managers[0].labels]
@@ -173,4 +177,11 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> De
                 depends_on=[*swarm_formed, *images_on_managers], deleted_with=platform.hosts[first].machine,
                 after=(panel or ingress).last),
                 opts=on_swarm)
-    return Deployment(cluster, cicd, authority, ingress, panel, monitoring)
+        if config.platform.runs("logs"):
+            logs = Logs("logs", LogsArgs(
+                settings=config.platform, server_node_id=cluster.managers[0].node_id,
+                ingress_network_id=ingress.network.id,
+                depends_on=[*swarm_formed, *images_on_managers], deleted_with=platform.hosts[first].machine,
+                after=(monitoring or panel or ingress).last),
+                opts=on_swarm)
+    return Deployment(cluster, cicd, authority, ingress, panel, monitoring, logs)

@@ -44,13 +44,15 @@ def run_script(
     env: Optional[Mapping[str, pulumi.Input[str]]] = None,
     secret_env: Optional[Mapping[str, pulumi.Input[str]]] = None,
     secret_stdout: bool = False,
+    delete_env: Optional[Mapping[str, str]] = None,
     opts: Optional[pulumi.ResourceOptions] = None,
 ) -> remote.Command:
     """One run of components/scripts/<script> on a host.
 
     The script's digest is a trigger, so editing the script re-runs it on the next `up`
     (every script is idempotent). With `secret_stdout` the output is a secret and the
-    engine does not stream it."""
+    engine does not stream it. With `delete_env`, deleting the resource runs the script
+    again with those values (stdin is the same for both), to undo what it installed."""
     create = pulumi.Output.from_input(env or {}).apply(command_line)
     if secret_env:
         stdin = pulumi.Output.secret(
@@ -59,6 +61,8 @@ def run_script(
     else:
         stdin = script_text(script)
     extra: dict = {}
+    if delete_env is not None:
+        extra["delete"] = command_line(delete_env)
     if secret_stdout:
         extra["logging"] = remote.Logging.NONE
         opts = pulumi.ResourceOptions.merge(

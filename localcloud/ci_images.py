@@ -46,6 +46,16 @@ class GoBuild:
     nosumdb: str = ""
     # the Go release to build with (fetched through the module proxy), when not this machine's
     toolchain: str = "local"
+    # files of this repository put into the module before the build: (path in the module, file)
+    added: tuple[tuple[str, Path], ...] = ()
+
+    def cache_key(self) -> str:
+        key = f"{self.module.replace('/', '_')}@{self.version}-{self.toolchain}"
+        if self.added:
+            digest = hashlib.sha256(b"".join(path.encode() + b"\0" + source.read_bytes()
+                                             for path, source in self.added)).hexdigest()
+            key += f"-{digest[:12]}"
+        return key
 
 
 GITEA = GoBuild("code.gitea.io/gitea", "v1.22.6",
@@ -178,7 +188,7 @@ def tree_files(source: Path, target: str) -> dict[str, tuple[bytes, int]]:
 
 def go_binaries(build: GoBuild) -> dict[str, Path]:
     """Build (once) the binaries of a module version from the Go module proxy."""
-    out = CACHE / "ci-bin" / f"{build.module.replace('/', '_')}@{build.version}-{build.toolchain}"
+    out = CACHE / "ci-bin" / build.cache_key()
     wanted = {name: out / name for name, _ in build.binaries}
     if all(p.exists() for p in wanted.values()):
         return wanted
@@ -192,6 +202,9 @@ def go_binaries(build: GoBuild) -> dict[str, Path]:
         subprocess.run(["chmod", "-R", "u+w", str(src)], check=True)
         for old, new in build.replaces:
             subprocess.run(["go", "mod", "edit", f"-replace={old}={new}"], cwd=src, env=env, check=True)
+        for path, added in build.added:
+            (src / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(added, src / path)
         out.mkdir(parents=True, exist_ok=True)
         for name, package in build.binaries:
             print(f"ci-images: building {name} from {build.module}@{build.version}", flush=True)

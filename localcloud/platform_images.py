@@ -3,9 +3,9 @@ module proxy, for hosts that cannot reach Docker Hub:
 
     python3 -m localcloud platform-images --out DIR
 
-writes DIR/traefik.tar, DIR/prometheus.tar, DIR/alertmanager.tar, DIR/node-exporter.tar and
-DIR/cadvisor.tar, and prints the `dockyard:platformImages` settings that use them. traefik
-and cAdvisor are built from the Go module proxy (cached in ~/.cache/dockyard/ci-bin);
+writes DIR/traefik.tar, DIR/prometheus.tar, DIR/alertmanager.tar, DIR/node-exporter.tar,
+DIR/cadvisor.tar, DIR/loki.tar and DIR/promtail.tar, and prints the `dockyard:platformImages` settings that use them. traefik,
+cAdvisor, Loki and promtail are built from the Go module proxy (cached in ~/.cache/dockyard/ci-bin);
 Prometheus, Alertmanager and node-exporter are Debian 12's packages, on Debian's libc and
 nothing else. Portainer is neither in Debian nor on the Go module proxy, so it cannot be
 built here (README, "Platform services on local VMs").
@@ -31,6 +31,14 @@ TRAEFIK = GoBuild("github.com/traefik/traefik/v3", "v3.6.12", (("traefik", "./cm
 # is a small one on cAdvisor's library (this version, in its go.mod), with the same metrics
 CADVISOR_SOURCE = Path(__file__).parent / "cadvisor"
 CADVISOR_VERSION = "0.49.2"
+# Loki and promtail from Loki's module. Its pkg/push is a nested module its zip leaves out
+# (the proxy serves it apart); promtail's command left the module in 3.6, its library did not:
+# localcloud/promtail/main.go is a small command on it.
+LOKI = GoBuild("github.com/grafana/loki/v3", "v3.7.8",
+               (("loki", "./cmd/loki"), ("promtail", "./cmd/dockyard-promtail")),
+               replaces=(("github.com/grafana/loki/pkg/push",
+                          "github.com/grafana/loki/pkg/push@v0.0.0-20250630054201-94c0ba7b0952"),),
+               added=(("cmd/dockyard-promtail/main.go", Path(__file__).parent / "promtail" / "main.go"),))
 LIBC = {"/lib/x86_64-linux-gnu/libc.so.6": "/lib/x86_64-linux-gnu/libc.so.6",
         "/lib64/ld-linux-x86-64.so.2": "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"}
 # Debian 12's packages: (image, package, binary, what else of the package the image needs)
@@ -111,6 +119,15 @@ def cadvisor_image(binary: bytes) -> ImageSpec:
     )
 
 
+def loki_image(name: str, binary: bytes) -> ImageSpec:
+    return ImageSpec(
+        repo_tag=f"dockyard/{name}:{LOKI.version.lstrip('v')}",
+        cmd=[], entrypoint=[f"/usr/local/bin/{name}"],
+        files={f"/usr/local/bin/{name}": (binary, 0o755)},
+        env=("PATH=/usr/local/bin",),
+    )
+
+
 def build_platform_images(out: Path) -> dict[str, str]:
     """Write the archives to `out`; returns the `dockyard:platformImages` settings for them."""
     libc = libc_files()
@@ -118,6 +135,7 @@ def build_platform_images(out: Path) -> dict[str, str]:
         "traefik": traefik_image(go_binaries(TRAEFIK)["traefik"].read_bytes(), CA_BUNDLE.read_bytes()),
         "cadvisor": cadvisor_image(local_go_binary(CADVISOR_SOURCE, "cadvisor").read_bytes()),
         **{key: debian_image(key, libc) for key in DEBIAN},
+        **{name: loki_image(name, binary.read_bytes()) for name, binary in go_binaries(LOKI).items()},
     }
     out.mkdir(parents=True, exist_ok=True)
     for key, spec in specs.items():

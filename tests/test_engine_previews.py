@@ -71,13 +71,13 @@ def test_every_tier_previews_with_its_hosts_and_passes_the_policy_pack(engine, s
 
 
 def test_the_platform_services_preview_on_the_swarm_with_their_secrets_hidden(engine):
-    """traefik and Portainer as a pull request sees them: the real engine plans the services on
+    """traefik, Portainer, monitoring and logs as a pull request sees them: the real engine plans the services on
     the first manager's docker without reaching it (no host exists), passwords shown as secrets."""
     preview = engine.preview("small")
     services = {s["new"]["inputs"]["name"]: s["new"]["inputs"] for s in preview.steps("create")
                 if s["type"] == "docker:index/service:Service"}
     assert set(services) == {"traefik", "portainer-agent", "portainer", "node-exporter", "cadvisor", "prometheus",
-                             "alertmanager", "grafana"}
+                             "alertmanager", "grafana", "loki", "promtail"}
     traefik = services["traefik"]
     assert "global" in traefik["mode"] and traefik["taskSpec"]["placement"]["constraints"] == ["node.role==manager"]
     assert {p["publishMode"] for p in traefik["endpointSpec"]["ports"]} == {"host"}
@@ -87,8 +87,9 @@ def test_the_platform_services_preview_on_the_swarm_with_their_secrets_hidden(en
     assert "--admin-password-file" in server["taskSpec"]["containerSpec"]["args"]
     secrets = [s for s in preview.steps("create") if s["type"] == "docker:index/secret:Secret"]
     # the ingress's 3 files, Portainer's password, Prometheus' config and rules, Alertmanager's,
-    # Grafana's password, 2 provisioning files and 3 dashboards
-    assert len(secrets) == 3 + 1 + 3 + 1 + 2 + 3
+    # Grafana's password, 3 provisioning files (Loki's source too) and 3 dashboards, Loki's and
+    # promtail's configs
+    assert len(secrets) == 3 + 1 + 3 + 1 + 3 + 3 + 2
     # unknown to a preview where it comes from the passwords and keys the update makes, else a
     # secret value (a constant file, such as the alert rules): never the content in clear
     for step in secrets:

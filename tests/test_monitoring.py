@@ -208,6 +208,20 @@ def test_swarm_metrics_installs_a_one_minute_timer_once(manager):
     assert again.returncode == 0 and "writing" not in again.stderr
 
 
+def test_remove_takes_away_what_the_install_put_and_only_that(manager):
+    assert install(manager).returncode == 0
+    root = manager["root"]
+    (root / "etc/systemd/system/docker.service.d").mkdir(parents=True)
+    (root / "etc/dockyard/other.env").write_text("kept")
+    removed = install(manager, REMOVE="1")
+    assert removed.returncode == 0, removed.stderr
+    assert not (root / "usr/local/sbin/dockyard-swarm-metrics").exists()
+    assert not list((root / "etc/systemd/system").glob("dockyard-swarm-metrics.*"))
+    assert (root / "etc/dockyard/other.env").read_text() == "kept"
+    again = install(manager, REMOVE="1")
+    assert again.returncode == 0 and "removing" not in again.stderr, "safe to run twice"
+
+
 def test_the_collector_writes_the_swarms_view_for_node_exporter(manager, tmp_path):
     assert install(manager).returncode == 0
     metrics = tmp_path / "metrics"
@@ -278,6 +292,10 @@ def test_the_agents_run_on_every_node_and_the_servers_on_the_first_manager(small
     # every manager writes the swarm's view (whichever is the leader, one answers)
     assert {c.name for c in small.commands("swarm-metrics.sh")} == \
         {f"monitoring-{m}-swarm-metrics" for m in MANAGERS}
+    for command in small.commands("swarm-metrics.sh"):
+        # turning monitoring off runs the script's removal; a whole host going away skips it
+        assert command.inputs["delete"] == "REMOVE=1 bash -s"
+        assert command.deleted_with.endswith(f"Droplet::do-{command.name.split('-')[1]}"), command.deleted_with
 
 
 def test_retention_and_receivers_come_from_the_stack():
@@ -337,6 +355,8 @@ def test_grafana_gets_its_files_and_its_password_from_swarm_secrets(small):
     assert mounted == {"/run/secrets/grafana-admin-password",
                        "/etc/grafana/provisioning/datasources/dockyard.yml",
                        "/etc/grafana/provisioning/dashboards/dockyard.yml",
+                       # the stack runs the logs too (every service, DigitalOcean's default)
+                       "/etc/grafana/provisioning/datasources/dockyard-loki.yml",
                        *(f"/var/lib/grafana/dashboards/{p.name}" for p in (GRAFANA / "dashboards").glob("*.json"))}
     assert grafana["containerSpec"]["env"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana-admin-password"
     assert grafana["placement"]["constraints"] == [f"node.id==node-{MANAGERS[0]}-manager-swarm-init"]

@@ -16,7 +16,7 @@ SECRET = "docker:index/secret:Secret"
 NETWORK = "docker:index/network:Network"
 FIREWALL = "digitalocean:index/firewall:Firewall"
 TIERS = ("minimal", "default", "small", "medium")
-MONITORING = {"node-exporter", "cadvisor", "prometheus", "alertmanager", "grafana"}
+OBSERVABILITY = {"node-exporter", "cadvisor", "prometheus", "alertmanager", "grafana", "loki", "promtail"}
 
 
 @pytest.fixture(scope="module", params=TIERS)
@@ -31,7 +31,7 @@ def services(run) -> dict:
 def test_every_tier_runs_traefik_on_the_managers_and_portainer_by_default(tier_run):
     tier, run = tier_run
     found = services(run)
-    assert set(found) == {"traefik", "portainer-agent", "portainer", *MONITORING}
+    assert set(found) == {"traefik", "portainer-agent", "portainer", *OBSERVABILITY}
     traefik = found["traefik"]
     assert "global" in traefik.inputs["mode"]
     assert traefik.inputs["taskSpec"]["placement"]["constraints"] == ["node.role==manager"]
@@ -124,12 +124,12 @@ def test_the_panel_can_be_left_out_and_local_stacks_run_none_by_default():
     assert set(services(run)) == {"traefik"}
     assert "panel_admin_password" not in run.outputs
     assert parse_config("l", {"cloud": "local"}).platform.services == ()
-    assert parse_config("d", BASE_CONFIG).platform.services == ("ingress", "panel", "monitoring", "dashboards")
+    assert parse_config("d", BASE_CONFIG).platform.services == ("ingress", "panel", "monitoring", "dashboards", "logs")
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"platformServices": ["ingres"]}, "unknown service 'ingres'"),
-    ({"platformServices": ["panel"]}, "the panel is served through the ingress"),
+    ({"platformServices": ["panel"]}, "'panel' is served through the ingress"),
     ({"publicPorts": ["443"]}, "port 443 is the ingress's"),
     ({"platformImages": {"traefik": "traefik:latest"}}, "must be a pinned image reference"),
     ({"platformImages": {"nginx": "nginx:1"}}, "unknown image 'nginx'"),

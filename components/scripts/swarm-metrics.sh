@@ -12,6 +12,8 @@
 # Inputs (environment):
 #   REGISTRY_URL   e.g. https://10.210.0.21:5000/v2/ (401 without a password is an answer); "" for none
 #   GITEA_URL      e.g. http://10.210.0.21:3000/api/healthz; "" for none
+#   REMOVE         1: stop the timer and remove what this script installs (monitoring turned
+#                  off: the command's delete), and nothing else
 # For tests only:
 #   SYSROOT        a directory that stands for / in the paths this script writes
 #
@@ -24,6 +26,7 @@ fatal() { log "error: $*"; exit 1; }
 
 REGISTRY_URL=${REGISTRY_URL:-}
 GITEA_URL=${GITEA_URL:-}
+REMOVE=${REMOVE:-0}
 SYSROOT=${SYSROOT:-}
 for url in "$REGISTRY_URL" "$GITEA_URL"; do
   case "$url" in "" | http://* | https://*) ;; *) fatal "not a URL: '$url'" ;; esac
@@ -34,6 +37,22 @@ done
 UNITS=$SYSROOT/etc/systemd/system
 METRICS_DIR=/var/lib/dockyard/metrics
 units_changed=no
+
+if [ "$REMOVE" = 1 ]; then
+  if [ -z "$SYSROOT" ] && systemctl is-enabled --quiet dockyard-swarm-metrics.timer 2>/dev/null; then
+    log "stopping dockyard-swarm-metrics.timer"
+    systemctl disable --now dockyard-swarm-metrics.timer >/dev/null 2>&1
+  fi
+  for file in "$SYSROOT/usr/local/sbin/dockyard-swarm-metrics" "$SYSROOT/etc/dockyard/swarm-metrics.env" \
+      "$UNITS/dockyard-swarm-metrics.service" "$UNITS/dockyard-swarm-metrics.timer" "$SYSROOT$METRICS_DIR/swarm.prom"; do
+    if [ -e "$file" ]; then
+      log "removing $file"
+      rm -f "$file"
+    fi
+  done
+  [ -n "$SYSROOT" ] || systemctl daemon-reload
+  exit 0
+fi
 
 install_file() {
   mkdir -p "$(dirname "$1")"

@@ -1,0 +1,150 @@
+"""Central logs: promtail on every node reads every container's log through its Docker
+engine and pushes it to Loki, which keeps it on a volume of the first manager for the
+configured retention. Loki answers through the ingress behind the dashboard's password
+(loki.<domain>) and is Grafana's second data source when the dashboards run. Resources come
+from the swarm's docker provider (opts.providers), one after another (ingress.Chain)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pulumi
+import pulumi_docker as docker
+
+from .config import PlatformSettings
+from .ingress import NO_ENV_NOISE, PROVIDER_NOISE, Chain, secret_file, swarm_secret
+from .monitoring import behind_ingress
+
+NETWORK = "dockyard-logs"
+LOKI_PORT = 3100
+PROMTAIL_PORT = 9080
+# promtail's read positions per node, so that a restarted promtail neither resends nor skips
+POSITIONS_VOLUME = "dockyard-promtail-positions"
+GRAFANA_DATASOURCE = Path(__file__).parent / "observability" / "grafana" / "datasource-loki.yml"
+
+
+def loki_config(retention: str) -> str:
+    """loki.yml (JSON is YAML): one process with every role, its index and chunks on the
+    volume, and the compactor deleting what is older than the retention."""
+    return json.dumps({
+        "auth_enabled": False,
+        "server": {"http_listen_port": LOKI_PORT, "grpc_listen_port": 9096, "log_level": "warn"},
+        "common": {
+            "instance_addr": "127.0.0.1",
+            "path_prefix": "/loki",
+            "storage": {"filesystem": {"chunks_directory": "/loki/chunks", "rules_directory": "/loki/rules"}},
+            "replication_factor": 1,
+            "ring": {"kvstore": {"store": "inmemory"}},
+        },
+        "schema_config": {"configs": [{"from": "2024-01-01", "store": "tsdb", "object_store": "filesystem",
+                                       "schema": "v13", "index": {"prefix": "index_", "period": "24h"}}]},
+        "limits_config": {"retention_period": retention},
+        "compactor": {"working_directory": "/loki/compactor", "retention_enabled": True,
+                      "delete_request_store": "filesystem"},
+        "analytics": {"reporting_enabled": False},
+    }, indent=2)
+
+
+def promtail_config() -> str:
+    """promtail.yml: every container of the node, found and read through the node's Docker
+    engine, labelled with its node, swarm service and container name. ${NODE} is the node's
+    hostname (the service sets it from a swarm template; promtail expands it)."""
+    label = "__meta_docker_container_label_"
+    return json.dumps({
+        "server": {"http_listen_port": PROMTAIL_PORT, "grpc_listen_port": 0, "log_level": "warn"},
+        "positions": {"filename": "/positions/positions.yaml"},
+        "clients": [{"url": f"http://loki:{LOKI_PORT}/loki/api/v1/push", "external_labels": {"node": "${NODE}"}}],
+        "scrape_configs": [{
+            "job_name": "containers",
+            "docker_sd_configs": [{"host": "unix:///var/run/docker.sock", "refresh_interval": "15s"}],
+            "relabel_configs": [
+                {"source_labels": ["__meta_docker_container_name"], "regex": "/(.*)", "target_label": "container"},
+                {"source_labels": [f"{label}com_docker_swarm_service_name"], "target_label": "service"},
+                {"source_labels": [f"{label}com_docker_stack_namespace"], "target_label": "stack"},
+                {"source_labels": ["__meta_docker_container_log_stream"], "target_label": "stream"},
+            ],
+        }],
+    }, indent=2)
+
+
+@dataclass
+class LogsArgs:
+    settings: PlatformSettings
+    # the swarm node id of the manager that keeps Loki's data
+    server_node_id: pulumi.Input[str]
+    ingress_network_id: pulumi.Input[str]
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    deleted_with: Optional[pulumi.Resource] = None
+    # the last platform resource made before these: they are made one after another
+    after: Optional[pulumi.Resource] = None
+
+
+class Logs(pulumi.ComponentResource):
+    def __init__(self, name: str, args: LogsArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("dockyard:platform:Logs", name, None, opts)
+        settings = args.settings
+        images = settings.images
+        chain = Chain(pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with),
+                      args.after)
+        restart = docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s")
+
+        self.network = chain.add(docker.Network(f"{name}-network", name=NETWORK, driver="overlay", attachable=True,
+                                                opts=chain.opts()))
+        loki_settings = chain.add(swarm_secret(f"{name}-loki-config", "dockyard-loki-config",
+                                               loki_config(settings.logs_retention), chain.opts()))
+        self.loki = chain.add(docker.Service(
+            f"{name}-loki",
+            name="loki",
+            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+            labels=behind_ingress("loki", settings.domain, LOKI_PORT),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=images["loki"],
+                    # root: the volume Docker creates is root's
+                    user="0",
+                    args=["-config.file=/run/secrets/loki.yml"],
+                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
+                        type="volume", source="dockyard-loki-data", target="/loki")],
+                    secrets=[secret_file(loki_settings, "/run/secrets/loki.yml")],
+                ),
+                placement=docker.ServiceTaskSpecPlacementArgs(constraints=[
+                    pulumi.Output.from_input(args.server_node_id).apply(lambda node: f"node.id=={node}")]),
+                # promtail pushes on the logs network; traefik and Grafana reach it on the ingress's
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id),
+                                    docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
+                restart_policy=restart,
+            ),
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
+        ))
+        shipper_settings = chain.add(swarm_secret(f"{name}-promtail-config", "dockyard-promtail-config",
+                                                  promtail_config(), chain.opts()))
+        self.promtail = chain.add(docker.Service(
+            f"{name}-promtail",
+            name="promtail",
+            mode=docker.ServiceModeArgs(global_=True),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=images["promtail"],
+                    user="0",
+                    args=["-config.file=/run/secrets/promtail.yml", "-config.expand-env=true"],
+                    env={"NODE": "{{.Node.Hostname}}"},
+                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
+                                type="bind", source="/var/run/docker.sock", target="/var/run/docker.sock",
+                                read_only=True),
+                            docker.ServiceTaskSpecContainerSpecMountArgs(
+                                type="volume", source=POSITIONS_VOLUME, target="/positions")],
+                    secrets=[secret_file(shipper_settings, "/run/secrets/promtail.yml")],
+                ),
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],
+                restart_policy=restart,
+                resources=docker.ServiceTaskSpecResourcesArgs(
+                    limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=128 * 1024 * 1024)),
+            ),
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=PROVIDER_NOISE)),
+        ))
+        self.last = chain.last
+        self.url = f"https://loki.{settings.domain}/"
+        self.register_outputs({"loki_url": self.url})
+
