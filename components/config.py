@@ -619,11 +619,12 @@ def _ci(p: _Parser, placement: Placement) -> CiSettings:
 
 
 def _platform_services(p: _Parser, placement: Placement) -> tuple[str, ...]:
-    """dockyard:platformServices, or the default: both on DigitalOcean; none on local VMs,
-    which cannot pull images (README, "Platform services on local VMs")."""
+    """dockyard:platformServices, or the default: on DigitalOcean all but the logs, whose
+    collector's image (promtail) is past its end of life, so a stack asks for them; none on
+    local VMs, which cannot pull images (README, "Platform services on local VMs")."""
     if "platformServices" in p.raw:
         return p.string_list("platformServices")
-    return PLATFORM_SERVICES if placement.cloud == "digitalocean" else ()
+    return tuple(s for s in PLATFORM_SERVICES if s != "logs") if placement.cloud == "digitalocean" else ()
 
 
 def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSettings,

@@ -202,10 +202,11 @@ class Ingress(pulumi.ComponentResource):
                         tests=["CMD", "traefik", "healthcheck", "--ping", "--ping.entrypoint=metrics",
                                f"--entrypoints.metrics.address=:{METRICS_PORT}"],
                         # lenient: a health check that kills a busy traefik (a slow VM, a burst)
-                        # refuses every connection of that manager while it restarts
+                        # refuses every connection of that manager while it restarts; 20 s
+                        # timed out on a manager starting the monitoring's containers
                         # durations as Docker writes them back ("1m", not "60s"), or every
                         # preview shows a change
-                        interval="1m", timeout="20s", retries=3, start_period="1m"),
+                        interval="1m", timeout="45s", retries=5, start_period="2m"),
                 ),
                 placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.role==manager"]),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],

@@ -40,7 +40,8 @@ def loki_config(retention: str) -> str:
         },
         "schema_config": {"configs": [{"from": "2024-01-01", "store": "tsdb", "object_store": "filesystem",
                                        "schema": "v13", "index": {"prefix": "index_", "period": "24h"}}]},
-        "limits_config": {"retention_period": retention},
+        # no deleting through the API: any service on Loki's networks could reach it
+        "limits_config": {"retention_period": retention, "deletion_mode": "disabled"},
         "compactor": {"working_directory": "/loki/compactor", "retention_enabled": True,
                       "delete_request_store": "filesystem"},
         "analytics": {"reporting_enabled": False},
@@ -90,7 +91,8 @@ class Logs(pulumi.ComponentResource):
                       args.after)
         restart = docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s")
 
-        self.network = chain.add(docker.Network(f"{name}-network", name=NETWORK, driver="overlay", attachable=True,
+        # not attachable: a container started by hand cannot join it to read promtail's pushes
+        self.network = chain.add(docker.Network(f"{name}-network", name=NETWORK, driver="overlay",
                                                 opts=chain.opts()))
         loki_settings = chain.add(swarm_secret(f"{name}-loki-config", "dockyard-loki-config",
                                                loki_config(settings.logs_retention), chain.opts()))
@@ -130,6 +132,8 @@ class Logs(pulumi.ComponentResource):
                     user="0",
                     args=["-config.file=/run/secrets/promtail.yml", "-config.expand-env=true"],
                     env={"NODE": "{{.Node.Hostname}}"},
+                    # read-only stops writes to the socket file, not calls to the API: promtail
+                    # can do what root can on its node, as Prometheus and traefik can
                     mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
                                 type="bind", source="/var/run/docker.sock", target="/var/run/docker.sock",
                                 read_only=True),

@@ -236,9 +236,11 @@ class Monitoring(pulumi.ComponentResource):
                         "dashboards.yml": "/etc/grafana/provisioning/dashboards/dockyard.yml"}
         for source, target in provisioning.items():
             files[target] = (f"grafana-{source.split('.')[0]}", (GRAFANA_FILES / source).read_text())
-        if settings.runs("logs"):
-            files["/etc/grafana/provisioning/datasources/dockyard-loki.yml"] = (
-                "grafana-datasource-loki", (GRAFANA_FILES / "datasource-loki.yml").read_text())
+        # without the logs, the same file deletes the Loki source Grafana's database kept
+        # from when they ran
+        loki_source = "datasource-loki.yml" if settings.runs("logs") else "datasource-loki-removed.yml"
+        files["/etc/grafana/provisioning/datasources/dockyard-loki.yml"] = (
+            "grafana-datasource-loki", (GRAFANA_FILES / loki_source).read_text())
         for dashboard in sorted((GRAFANA_FILES / "dashboards").glob("*.json")):
             files[f"/var/lib/grafana/dashboards/{dashboard.name}"] = (f"grafana-dashboard-{dashboard.stem}",
                                                                        dashboard.read_text())

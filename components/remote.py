@@ -63,6 +63,9 @@ def run_script(
     extra: dict = {}
     if delete_env is not None:
         extra["delete"] = command_line(delete_env)
+        # a changed script replaces the command: undo the old run before the new one installs,
+        # not after (the engine's default order), which would remove what the new one put
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True))
     if secret_stdout:
         extra["logging"] = remote.Logging.NONE
         opts = pulumi.ResourceOptions.merge(

@@ -52,8 +52,9 @@ class GoBuild:
     def cache_key(self) -> str:
         key = f"{self.module.replace('/', '_')}@{self.version}-{self.toolchain}"
         if self.added:
-            digest = hashlib.sha256(b"".join(path.encode() + b"\0" + source.read_bytes()
-                                             for path, source in self.added)).hexdigest()
+            # what was added or replaced is part of what was built
+            digest = hashlib.sha256(repr(self.replaces).encode() + b"".join(
+                path.encode() + b"\0" + source.read_bytes() for path, source in self.added)).hexdigest()
             key += f"-{digest[:12]}"
         return key
 

@@ -77,6 +77,7 @@ class Registration:
     ignore_changes: tuple[str, ...] = ()
     provider: str = ""  # "URN::ID" of the provider it was given, if any
     deleted_with: str = ""  # URN of the resource whose deletion takes this one with it
+    delete_before_replace: bool = False
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -163,7 +164,7 @@ class RecordingMonitor(MockMonitor):
             additional_secret_outputs=list(request.additionalSecretOutputs),
             retain_on_delete=bool(request.retainOnDelete), protect=bool(request.protect),
             import_id=request.importId, ignore_changes=tuple(request.ignoreChanges), provider=request.provider,
-            deleted_with=request.deletedWith,
+            deleted_with=request.deletedWith, delete_before_replace=bool(request.deleteBeforeReplace),
         ))
         return response
 

@@ -32,7 +32,7 @@ def test_good_config_parses():
     assert (config.tier, config.cloud, config.workers, config.managers) == ("small", "digitalocean", 2, 3)
     assert config.admin_cidrs == ("203.0.113.7/32",)
     # 80 and 443 are the ingress's, on the managers; the routing mesh publishes nothing by default
-    assert config.platform.services == ("ingress", "panel", "monitoring", "dashboards", "logs") and config.public_ports == ()
+    assert config.platform.services == ("ingress", "panel", "monitoring", "dashboards") and config.public_ports == ()
     assert config.disposable is False
 
 

@@ -73,7 +73,12 @@ def test_every_tier_previews_with_its_hosts_and_passes_the_policy_pack(engine, s
 def test_the_platform_services_preview_on_the_swarm_with_their_secrets_hidden(engine):
     """traefik, Portainer, monitoring and logs as a pull request sees them: the real engine plans the services on
     the first manager's docker without reaching it (no host exists), passwords shown as secrets."""
-    preview = engine.preview("small")
+    # every service, the logs too (DigitalOcean's default leaves them out)
+    engine.set("small", "dockyard:platformServices", ["ingress", "panel", "monitoring", "dashboards", "logs"])
+    try:
+        preview = engine.preview("small")
+    finally:
+        engine.run("config", "rm", "--stack", "small", "dockyard:platformServices")
     services = {s["new"]["inputs"]["name"]: s["new"]["inputs"] for s in preview.steps("create")
                 if s["type"] == "docker:index/service:Service"}
     assert set(services) == {"traefik", "portainer-agent", "portainer", "node-exporter", "cadvisor", "prometheus",

@@ -36,6 +36,7 @@ def test_loki_accepts_its_configuration_and_keeps_logs_for_the_retention(binarie
     config = yaml.safe_load(path.read_text())
     assert config["limits_config"]["retention_period"] == "14d"
     assert config["compactor"]["retention_enabled"] is True, "without it the retention deletes nothing"
+    assert config["limits_config"]["deletion_mode"] == "disabled", "no deleting logs through the API"
     assert config["common"]["path_prefix"] == "/loki", "on the service's volume"
 
 
@@ -77,9 +78,12 @@ def test_promtail_reads_every_container_through_the_docker_engine_labelled_by_no
     assert client["external_labels"] == {"node": "${NODE}"}
 
 
+ALL_SERVICES = ["ingress", "panel", "monitoring", "dashboards", "logs"]
+
+
 @pytest.fixture(scope="module")
 def small():
-    return run_program(stack="logs-small", tier="small", workers="2")
+    return run_program(stack="logs-small", tier="small", workers="2", platformServices=ALL_SERVICES)
 
 
 def test_promtail_runs_on_every_node_and_loki_on_the_first_manager_behind_the_password(small):
@@ -97,19 +101,29 @@ def test_promtail_runs_on_every_node_and_loki_on_the_first_manager_behind_the_pa
     labels = {label["label"]: label["value"] for label in loki["labels"]}
     assert labels["traefik.http.routers.loki.middlewares"] == "dashboard-auth@file"
     assert small.outputs["loki_url"] == "https://loki.logs-small.dockyard.internal/"
+    assert not small.named("logs-network").inputs.get("attachable"), "no container joins by hand"
+
+
+def loki_source(run) -> dict:
+    """What Grafana's provisioning file for Loki says in this run."""
+    secret = run.named("monitoring-grafana-datasource-loki")
+    return yaml.safe_load(base64.b64decode(secret.inputs["data"]))
 
 
 def test_grafana_searches_the_logs_only_when_they_run(small):
-    services = {s.inputs["name"]: s for s in small.of_type(SERVICE)}
-    mounted = {s["fileName"] for s in services["grafana"].inputs["taskSpec"]["containerSpec"]["secrets"]}
-    assert "/etc/grafana/provisioning/datasources/dockyard-loki.yml" in mounted
+    assert [s["name"] for s in loki_source(small)["datasources"]] == ["Loki"]
     without = run_program(stack="nologs", tier="default", workers="1",
                           platformServices=["ingress", "monitoring", "dashboards"])
-    services = {s.inputs["name"]: s for s in without.of_type(SERVICE)}
-    assert not {"loki", "promtail"} & set(services)
-    mounted = {s["fileName"] for s in services["grafana"].inputs["taskSpec"]["containerSpec"]["secrets"]}
-    assert "/etc/grafana/provisioning/datasources/dockyard-loki.yml" not in mounted
+    assert not {"loki", "promtail"} & {s.inputs["name"] for s in without.of_type(SERVICE)}
     assert "loki_url" not in without.outputs
+    # logs turned off: the file deletes the source Grafana's database kept from before
+    assert loki_source(without) == {"apiVersion": 1, "deleteDatasources": [{"name": "Loki", "orgId": 1}]}
+
+
+def test_digitalocean_stacks_run_the_logs_only_when_they_ask():
+    """promtail's image is past its end of life: a stack opts in."""
+    assert "logs" not in parse_config("d", BASE_CONFIG).platform.services
+    assert "logs" in parse_config("d", {**BASE_CONFIG, "platformServices": ALL_SERVICES}).platform.services
 
 
 def test_grafanas_log_source_is_the_stacks_loki_on_a_network_both_are_on(small):
@@ -122,7 +136,8 @@ def test_grafanas_log_source_is_the_stacks_loki_on_a_network_both_are_on(small):
 
 
 def test_the_retention_comes_from_the_stack():
-    run = run_program(stack="logs-ret", tier="default", workers="1", logsRetention="30d")
+    run = run_program(stack="logs-ret", tier="default", workers="1", logsRetention="30d",
+                      platformServices=ALL_SERVICES)
     secret = run.named("logs-loki-config")
     assert "data" in secret.secret_inputs
     assert yaml.safe_load(base64.b64decode(secret.inputs["data"]))["limits_config"]["retention_period"] == "30d"

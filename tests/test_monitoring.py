@@ -295,6 +295,8 @@ def test_the_agents_run_on_every_node_and_the_servers_on_the_first_manager(small
     for command in small.commands("swarm-metrics.sh"):
         # turning monitoring off runs the script's removal; a whole host going away skips it
         assert command.inputs["delete"] == "REMOVE=1 bash -s"
+        # an edited script replaces the command: its removal must run before the new install
+        assert command.delete_before_replace
         assert command.deleted_with.endswith(f"Droplet::do-{command.name.split('-')[1]}"), command.deleted_with
 
 

@@ -16,7 +16,7 @@ SECRET = "docker:index/secret:Secret"
 NETWORK = "docker:index/network:Network"
 FIREWALL = "digitalocean:index/firewall:Firewall"
 TIERS = ("minimal", "default", "small", "medium")
-OBSERVABILITY = {"node-exporter", "cadvisor", "prometheus", "alertmanager", "grafana", "loki", "promtail"}
+OBSERVABILITY = {"node-exporter", "cadvisor", "prometheus", "alertmanager", "grafana"}
 
 
 @pytest.fixture(scope="module", params=TIERS)
@@ -124,7 +124,7 @@ def test_the_panel_can_be_left_out_and_local_stacks_run_none_by_default():
     assert set(services(run)) == {"traefik"}
     assert "panel_admin_password" not in run.outputs
     assert parse_config("l", {"cloud": "local"}).platform.services == ()
-    assert parse_config("d", BASE_CONFIG).platform.services == ("ingress", "panel", "monitoring", "dashboards", "logs")
+    assert parse_config("d", BASE_CONFIG).platform.services == ("ingress", "panel", "monitoring", "dashboards")
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -11,9 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/drone/envsubst"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v2"
@@ -43,7 +42,12 @@ func load(args []string) (cfg *config.Config, checkOnly bool, err error) {
 		return nil, false, err
 	}
 	if *expand {
-		text = []byte(os.ExpandEnv(string(text)))
+		// as upstream's command: ${VAR}, ${VAR:-default}; $$ for a literal $
+		expanded, err := envsubst.EvalEnv(string(text))
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: %w", *file, err)
+		}
+		text = []byte(expanded)
 	}
 	if err := yaml.UnmarshalStrict(text, cfg); err != nil {
 		return nil, false, fmt.Errorf("%s: %w", *file, err)
@@ -66,20 +70,18 @@ func main() {
 		return
 	}
 	logger := util_log.InitLogger(&cfg.ServerConfig.Config, prometheus.DefaultRegisterer, false)
-	cfg.Setup(logger)
+	// promtail.New applies cfg.Setup itself (applying it twice would add a -client.url twice)
 	tail, err := promtail.New(*cfg, nil, client.NewMetrics(prometheus.DefaultRegisterer), false)
 	if err != nil {
 		level.Error(logger).Log("msg", "cannot start promtail", "err", err)
 		os.Exit(1)
 	}
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-stop
-		tail.Shutdown()
-	}()
 	level.Info(logger).Log("msg", "starting promtail")
-	if err := tail.Run(); err != nil {
+	// Run returns when its server stops, on SIGTERM or SIGINT too (its own handler); the
+	// client then sends what it holds before the process ends
+	err = tail.Run()
+	tail.Shutdown()
+	if err != nil {
 		level.Error(logger).Log("msg", "promtail stopped", "err", err)
 		os.Exit(1)
 	}
