@@ -157,7 +157,8 @@ class Cluster(pulumi.ComponentResource):
         self.managers = [SwarmManager(f"{first.name}-manager",
                                       SwarmManagerArgs(host=hosts[first.name], labels=labels_of(topo, first),
                                                        depends_on=self.engine_up(first.name),
-                                                       access=self._manager_access()),
+                                                       access=self._manager_access(),
+                                                       heartbeat=self._config.swarm_heartbeat),
                                       opts=child)]
         join = self.managers[0].join
         for spec in others:

@@ -42,7 +42,7 @@ KEYS: dict[str, str] = {
     "sshUser": TEXT, "sshPublicKey": TEXT, "sshKeyId": TEXT, "sshPrivateKeyPath": TEXT, "sshPrivateKey": SECRET,
     # engine (_engine)
     "dockerVersion": TEXT, "registryMirrors": STRUCTURED, "preloadImages": STRUCTURED,
-    "pruneSchedule": TEXT, "pruneAfter": TEXT,
+    "pruneSchedule": TEXT, "pruneAfter": TEXT, "swarmHeartbeat": TEXT,
     # nfs (_nfs)
     "nfs": STRUCTURED,
     # ci (_ci)
@@ -155,6 +155,7 @@ class EngineSettings:
     preload_image_ids: tuple[str, ...]  # their images' IDs: no registry gives them back, the prune keeps them
     prune_schedule: str                # systemd OnCalendar= of the nightly Docker prune
     prune_after: str                   # what the prune removes must be older: hours, e.g. 168h
+    swarm_heartbeat: str               # how often nodes report to the managers, e.g. 5s
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ class DockyardConfig:
     preload_image_ids: tuple[str, ...]
     prune_schedule: str
     prune_after: str
+    swarm_heartbeat: str
     ssh: SshSettings
     nfs: NfsSettings
     ci: CiSettings
@@ -347,7 +349,7 @@ def parse_config(
     network = _network(p, placement, ingress="ingress" in platform_services)
     machines = _machines(p, placement)
     ssh = _ssh(p, placement.cloud)
-    engine = _engine(p)
+    engine = _engine(p, placement)
     nfs = _nfs(p)
     ci = _ci(p, placement)
     platform = _platform(p, placement, stack, network, platform_services)
@@ -511,7 +513,7 @@ def _ssh_user(p: _Parser) -> str:
     return user
 
 
-def _engine(p: _Parser) -> EngineSettings:
+def _engine(p: _Parser, placement: Placement) -> EngineSettings:
     docker_version = p.string("dockerVersion", "")
     if docker_version and not re.fullmatch(r"[0-9][0-9A-Za-z.+~:-]*", docker_version):
         p.fail("dockerVersion", f"{docker_version!r} is not a package version prefix such as 27.5")
@@ -538,8 +540,13 @@ def _engine(p: _Parser) -> EngineSettings:
     prune_after = p.string("pruneAfter", DEFAULT_PRUNE_AFTER)
     if not re.fullmatch(r"[0-9]{1,6}h", prune_after):
         p.fail("pruneAfter", f"{prune_after!r} is not a number of hours such as 168h (a week)")
+    # Docker's 5 s everywhere but on local VMs: on an emulated CPU a busy manager missed its
+    # own node's heartbeats, declared it down and rescheduled every task, over and over
+    heartbeat = p.string("swarmHeartbeat", "20s" if placement.cloud == "local" else "5s")
+    if not re.fullmatch(r"[1-9][0-9]{0,2}s", heartbeat):
+        p.fail("swarmHeartbeat", f"{heartbeat!r} is not a number of seconds such as 5s")
     return EngineSettings(docker_version, registry_mirrors, preload_images, tuple(image_ids), prune_schedule,
-                          prune_after)
+                          prune_after, heartbeat)
 
 
 def _nfs(p: _Parser) -> NfsSettings:

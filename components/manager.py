@@ -98,6 +98,8 @@ class SwarmManagerArgs:
     access: Optional[ManagerAccess] = None
     # None: this manager initialises the swarm
     join: Optional[SwarmJoin] = None
+    # the swarm's node heartbeat (dockyard:swarmHeartbeat), set by the manager that initialises it
+    heartbeat: str = "5s"
     # memberships of the managers before this one: removals then run one at a time, newest
     # first, so that each demotion leaves a majority of the managers that remain
     membership_after: list[pulumi.Resource] = field(default_factory=list)
@@ -115,7 +117,7 @@ class SwarmManager(pulumi.ComponentResource):
             if args.access is None:
                 raise ValueError("the first manager needs the managers' ssh access for the memberships")
             init = run_script(f"{name}-swarm-init", connection=host.connection, script="swarm-init.sh",
-                              env={"ADVERTISE_ADDR": host.private_ip}, opts=child)
+                              env={"ADVERTISE_ADDR": host.private_ip, "HEARTBEAT": args.heartbeat}, opts=child)
             self.node_id = init.stdout.apply(lambda s: s.strip())
             tokens = run_script(
                 f"{name}-join-tokens",

@@ -217,6 +217,18 @@ def test_bad_prune_settings(key, value, hint):
     assert f"dockyard:{key}" in message and hint in message
 
 
+@pytest.mark.parametrize("value", ["5", "1m", "0s", "5s; reboot"])
+def test_a_heartbeat_that_is_not_seconds_is_refused(value):
+    message = error_of(swarmHeartbeat=value)
+    assert "dockyard:swarmHeartbeat" in message and "number of seconds" in message
+
+
+def test_the_heartbeat_is_dockers_but_slower_on_local_vms():
+    assert parse().swarm_heartbeat == "5s"
+    assert parse_config("l", {"cloud": "local"}).swarm_heartbeat == "20s"
+    assert parse(swarmHeartbeat="10s").swarm_heartbeat == "10s"
+
+
 def test_prune_defaults_to_nightly_for_week_old_leftovers():
     config = parse()
     assert (config.prune_schedule, config.prune_after) == ("*-*-* 03:30:00", "168h")

@@ -336,7 +336,11 @@ echo "docker $*" >> "$LOG_DIR/calls"
 case "$*" in
   "info --format {{.Swarm.LocalNodeState}}") [ -f "$LOG_DIR/joined" ] && echo active || echo inactive ;;
   "info --format {{.Swarm.NodeID}}") echo n0de ;;
+  "info --format {{.Swarm.ControlAvailable}}") echo true ;;
   "swarm init "*) : > "$LOG_DIR/joined" ;;
+  "info --format {{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}")
+    cat "$LOG_DIR/heartbeat" 2>/dev/null || echo 5000000000 ;;
+  "swarm update --dispatcher-heartbeat "*) echo $(( ${4%s} * 1000000000 )) > "$LOG_DIR/heartbeat" ;;
 esac
 """
 FAKE_CURL = """#!/bin/bash
@@ -362,6 +366,20 @@ def test_the_swarm_data_path_is_the_private_address(tmp_path):
     assert request["DataPathAddr"] == request["AdvertiseAddr"] == "10.210.0.6"
     assert request["JoinToken"] == "SWMTKN-1-secret"
     assert not [c for c in calls(tmp_path) if "SWMTKN" in c], "the token is in no argv"
+
+
+def test_the_swarm_heartbeat_is_set_once_and_only_when_it_differs(tmp_path):
+    bin_dir = sandbox(tmp_path, {"docker": FAKE_DOCKER_NEW_NODE})
+    assert run("swarm-init.sh", bin_dir, tmp_path, ADVERTISE_ADDR="10.210.0.5").returncode == 0
+    assert not [c for c in calls(tmp_path) if "swarm update" in c], "Docker's 5 s is left alone"
+    slow = run("swarm-init.sh", bin_dir, tmp_path, ADVERTISE_ADDR="10.210.0.5", HEARTBEAT="20s")
+    assert slow.returncode == 0, slow.stderr
+    assert (tmp_path / "heartbeat").read_text().strip() == "20000000000"
+    again = run("swarm-init.sh", bin_dir, tmp_path, ADVERTISE_ADDR="10.210.0.5", HEARTBEAT="20s")
+    assert again.returncode == 0 and "heartbeat" not in again.stderr
+    assert len([c for c in calls(tmp_path) if "swarm update" in c]) == 1
+    bad = run("swarm-init.sh", bin_dir, tmp_path, ADVERTISE_ADDR="10.210.0.5", HEARTBEAT="5m; reboot")
+    assert bad.returncode != 0 and "HEARTBEAT must be seconds" in bad.stderr
 
 
 FAKE_DOCKER_MEMBER = """#!/bin/bash

@@ -147,6 +147,12 @@ def test_project_groups_droplets_volumes_and_the_reserved_ip(tier_run):
     assert any(r.startswith("do:floatingip:") for r in resources)
 
 
+def test_the_first_manager_sets_the_stacks_heartbeat():
+    run = run_program(stack="hb", tier="default", workers="1", swarmHeartbeat="15s")
+    (init,) = run.commands("swarm-init.sh")
+    assert "HEARTBEAT=15s" in init.inputs["create"]
+
+
 def test_joins_wait_for_the_swarm_init_and_its_tokens(tier_run):
     _, run = tier_run
     (init,) = run.commands("swarm-init.sh")

@@ -4,16 +4,24 @@
 # Inputs (environment):
 #   ADVERTISE_ADDR  the host's private address; other nodes reach the swarm there, and the
 #                   overlay networks' data (VXLAN) goes over it, never a public interface
+#   HEARTBEAT       how often nodes report to the managers, in seconds (default 5s, Docker's);
+#                   a node silent for a few periods is down and its tasks are moved
 #
 # Output: the node ID of this manager on stdout.
-# Safe to run again: a host that already manages a swarm is left as it is.
+# Safe to run again: a host that already manages a swarm is left as it is, but for a
+# heartbeat that differs.
 set -eu
 
 log() { echo "swarm-init: $*" >&2; }
 fatal() { log "error: $*"; exit 1; }
 
 ADVERTISE_ADDR=${ADVERTISE_ADDR:-}
+HEARTBEAT=${HEARTBEAT:-5s}
 [ -n "$ADVERTISE_ADDR" ] || fatal "ADVERTISE_ADDR must be set"
+case "$HEARTBEAT" in
+  [1-9]s | [1-9][0-9]s | [1-9][0-9][0-9]s) ;;
+  *) fatal "HEARTBEAT must be seconds such as 5s, not '$HEARTBEAT'" ;;
+esac
 
 state=$(docker info --format '{{.Swarm.LocalNodeState}}') || fatal "docker does not answer"
 case "$state" in
@@ -27,4 +35,11 @@ case "$state" in
       --data-path-addr "$ADVERTISE_ADDR" >/dev/null ;;
   *) fatal "swarm state is '$state'; fix it by hand (docker swarm leave --force) and run again" ;;
 esac
+wanted=$(( ${HEARTBEAT%s} * 1000000000 ))
+current=$(docker info --format '{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}') ||
+  fatal "docker does not answer"
+if [ "$current" != "$wanted" ]; then
+  log "setting the nodes' heartbeat to $HEARTBEAT"
+  docker swarm update --dispatcher-heartbeat "$HEARTBEAT" >/dev/null
+fi
 docker info --format '{{.Swarm.NodeID}}'
