@@ -14,7 +14,7 @@ import pulumi
 import pulumi_docker as docker
 
 from .config import PlatformSettings
-from .ingress import NO_ENV_NOISE, PROVIDER_NOISE, Chain, secret_file, swarm_secret
+from .ingress import BY_TASK_ADDRESS, NO_ENV_NOISE, PROVIDER_NOISE, Chain, secret_file, swarm_secret
 from .monitoring import behind_ingress
 
 NETWORK = "dockyard-logs"
@@ -118,6 +118,7 @@ class Logs(pulumi.ComponentResource):
                                     docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=restart,
             ),
+            endpoint_spec=BY_TASK_ADDRESS,
             opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
         ))
         shipper_settings = chain.add(swarm_secret(f"{name}-promtail-config", "dockyard-promtail-config",
@@ -146,6 +147,7 @@ class Logs(pulumi.ComponentResource):
                 resources=docker.ServiceTaskSpecResourcesArgs(
                     limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=128 * 1024 * 1024)),
             ),
+            endpoint_spec=BY_TASK_ADDRESS,
             opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=PROVIDER_NOISE)),
         ))
         self.last = chain.last

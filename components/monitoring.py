@@ -19,8 +19,8 @@ import pulumi_random as random
 
 from .config import PlatformSettings
 from .hosts import Host
-from .ingress import (NETWORK as INGRESS_NETWORK, METRICS_PORT as TRAEFIK_METRICS_PORT, NO_ENV_NOISE, PROVIDER_NOISE,
-                      Chain, secret_file, swarm_secret)
+from .ingress import (BY_TASK_ADDRESS, NETWORK as INGRESS_NETWORK, METRICS_PORT as TRAEFIK_METRICS_PORT, NO_ENV_NOISE,
+                      PROVIDER_NOISE, Chain, secret_file, swarm_secret)
 from .remote import run_script
 
 NETWORK = "dockyard-monitoring"
@@ -138,7 +138,8 @@ class Monitoring(pulumi.ComponentResource):
                     resources=docker.ServiceTaskSpecResourcesArgs(
                         limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=128 * 1024 * 1024)),
                 ),
-                opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
+                endpoint_spec=BY_TASK_ADDRESS,
+            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
             ))
 
         self.node_exporter = global_agent("nodeExporter", "node-exporter", [
@@ -181,6 +182,7 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=restart,
             ),
+            endpoint_spec=BY_TASK_ADDRESS,
             opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
         ))
         receivers = chain.add(swarm_secret(f"{name}-alertmanager-config", "dockyard-alertmanager-config",
@@ -204,6 +206,7 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=restart,
             ),
+            endpoint_spec=BY_TASK_ADDRESS,
             opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
         ))
         env = {"REGISTRY_URL": args.registry_url or "", "GITEA_URL": args.gitea_url or ""}
@@ -268,6 +271,7 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=ingress_network_id)],
                 restart_policy=restart,
             ),
+            endpoint_spec=BY_TASK_ADDRESS,
             opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=PROVIDER_NOISE)),
         ))
         self.grafana_url = f"https://grafana.{settings.domain}/"

@@ -14,7 +14,8 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from .config import PlatformSettings
-from .ingress import NETWORK as INGRESS_NETWORK, NO_ENV_NOISE, PROVIDER_NOISE, Chain, secret_file, swarm_secret
+from .ingress import (BY_TASK_ADDRESS, NETWORK as INGRESS_NETWORK, NO_ENV_NOISE, PROVIDER_NOISE, Chain, secret_file,
+                      swarm_secret)
 
 AGENT_NETWORK = "dockyard-panel"
 AGENT_SERVICE = "portainer-agent"
@@ -83,6 +84,7 @@ class Panel(pulumi.ComponentResource):
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
             ),
+            endpoint_spec=BY_TASK_ADDRESS,
             opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=PROVIDER_NOISE)),
         ))
         server_node = pulumi.Output.from_input(args.server_node_id)
@@ -108,6 +110,7 @@ class Panel(pulumi.ComponentResource):
                                     docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
             ),
+            endpoint_spec=BY_TASK_ADDRESS,
             opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
         ))
         self.last = chain.last

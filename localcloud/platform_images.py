@@ -44,7 +44,9 @@ LIBC = {"/lib/x86_64-linux-gnu/libc.so.6": "/lib/x86_64-linux-gnu/libc.so.6",
 # Debian 12's packages: (image, package, binary, what else of the package the image needs)
 DEBIAN = {
     "prometheus": ("prometheus", "/usr/bin/prometheus", ("/usr/share/prometheus/web",)),
-    "alertmanager": ("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", ()),
+    # Debian's build reads its notification templates from there: without them it exits
+    "alertmanager": ("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager",
+                     ("/usr/share/prometheus/alertmanager",)),
     "nodeExporter": ("prometheus-node-exporter", "/usr/bin/prometheus-node-exporter", ()),
 }
 # the CA bundle of this machine (Debian's ca-certificates), for ACME and upstream TLS

@@ -39,14 +39,15 @@ def test_every_tier_runs_traefik_on_the_managers_and_portainer_by_default(tier_r
     assert ports == {(80, "host"), (443, "host")}, "80/443 on the managers themselves, not the mesh"
     assert traefik.inputs["taskSpec"]["containerSpec"]["image"] == "traefik:v3.6.12"
     agent = found["portainer-agent"]
-    assert "global" in agent.inputs["mode"] and "endpointSpec" not in agent.inputs, "on every node, publishing nothing"
+    assert "global" in agent.inputs["mode"] and "ports" not in agent.inputs["endpointSpec"], \
+        "on every node, publishing nothing"
     server = found["portainer"]
     assert server.inputs["mode"]["replicated"]["replicas"] == 1
     first = build_topology(tier, 2).managers[0].name
     # pinned to the first manager's node, whose volume keeps its data
     assert server.inputs["taskSpec"]["placement"]["constraints"] == [f"node.id==node-{first}-manager-swarm-init"]
     assert [m["type"] for m in server.inputs["taskSpec"]["containerSpec"]["mounts"]] == ["volume"]
-    assert "endpointSpec" not in server.inputs, "reached through traefik only"
+    assert "ports" not in server.inputs["endpointSpec"], "reached through traefik only"
     labels = {label["label"]: label["value"] for label in server.inputs["labels"]}
     assert labels["traefik.http.routers.portainer.rule"] == f"Host(`portainer.svc-{tier}.dockyard.internal`)"
 
@@ -199,3 +200,14 @@ def test_only_the_providers_own_noise_is_ignored_never_a_setting(tier_run):
         sets_env = bool(service.inputs["taskSpec"]["containerSpec"].get("env"))
         assert ("taskSpec.containerSpec.env" in service.ignore_changes) is not sets_env, service.name
         assert not [p for p in service.ignore_changes if "image" in p or "secrets" in p or "args" in p]
+
+
+def test_only_traefik_has_a_virtual_ip_the_others_are_reached_by_task_address():
+    """A virtual IP costs every container on the network an IPVS balancer per service: the
+    platform's services without a published port go without one."""
+    run = run_program(stack="vip", tier="default", workers="1",
+                      platformServices=["ingress", "panel", "monitoring", "dashboards", "logs"])
+    modes = {name: s.inputs.get("endpointSpec", {}).get("mode") for name, s in services(run).items()}
+    assert modes.pop("traefik") != "dnsrr", "its ports are published (host mode)"
+    assert set(modes.values()) == {"dnsrr"}, modes
+    assert len(modes) == 9
