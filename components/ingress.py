@@ -204,15 +204,11 @@ class Ingress(pulumi.ComponentResource):
                     args=traefik_args(settings),
                     mounts=mounts,
                     secrets=secrets,
-                    healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
-                        tests=["CMD", "traefik", "healthcheck", "--ping", "--ping.entrypoint=metrics",
-                               f"--entrypoints.metrics.address=:{METRICS_PORT}"],
-                        # lenient: a health check that kills a busy traefik (a slow VM, a burst)
-                        # refuses every connection of that manager while it restarts; 20 s
-                        # timed out on a manager starting the monitoring's containers
-                        # durations as Docker writes them back ("1m", not "60s"), or every
-                        # preview shows a change
-                        interval="1m", timeout="45s", retries=5, start_period="2m"),
+                    # No health check: `traefik healthcheck` starts a second traefik every
+                    # interval, on a small or busy host a second's CPU and 100 MiB each time,
+                    # and under load it timed out and had swarm kill the traefik that served
+                    # (refusing every connection of that manager). Swarm restarts it if it exits;
+                    # Prometheus scrapes its metrics (ping answers on the metrics entrypoint).
                 ),
                 placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.role==manager"]),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],
