@@ -35,6 +35,11 @@ case "$*" in
   "info --format {{.Swarm.NodeID}}") echo "${FAKE_SELF:-self}" ;;
   "node ls -q") exit "${FAKE_LS_RC:-0}" ;;
   "node inspect "*) [ "${FAKE_KNOWN:-yes}" = yes ] || exit 1 ;;
+  "service ls -q") [ -z "${FAKE_STARTING:-}" ] || echo svc1 ;;
+  "service ps "*)
+    # the replacement task is starting the first FAKE_STARTING times it is asked, then runs
+    asked=$(( $(cat "$LOG_DIR/service-ps" 2>/dev/null || echo 0) + 1 )); echo "$asked" > "$LOG_DIR/service-ps"
+    if [ "$asked" -le "${FAKE_STARTING:-0}" ]; then echo "Starting 2 seconds ago"; else echo "Running 1 second ago"; fi ;;
   *) exit 0 ;;
 esac
 """
@@ -170,6 +175,17 @@ def test_the_removal_drains_then_removes_a_worker(bin_dir):
     asked = (bin_dir / "docker.log").read_text().splitlines()
     drain = asked.index("docker node update --availability drain n0de1d")
     assert asked.index("docker node rm --force n0de1d") > drain
+
+
+def test_the_removal_waits_until_the_nodes_replicas_run_elsewhere(bin_dir):
+    """Both replicas of a service on the leaving node: it leaves once their replacements run,
+    so that the service is not left with none."""
+    result = run(REMOVAL, bin_dir, NODE_ID="n0de1d", DRAIN_TIMEOUT="60", FAKE_STARTING="1")
+    assert result.returncode == 0, result.stderr
+    asked = (bin_dir / "docker.log").read_text().splitlines()
+    checks = [i for i, line in enumerate(asked) if line.startswith("docker service ps")]
+    assert len(checks) == 2, "asked again while the replacement was starting"
+    assert asked.index("docker node rm --force n0de1d") > checks[-1]
 
 
 def test_the_removal_leaves_a_node_that_is_gone_alone(bin_dir):

@@ -42,10 +42,18 @@ fi
 
 log "draining $NODE_ID"
 docker node update --availability drain "$NODE_ID" >/dev/null
+# drained: nothing is meant to run on the node any more, and every task meant to run
+# somewhere runs (the node's replicas started elsewhere), so its removal leaves no service
+# short of its tasks, even one whose replicas all were on this node
+drained() {
+  [ "$(docker node ps "$NODE_ID" --filter desired-state=running -q 2>/dev/null | wc -l)" -eq 0 ] || return 1
+  ! docker service ls -q 2>/dev/null |
+    xargs -r docker service ps --filter desired-state=running --format '{{.CurrentState}}' 2>/dev/null |
+    grep -qv '^Running'
+}
 waited=0
 while [ "$waited" -lt "$DRAIN_TIMEOUT" ]; do
-  running=$(docker node ps "$NODE_ID" --filter desired-state=running -q 2>/dev/null | wc -l)
-  [ "$running" -eq 0 ] && break
+  drained && break
   sleep 5
   waited=$((waited + 5))
 done
