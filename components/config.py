@@ -91,6 +91,9 @@ LOCAL_REGISTRY_IMAGE = "dockyard/registry:2.8.2"
 OPTIONAL_CI_IMAGES = ("droneClone",)
 
 PLATFORM_SERVICES = ("ingress", "panel", "monitoring", "dashboards", "logs")
+# DigitalOcean's default: all but the logs, whose collector's image (promtail) is past its end
+# of life, so that a stack asks for them
+DEFAULT_DIGITALOCEAN_SERVICES = ("ingress", "panel", "monitoring", "dashboards")
 # Pinned upstream images. Their digests could not be read on the machine this was written on
 # (no Docker Hub); pin one with e.g. `traefik:v3.7.13@sha256:...` in dockyard:platformImages.
 DEFAULT_PLATFORM_IMAGES = {
@@ -626,12 +629,12 @@ def _ci(p: _Parser, placement: Placement) -> CiSettings:
 
 
 def _platform_services(p: _Parser, placement: Placement) -> tuple[str, ...]:
-    """dockyard:platformServices, or the default: on DigitalOcean all but the logs, whose
-    collector's image (promtail) is past its end of life, so a stack asks for them; none on
-    local VMs, which cannot pull images (README, "Platform services on local VMs")."""
+    """dockyard:platformServices, or the default: DEFAULT_DIGITALOCEAN_SERVICES on
+    DigitalOcean; none on local VMs, which cannot pull images (README, "Platform services on
+    local VMs")."""
     if "platformServices" in p.raw:
         return p.string_list("platformServices")
-    return tuple(s for s in PLATFORM_SERVICES if s != "logs") if placement.cloud == "digitalocean" else ()
+    return DEFAULT_DIGITALOCEAN_SERVICES if placement.cloud == "digitalocean" else ()
 
 
 def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSettings,

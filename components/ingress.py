@@ -130,15 +130,15 @@ class Chain:
         return resource
 
 
-# What the docker provider itself plans for a service on every preview though nothing changed
-# (inputDiff false: an unset env or sysctl map "added", an unset restart window "deleted";
-# pulumi-docker 5.1.0, cf. pulumi/pulumi-docker#1285): left as they are.
 # The platform's services that publish no port are reached by their tasks' addresses (DNS
 # round robin), without a virtual IP: a virtual IP is an IPVS balancer that every container
 # on the network sets up for every service on it, the bulk of a container's start on a small
 # host (minutes for the monitoring's seven containers on an emulated CPU). traefik and
 # Prometheus address the tasks themselves anyway.
 BY_TASK_ADDRESS = docker.ServiceEndpointSpecArgs(mode="dnsrr")
+# What the docker provider itself plans for a service on every preview though nothing changed
+# (inputDiff false: an unset env or sysctl map "added", an unset restart window "deleted";
+# pulumi-docker 5.1.0, cf. pulumi/pulumi-docker#1285): left as they are.
 PROVIDER_NOISE = ["taskSpec.containerSpec.sysctl", "taskSpec.restartPolicy.window"]
 NO_ENV_NOISE = [*PROVIDER_NOISE, "taskSpec.containerSpec.env"]  # for services that set no env
 

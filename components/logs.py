@@ -20,7 +20,7 @@ from .monitoring import behind_ingress
 NETWORK = "dockyard-logs"
 LOKI_PORT = 3100
 PROMTAIL_PORT = 9080
-# promtail's read positions per node, so that a restarted promtail neither resends nor skips
+# promtail's read positions per node, so that a restarted promtail goes on where it was
 POSITIONS_VOLUME = "dockyard-promtail-positions"
 GRAFANA_DATASOURCE = Path(__file__).parent / "observability" / "grafana" / "datasource-loki.yml"
 

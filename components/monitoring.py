@@ -139,7 +139,7 @@ class Monitoring(pulumi.ComponentResource):
                         limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=128 * 1024 * 1024)),
                 ),
                 endpoint_spec=BY_TASK_ADDRESS,
-            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
+                opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
             ))
 
         self.node_exporter = global_agent("nodeExporter", "node-exporter", [

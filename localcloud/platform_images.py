@@ -4,8 +4,9 @@ module proxy, for hosts that cannot reach Docker Hub:
     python3 -m localcloud platform-images --out DIR
 
 writes DIR/traefik.tar, DIR/prometheus.tar, DIR/alertmanager.tar, DIR/node-exporter.tar,
-DIR/cadvisor.tar, DIR/loki.tar and DIR/promtail.tar, and prints the `dockyard:platformImages` settings that use them. traefik,
-cAdvisor, Loki and promtail are built from the Go module proxy (cached in ~/.cache/dockyard/ci-bin);
+DIR/cadvisor.tar, DIR/loki.tar and DIR/promtail.tar, and prints the `dockyard:platformImages`
+settings that use them. traefik, cAdvisor, Loki and promtail are built from the Go module
+proxy (cached in ~/.cache/dockyard/ci-bin);
 Prometheus, Alertmanager and node-exporter are Debian 12's packages, on Debian's libc and
 nothing else. Portainer is neither in Debian nor on the Go module proxy, so it cannot be
 built here (README, "Platform services on local VMs").
@@ -112,21 +113,13 @@ def local_go_binary(source: Path, name: str) -> Path:
     return out
 
 
-def cadvisor_image(binary: bytes) -> ImageSpec:
+def static_binary_image(name: str, version: str, binary: bytes, exposed_ports: tuple[str, ...] = ()) -> ImageSpec:
+    """An image of one static Go program and nothing else: dockyard/<name>:<version>."""
     return ImageSpec(
-        repo_tag=f"dockyard/cadvisor:{CADVISOR_VERSION}",
-        cmd=[], entrypoint=["/usr/local/bin/cadvisor"],
-        files={"/usr/local/bin/cadvisor": (binary, 0o755)},
-        env=("PATH=/usr/local/bin",), exposed_ports=("8080/tcp",),
-    )
-
-
-def loki_image(name: str, binary: bytes) -> ImageSpec:
-    return ImageSpec(
-        repo_tag=f"dockyard/{name}:{LOKI.version.lstrip('v')}",
+        repo_tag=f"dockyard/{name}:{version}",
         cmd=[], entrypoint=[f"/usr/local/bin/{name}"],
         files={f"/usr/local/bin/{name}": (binary, 0o755)},
-        env=("PATH=/usr/local/bin",),
+        env=("PATH=/usr/local/bin",), exposed_ports=exposed_ports,
     )
 
 
@@ -135,9 +128,11 @@ def build_platform_images(out: Path) -> dict[str, str]:
     libc = libc_files()
     specs = {
         "traefik": traefik_image(go_binaries(TRAEFIK)["traefik"].read_bytes(), CA_BUNDLE.read_bytes()),
-        "cadvisor": cadvisor_image(local_go_binary(CADVISOR_SOURCE, "cadvisor").read_bytes()),
+        "cadvisor": static_binary_image("cadvisor", CADVISOR_VERSION,
+                                        local_go_binary(CADVISOR_SOURCE, "cadvisor").read_bytes(), ("8080/tcp",)),
         **{key: debian_image(key, libc) for key in DEBIAN},
-        **{name: loki_image(name, binary.read_bytes()) for name, binary in go_binaries(LOKI).items()},
+        **{name: static_binary_image(name, LOKI.version.lstrip("v"), binary.read_bytes())
+           for name, binary in go_binaries(LOKI).items()},
     }
     out.mkdir(parents=True, exist_ok=True)
     for key, spec in specs.items():

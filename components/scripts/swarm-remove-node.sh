@@ -57,7 +57,8 @@ while [ "$waited" -lt "$DRAIN_TIMEOUT" ]; do
   sleep 5
   waited=$((waited + 5))
 done
-[ "$waited" -lt "$DRAIN_TIMEOUT" ] || log "warning: tasks still on $NODE_ID after ${DRAIN_TIMEOUT}s; removing it anyway"
+[ "$waited" -lt "$DRAIN_TIMEOUT" ] ||
+  log "warning: after ${DRAIN_TIMEOUT}s the tasks of $NODE_ID or their replacements are not all running; removing it anyway"
 
 log "removing $NODE_ID from the swarm"
 docker node rm --force "$NODE_ID" >/dev/null
