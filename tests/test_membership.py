@@ -36,6 +36,11 @@ case "$*" in
   "node ls -q") exit "${FAKE_LS_RC:-0}" ;;
   "node inspect "*) [ "${FAKE_KNOWN:-yes}" = yes ] || exit 1 ;;
   "service ls -q") [ -z "${FAKE_STARTING:-}" ] || echo svc1 ;;
+  "service ls --format {{.Mode}} {{.Replicas}}")
+    # the first FAKE_SHORT times: the node's replicas are stopped, their replacements not made yet
+    asked=$(( $(cat "$LOG_DIR/service-ls" 2>/dev/null || echo 0) + 1 )); echo "$asked" > "$LOG_DIR/service-ls"
+    echo "global 2/2"
+    if [ "$asked" -le "${FAKE_SHORT:-0}" ]; then echo "replicated 0/2"; else echo "replicated 2/2"; fi ;;
   "service ps "*)
     # the replacement task is starting the first FAKE_STARTING times it is asked, then runs
     asked=$(( $(cat "$LOG_DIR/service-ps" 2>/dev/null || echo 0) + 1 )); echo "$asked" > "$LOG_DIR/service-ps"
@@ -186,6 +191,18 @@ def test_the_removal_waits_until_the_nodes_replicas_run_elsewhere(bin_dir):
     checks = [i for i, line in enumerate(asked) if line.startswith("docker service ps")]
     assert len(checks) == 2, "asked again while the replacement was starting"
     assert asked.index("docker node rm --force n0de1d") > checks[-1]
+
+
+def test_the_removal_waits_while_the_nodes_replicas_have_no_replacement_yet(bin_dir):
+    """Just after the drain the node's tasks are stopped and no replacement exists: no task is
+    "starting" either, so only the count of running replicas shows the service is short."""
+    result = run(REMOVAL, bin_dir, NODE_ID="n0de1d", DRAIN_TIMEOUT="60", FAKE_SHORT="2")
+    assert result.returncode == 0, result.stderr
+    asked = (bin_dir / "docker.log").read_text().splitlines()
+    counts = [i for i, line in enumerate(asked) if line.startswith("docker service ls --format")]
+    assert len(counts) == 3, "asked until the replicas were all running"
+    assert asked.index("docker node rm --force n0de1d") > counts[-1]
+    assert "warning" not in result.stderr
 
 
 def test_the_removal_leaves_a_node_that_is_gone_alone(bin_dir):
