@@ -42,6 +42,11 @@ def _swarm_job(job: str, service: str, port: int, network: str) -> dict:
             {"source_labels": ["__meta_dockerswarm_network_name"], "regex": network, "action": "keep"},
             {"source_labels": ["__meta_dockerswarm_task_desired_state"], "regex": "running", "action": "keep"},
             {"source_labels": ["__meta_dockerswarm_node_hostname"], "target_label": "node"},
+            # a task that publishes ports is discovered once per published port (traefik: 80
+            # and 443), with that port: every one becomes the metrics port, and the targets
+            # that are then the same are scraped once
+            {"source_labels": ["__address__"], "regex": "(.+):[0-9]+", "target_label": "__address__",
+             "replacement": f"${{1}}:{port}"},
         ],
     }
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
 
-from components.monitoring import RULES_FILE, alertmanager_config, prometheus_config
+from components.ingress import METRICS_PORT as TRAEFIK_METRICS_PORT, NETWORK as INGRESS_NETWORK
+from components.monitoring import NETWORK, RULES_FILE, alertmanager_config, prometheus_config
 from components.topology import build_topology
 from tests.harness import run_program
 from tests.test_host_scripts import run, sandbox
@@ -67,6 +70,45 @@ def test_prometheus_config_is_valid_and_finds_the_agents_by_swarm_discovery(prom
     for name in ("node", "cadvisor", "traefik"):
         assert jobs[name]["dockerswarm_sd_configs"][0]["role"] == "tasks", "no static target list"
     assert "static_configs" not in jobs["node"]
+
+
+def relabel(rules: list[dict], labels: dict) -> Optional[dict]:
+    """Prometheus' relabelling for the actions the config uses (keep, replace): the source
+    labels joined by ';', the regex anchored at both ends, $1 in the replacement."""
+    labels = dict(labels)
+    for rule in rules:
+        value = ";".join(labels.get(name, "") for name in rule["source_labels"])
+        match = re.fullmatch(rule.get("regex", "(.*)"), value)
+        if rule.get("action", "replace") == "keep":
+            if not match:
+                return None
+        elif match:
+            labels[rule["target_label"]] = re.sub(r"\$\{?(\d+)\}?", lambda m: match.group(int(m.group(1))),
+                                                  rule.get("replacement", "$1"))
+    return {k: v for k, v in labels.items() if not k.startswith("__meta_")}
+
+
+def discovered_task(service: str, network: str, address: str, node: str, **meta: str) -> dict:
+    return {"__address__": address, "__meta_dockerswarm_service_name": service,
+            "__meta_dockerswarm_network_name": network, "__meta_dockerswarm_task_desired_state": "running",
+            "__meta_dockerswarm_node_hostname": node, **meta}
+
+
+def test_the_ingress_is_scraped_on_its_metrics_port_once_whatever_ports_it_publishes():
+    """Swarm discovery gives a task that publishes ports one target per published port, with
+    that port (the real engine's run: traefik's :80 and :443 down, its metrics on 8082)."""
+    jobs = {job["job_name"]: job for job in json.loads(prometheus_config())["scrape_configs"]}
+    rules = jobs["traefik"]["relabel_configs"]
+    found = [relabel(rules, discovered_task("traefik", INGRESS_NETWORK, f"10.0.1.3:{port}", "b",
+                                             __meta_dockerswarm_task_port_publish_mode="host"))
+             for port in (80, 443)]
+    assert found[0] == found[1] == {"__address__": f"10.0.1.3:{TRAEFIK_METRICS_PORT}", "node": "b"}
+    # the agents, which publish nothing, are found on the port the job names
+    agent = relabel(jobs["node"]["relabel_configs"], discovered_task("node-exporter", NETWORK, "10.0.2.3:9100", "w1"))
+    assert agent == {"__address__": "10.0.2.3:9100", "node": "w1"}
+    # other services and tasks on other networks are not scraped
+    assert relabel(rules, discovered_task("web", INGRESS_NETWORK, "10.0.1.9:80", "b")) is None
+    assert relabel(rules, discovered_task("traefik", "ingress", "10.0.0.5:80", "b")) is None
 
 
 @pytest.mark.parametrize("receivers", [
