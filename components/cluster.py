@@ -1,6 +1,7 @@
 """The platform on a set of hosts: the order in which the roles come up.
 
-engine on every host -> master inventory and bastion
+engine on every host -> its data restored from a backup, when the stack restores
+                     -> master inventory and bastion
                      -> NFS exports -> NFS mounts (on every host that mounts them)
                      -> swarm init on the first manager -> join tokens (secret)
                         -> other managers join -> workers join -> node labels
@@ -12,6 +13,7 @@ from typing import Optional
 
 import pulumi
 
+from .backup import Backup, BackupArgs, BackupSecrets, data_paths
 from .config import DockyardConfig
 from .docker_host import DockerHost, DockerHostArgs
 from .hosts import Platform
@@ -30,6 +32,8 @@ class ClusterArgs:
     config: DockyardConfig
     topology: Topology
     platform: Platform
+    # the repository's password and keys, when the stack backs up (config.BackupSettings)
+    backup_secrets: Optional[BackupSecrets] = None
 
 
 def labels_of(topology: Topology, spec: HostSpec) -> dict[str, str]:
@@ -45,6 +49,7 @@ class Cluster(pulumi.ComponentResource):
         super().__init__("dockyard:index:Cluster", name, None, opts)
         self._config, self._topology, self.platform = args.config, args.topology, args.platform
         self._hosts = args.platform.hosts
+        self._backup_secrets = args.backup_secrets
         self._child = pulumi.ResourceOptions(parent=self)
         self._addresses = {n: h.private_ip for n, h in self._hosts.items()}
         self._engines()
@@ -62,7 +67,10 @@ class Cluster(pulumi.ComponentResource):
         self._outputs()
 
     def engine_up(self, name: str) -> list[pulumi.Resource]:
-        """What a role on host `name` waits for: the host's Docker engine."""
+        """What a role on host `name` waits for: the host's Docker engine, and its data back
+        when the stack restores a backup (the backup's setup runs after the engine)."""
+        if name in self.backups:
+            return [self.backups[name].ready]
         return [self.engines[name].engine]
 
     def _engines(self) -> None:
@@ -70,6 +78,7 @@ class Cluster(pulumi.ComponentResource):
         # never pruned: preloaded images (no registry gives them back) and what CI/CD runs
         keep_images = cfg.preload_image_ids + tuple(sorted(set(cfg.ci.images.values())))
         self.engines: dict[str, DockerHost] = {}
+        self.backups: dict[str, Backup] = {}
         for spec in self._topology.hosts:
             mount = {"nfs": cfg.nfs.export_root, "ci": "/srv/ci"}.get(spec.volume or "")
             # what owns the data on the volume: it must not start (and write to the root
@@ -83,6 +92,16 @@ class Cluster(pulumi.ComponentResource):
                                keep_images=keep_images),
                 opts=child,
             )
+            paths = data_paths(self._topology, spec)
+            if cfg.backup.enabled and paths:
+                assert self._backup_secrets is not None, "the program reads the backup's secrets"
+                self.backups[spec.name] = Backup(
+                    f"{spec.name}-backup",
+                    BackupArgs(host=self._hosts[spec.name], host_name=spec.name, settings=cfg.backup,
+                               secrets=self._backup_secrets, paths=paths,
+                               depends_on=[self.engines[spec.name].engine]),
+                    opts=child,
+                )
 
     def _preloads(self) -> None:
         """The stack's preloaded images on every host, sent from here over ssh (through the

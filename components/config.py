@@ -51,6 +51,9 @@ KEYS: dict[str, str] = {
     # platform services on the swarm (_platform)
     "platformServices": STRUCTURED, "platformImages": STRUCTURED, "domain": TEXT, "acmeEmail": TEXT,
     "monitoringRetention": TEXT, "logsRetention": TEXT, "alertWebhook": TEXT, "alertEmail": TEXT, "alertSmtp": TEXT,
+    # backups (_backup)
+    "backupRepository": TEXT, "backupPassword": SECRET, "backupAccessKeyId": TEXT, "backupSecretAccessKey": SECRET,
+    "backupSchedule": TEXT, "backupKeep": STRUCTURED, "restoreFrom": TEXT,
 }
 KNOWN_KEYS = tuple(KEYS)
 
@@ -207,6 +210,25 @@ class PlatformSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """Backups of the hosts' data with restic (README, "Backups and restore"). The password
+    and the S3 secret key are secrets the program reads itself (program.StackSettings)."""
+
+    repository: Optional[str]      # restic repository; None: no backups
+    access_key_id: Optional[str]   # of an s3: repository
+    schedule: str                  # systemd OnCalendar= of the backups
+    keep: Mapping[str, int]        # restic forget --keep-<period> N
+    restore_from: Optional[str]    # "latest": a new host restores its data before it is used
+
+    @property
+    def enabled(self) -> bool:
+        return self.repository is not None
+
+    def forget_options(self) -> str:
+        return " ".join(f"--keep-{period} {count}" for period, count in self.keep.items())
+
+
+@dataclass(frozen=True)
 class DockyardConfig:
     """The fields of Placement, NetworkSettings, MachineSettings and EngineSettings side by
     side, and the ssh, nfs and ci sections. No field has a default: parse_config fills each
@@ -238,6 +260,7 @@ class DockyardConfig:
     nfs: NfsSettings
     ci: CiSettings
     platform: PlatformSettings
+    backup: BackupSettings
 
     def size_of(self, role: Role) -> str:
         return self.sizes[role.value]
@@ -356,10 +379,11 @@ def parse_config(
     nfs = _nfs(p)
     ci = _ci(p, placement)
     platform = _platform(p, placement, stack, network, platform_services)
+    backup = _backup(p, placement)
     if p.errors:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(p.errors))
     sections = (placement, network, machines, engine)
-    return DockyardConfig(stack=stack, ssh=ssh, nfs=nfs, ci=ci, platform=platform,
+    return DockyardConfig(stack=stack, ssh=ssh, nfs=nfs, ci=ci, platform=platform, backup=backup,
                           **{f.name: getattr(s, f.name) for s in sections for f in fields(s)})
 
 
@@ -701,6 +725,59 @@ def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSett
         p.fail("alertSmtp", f"{smtp!r} must be host:port, e.g. smtp.example.com:587")
     return PlatformSettings(tuple(services), images, domain, acme_email, retention, logs_retention, webhook, email,
                             smtp)
+
+
+BACKUP_PERIODS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+DEFAULT_BACKUP_KEEP = {"daily": 7, "weekly": 4, "monthly": 6}
+# restic's repository kinds the hosts can reach: S3 (DigitalOcean Spaces), its REST server, SFTP
+BACKUP_REPOSITORY = re.compile(r"(s3:https?://|rest:https?://|sftp:)[A-Za-z0-9._~/:@%+-]+")
+
+
+def _backup(p: _Parser, placement: Placement) -> BackupSettings:
+    repository = p.string("backupRepository")
+    if repository is not None:
+        if not BACKUP_REPOSITORY.fullmatch(repository):
+            p.fail("backupRepository", f"{repository!r} is not a restic repository the hosts can reach, such as "
+                                       f"s3:https://fra1.digitaloceanspaces.com/BUCKET/{placement.tier} or "
+                                       f"rest:http://10.0.0.5:8000/{placement.tier}")
+        elif re.match(r"(s3|rest):https?://[^/]*@", repository):
+            p.fail("backupRepository", "holds a user name or password, which would be in clear in the stack's "
+                                       "settings; give S3 keys with dockyard:backupAccessKeyId and "
+                                       "`pulumi config set --secret dockyard:backupSecretAccessKey`")
+        if not p.value("backupPassword"):
+            p.fail("backupPassword", "the repository is encrypted with a password the stack keeps: "
+                                     "`pulumi config set --secret dockyard:backupPassword` (keep a copy: "
+                                     "without it no backup can be read, by this stack or a new one)")
+        if repository.startswith("s3:") and not (p.value("backupAccessKeyId") and p.value("backupSecretAccessKey")):
+            p.fail("backupAccessKeyId", "an s3: repository needs the bucket's keys: dockyard:backupAccessKeyId and "
+                                        "`pulumi config set --secret dockyard:backupSecretAccessKey`")
+    else:
+        for key in ("backupPassword", "backupAccessKeyId", "backupSecretAccessKey", "backupSchedule", "backupKeep",
+                    "restoreFrom"):
+            if p.value(key):
+                p.fail(key, "has no effect without dockyard:backupRepository; set the repository or remove the key")
+
+    access_key_id = p.string("backupAccessKeyId")
+    if access_key_id is not None and not re.fullmatch(r"[A-Za-z0-9]{8,128}", access_key_id):
+        p.fail("backupAccessKeyId", f"{access_key_id!r} is not an access key id (letters and digits)")
+    schedule = p.string("backupSchedule", "*-*-* 02:30:00")
+    if not CALENDAR_EVENT.fullmatch(schedule):
+        p.fail("backupSchedule", f"{schedule!r} is not a systemd calendar event such as '*-*-* 02:30:00' or 'hourly'")
+    keep: dict[str, int] = {}
+    raw_keep = p.mapping("backupKeep") if "backupKeep" in p.raw else DEFAULT_BACKUP_KEEP
+    for period, count in raw_keep.items():
+        if period not in BACKUP_PERIODS:
+            p.fail("backupKeep", f"unknown period {period!r}; use {', '.join(BACKUP_PERIODS)}")
+        elif not str(count).isdigit() or int(count) < 1:
+            p.fail("backupKeep", f"{period}: {count!r} must be a whole number of snapshots, 1 or more")
+        else:
+            keep[period] = int(count)
+    if not raw_keep:
+        p.fail("backupKeep", "keeps nothing; give at least one period, e.g. daily: 7")
+    restore_from = p.string("restoreFrom")
+    if restore_from is not None and restore_from != "latest":
+        p.fail("restoreFrom", f"{restore_from!r}: only latest (each host's newest snapshot) is supported")
+    return BackupSettings(repository, access_key_id, schedule, keep, restore_from)
 
 
 def unknown_key_problems(names: Iterable[str]) -> list[str]:

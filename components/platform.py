@@ -11,6 +11,7 @@ import pulumi
 import pulumi_docker as docker
 
 from .authority import StackAuthority, StackAuthorityArgs
+from .backup import BackupSecrets
 from .cicd import GITEA_PORT, CiCd, CiCdArgs
 from .cluster import Cluster, ClusterArgs
 from .config import DockyardConfig
@@ -112,13 +113,15 @@ def host_docker_provider(name: str, config: DockyardConfig, platform: Platform, 
     )
 
 
-def deploy(config: DockyardConfig, topology: Topology, platform: Platform) -> Deployment:
+def deploy(config: DockyardConfig, topology: Topology, platform: Platform,
+           backup_secrets: Optional[BackupSecrets] = None) -> Deployment:
     """The platform on the hosts a cloud made: the cluster and, where the tier has a CI/CD
     host and the stack runs services on it, those services."""
-    cluster = Cluster(config.stack, ClusterArgs(config=config, topology=topology, platform=platform))
+    cluster = Cluster(config.stack, ClusterArgs(config=config, topology=topology, platform=platform,
+                                                backup_secrets=backup_secrets))
 
-    engine_and_images = {name: [cluster.preloads[name].load if name in cluster.preloads else e.engine]
-                         for name, e in cluster.engines.items()}
+    engine_and_images = {name: [cluster.preloads[name].load] if name in cluster.preloads else cluster.engine_up(name)
+                         for name in cluster.engines}
     ci_hosts = topology.with_role(Role.CICD)
     runs_registry = bool(ci_hosts) and config.ci.runs("registry")
     authority = None

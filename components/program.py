@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 
+from .backup import BackupSecrets
 from .config import NAMESPACE, ConfigError, DockyardConfig, parse_config, read_raw_config
 from .hosts import Platform
 from .hosts.digitalocean import DigitalOceanCloud, DigitalOceanCloudArgs
@@ -27,13 +28,22 @@ class StackSettings:
     stack: str
     # the `dockyard:*` values, secrets only as a presence flag (config.read_raw_config)
     raw: Mapping[str, Any]
-    # dockyard:sshPrivateKey, the one secret the program reads itself
+    # dockyard:sshPrivateKey, a secret the program reads itself
     ssh_private_key: Optional[pulumi.Output[str]] = None
+    # the other secrets it reads: dockyard:backupPassword and backupSecretAccessKey, when set
+    backup_password: Optional[pulumi.Output[str]] = None
+    backup_secret_access_key: Optional[pulumi.Output[str]] = None
 
     @classmethod
     def of_this_stack(cls) -> "StackSettings":
         settings = pulumi.Config(NAMESPACE)
-        return cls(pulumi.get_stack(), read_raw_config(settings), settings.get_secret("sshPrivateKey"))
+        return cls(pulumi.get_stack(), read_raw_config(settings), settings.get_secret("sshPrivateKey"),
+                   settings.get_secret("backupPassword"), settings.get_secret("backupSecretAccessKey"))
+
+    def backup_secrets(self) -> Optional[BackupSecrets]:
+        if self.backup_password is None:
+            return None
+        return BackupSecrets(self.backup_password, self.backup_secret_access_key)
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,7 @@ def run(settings: StackSettings) -> Program:
     private_key = users_private_key(settings, config) if cloud.takes_users_key else None
     # refuses, before any change, to remove half of the swarm's managers or more in one update
     manager_count = guard_manager_change(config.managers, config.allow_manager_majority_loss)
-    deployment = deploy(config, topology, cloud.make(config, topology, private_key))
+    deployment = deploy(config, topology, cloud.make(config, topology, private_key), settings.backup_secrets())
     return Program(config, topology, private_key, deployment,
                    stack_exports(config, topology, manager_count, deployment))
 

@@ -71,6 +71,9 @@ DRONE = GoBuild("github.com/drone/drone", "v1.10.1", (("drone-server", "./cmd/dr
                 replaces=(("docker.io/go-docker", "github.com/docker/go-docker@v1.0.0"),))
 RUNNER = GoBuild("github.com/drone-runners/drone-runner-docker", "v1.8.3", (("drone-runner-docker", "."),))
 
+# restic's REST server: the local e2e's backup repository, on this machine (README, "Backups")
+REST_SERVER = GoBuild("github.com/restic/rest-server", "v0.12.1", (("rest-server", "./cmd/rest-server"),))
+
 GITEA_ENTRYPOINT = """#!/bin/sh
 # What the official image's s6 setup does: app.ini under /data, GITEA__* variables into it.
 set -eu

@@ -57,6 +57,11 @@ def command_line() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p = sub.add_parser("registry-image", help="write the dockyard/registry image as a docker-archive")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("backup-server", help="run restic's REST server here (built from the Go module proxy "
+                                             "once): a backup repository the VMs of a network reach, without "
+                                             "authentication, so listen only on the network's own address")
+    p.add_argument("--path", required=True, help="where the repositories are kept")
+    p.add_argument("--listen", required=True, help="ADDRESS:PORT, e.g. 10.231.0.1:8765")
     p = sub.add_parser("web-image", help="write the dockyard/web:VERSION test app as a docker-archive")
     p.add_argument("--version", required=True)
     p.add_argument("--out", required=True)
@@ -98,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             from localcloud.images import registry_image, write_archive
 
             print(write_archive(registry_image(), Path(args.out)))
+        elif args.command == "backup-server":
+            import os
+
+            from localcloud.ci_images import REST_SERVER, go_binaries
+
+            server = go_binaries(REST_SERVER)["rest-server"]
+            os.execv(server, [str(server), "--path", args.path, "--listen", args.listen, "--no-auth"])
         elif args.command == "web-image":
             from localcloud.images import deb_file, web_image, write_archive
 

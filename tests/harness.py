@@ -22,6 +22,8 @@ from components.quorum import MANAGER_COUNT_OUTPUT
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 TEST_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-private-key\n-----END OPENSSH PRIVATE KEY-----\n"
+TEST_BACKUP_PASSWORD = "test-backup-password-kept-by-the-stack"
+TEST_BACKUP_SECRET_KEY = "test-spaces-secret-key"
 WORKER_TOKEN = "SWMTKN-1-testworkertoken"
 MANAGER_TOKEN = "SWMTKN-1-testmanagertoken"
 GENERATED_PREFIX = "generated-secret-"  # what the mocked pulumi-random passwords start with
@@ -234,7 +236,11 @@ def run_program(stack: str = "test", previous_managers: int | None = None, **ove
     @pulumi.runtime.test
     def program():
         key = pulumi.Output.secret(TEST_KEY) if raw.get("sshPrivateKey") else None
-        result = run_the_program(StackSettings(stack, raw, key))
+        result = run_the_program(StackSettings(
+            stack, raw, key,
+            backup_password=pulumi.Output.secret(TEST_BACKUP_PASSWORD) if raw.get("backupPassword") else None,
+            backup_secret_access_key=pulumi.Output.secret(TEST_BACKUP_SECRET_KEY)
+            if raw.get("backupSecretAccessKey") else None))
         run.cluster = result.deployment.cluster
         run.deployment = result.deployment
         run.private_key = result.private_key

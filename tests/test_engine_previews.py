@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.topology import build_topology
 from previews.comment import read_events, render
 from tests.engine import ROOT, Engine
 
@@ -104,6 +105,33 @@ def test_the_platform_services_preview_on_the_swarm_with_their_secrets_hidden(en
     public = {r["portRange"] for r in manager_rules["new"]["inputs"]["inboundRules"]
               if "0.0.0.0/0" in r.get("sourceAddresses", [])}
     assert public == {"80", "443"}
+
+
+def test_backups_to_spaces_preview_on_the_hosts_with_data_and_their_keys_stay_secret(engine):
+    """A stack that backs up and restores, as a pull request previews it: a backup command on
+    each host with a volume, the password and the S3 secret key never in clear."""
+    password, secret_key = "preview-backup-password-4f1c", "preview-spaces-secret-9d2e"
+    settings = {"dockyard:backupRepository": "s3:https://fra1.digitaloceanspaces.com/dockyard-backups/small",
+                "dockyard:backupAccessKeyId": "DO00PREVIEWKEY", "dockyard:restoreFrom": "latest"}
+    for key, value in settings.items():
+        engine.set("small", key, value)
+    for key, value in (("dockyard:backupPassword", password), ("dockyard:backupSecretAccessKey", secret_key)):
+        engine.run("config", "set", "--stack", "small", "--secret", key, stdin=value)
+    try:
+        preview = engine.preview("small")
+    finally:
+        for key in [*settings, "dockyard:backupPassword", "dockyard:backupSecretAccessKey"]:
+            engine.run("config", "rm", "--stack", "small", key)
+    backups = {s["urn"].rsplit("::", 1)[1]: s["new"]["inputs"] for s in preview.steps("create")
+               if s["urn"].endswith("-backup-restic")}
+    with_volume = sorted(f"{h.name}-backup-restic" for h in build_topology("small", workers_of("small")).hosts
+                         if h.volume)
+    assert sorted(backups) == with_volume
+    for inputs in backups.values():
+        assert "RESTORE=latest" in inputs["create"] and "AWS_ACCESS_KEY_ID=DO00PREVIEWKEY" in inputs["create"]
+        assert SECRET_SIG in inputs["stdin"], "the script's stdin carries the password: a secret"
+    printed = preview.run.stdout + preview.run.stderr
+    assert password not in printed and secret_key not in printed
 
 
 def test_a_bad_config_value_fails_the_preview_and_names_the_key(engine):

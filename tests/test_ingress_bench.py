@@ -11,9 +11,11 @@ from tools import ingress_bench
 class _App(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keeps a connection open when the client asks
     connections: set = set()
+    paths: list = []
 
     def do_GET(self):
         _App.connections.add(self.client_address)
+        _App.paths.append(self.path)
         body = b"dockyard web\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -47,6 +49,14 @@ def test_kept_alive_clients_reuse_their_connection_and_the_others_do_not(app):
     _App.connections = set()
     fresh = ingress_bench.throughput(app, None, clients=1, seconds=0.5)
     assert kept == 1 and len(_App.connections) == fresh["ok"] > 1
+
+
+def test_a_request_carries_the_urls_query(app):
+    """The e2e asks Prometheus' API through the ingress with a query string."""
+    _App.paths = []
+    status, _ = ingress_bench.fetch(ingress_bench.Target("api", app.url + "api/v1/query?query=up%7Bjob%3D%22x%22%7D",
+                                                         app.address))
+    assert status == 200 and _App.paths == ["/api/v1/query?query=up%7Bjob%3D%22x%22%7D"]
 
 
 def test_a_path_that_refuses_counts_every_request_as_failed():

@@ -67,7 +67,8 @@ def connection(target: Target, context: Optional[ssl.SSLContext] = None,
 def request(conn: http.client.HTTPConnection, target: Target, keep_alive: bool = False,
             headers: Optional[dict] = None) -> tuple[int, bytes]:
     parts = urlsplit(target.url)
-    conn.request("GET", parts.path or "/", headers={"Host": parts.netloc,
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn.request("GET", path, headers={"Host": parts.netloc,
                                                      "Connection": "keep-alive" if keep_alive else "close",
                                                      **(headers or {})})
     response = conn.getresponse()

@@ -66,8 +66,9 @@ class LocalStack:
     outputs: dict = field(default_factory=dict)
 
     @classmethod
-    def create(cls, engine: Engine, name: str, config: dict) -> "LocalStack":
-        engine.init(name, {f"dockyard:{k}": v for k, v in config.items()})
+    def create(cls, engine: Engine, name: str, config: dict, secrets: Optional[dict] = None) -> "LocalStack":
+        engine.init(name, {f"dockyard:{k}": v for k, v in config.items()},
+                    {f"dockyard:{k}": v for k, v in (secrets or {}).items()})
         return cls(engine, name)
 
     def set(self, key: str, value) -> None:

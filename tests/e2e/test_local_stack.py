@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -40,6 +41,11 @@ observability = pytest.mark.skipif(not OBSERVABILITY, reason="monitoring's and l
 CONFIG = {"cloud": "local", "tier": "default", "workers": "1", "vpcCidr": "10.233.0.0/24", "pruneAfter": "0h",
           "platformServices": ["ingress", "monitoring", "logs"] if OBSERVABILITY else ["ingress"]}
 MASTER, MANAGER, WORKER = "10.233.0.11", "10.233.0.12", "10.233.0.13"
+# backups go to restic's REST server on this machine, on the VM network's own address
+# (`python3 -m localcloud backup-server`), which outlives the stack's destroy
+BACKUP_LISTEN = "10.233.0.1:8765"
+CONFIG["backupRepository"] = f"rest:http://{BACKUP_LISTEN}/{NET}"
+BACKUP_PASSWORD = "e2e-backup-" + os.urandom(12).hex()
 DOMAIN = f"{NET}.dockyard.internal"  # the default dockyard:domain of the stack
 # What the bootstrap scripts log when they change something; a re-run must log none.
 CHANGES = re.compile(r"formatting|adding .* to /etc/fstab|mounting|installing|writing|restarting|initialising|"
@@ -92,15 +98,41 @@ def stack(tmp_path_factory):
     platform_images = {key: tag for key, tag in json.loads(built.stdout.splitlines()[-1]).items()
                        if OBSERVABILITY or key == "traefik"}
     archives += [str(images / f"{tag.split('/')[1].split(':')[0]}.tar") for tag in platform_images.values()]
+    backup_server = start_backup_server(tmp_path_factory.mktemp("backups"))
     engine = Engine.in_tmp(tmp_path_factory.mktemp("engine"))
-    stack = LocalStack.create(engine, NET, {**CONFIG, "preloadImages": archives, "platformImages": platform_images})
+    stack = LocalStack.create(engine, NET, {**CONFIG, "preloadImages": archives, "platformImages": platform_images},
+                              secrets={"backupPassword": BACKUP_PASSWORD})
     try:
         timed("first up", stack.up)
         yield stack
     finally:
-        timed("destroy", stack.destroy)
-        engine.run("stack", "rm", "--yes", "--stack", NET, check=False)
+        try:
+            timed("destroy", stack.destroy)
+            engine.run("stack", "rm", "--yes", "--stack", NET, check=False)
+        finally:
+            backup_server.terminate()
+            backup_server.wait(timeout=30)
     assert leftovers() == []
+
+
+def start_backup_server(path: Path) -> subprocess.Popen:
+    """restic's REST server on the VM network's address (made first, as the stack would)."""
+    subprocess.run(["python3", "-m", "localcloud", "network-up", "--net", NET, "--cidr", CONFIG["vpcCidr"]],
+                   check=True, capture_output=True)
+    server = subprocess.Popen(["python3", "-m", "localcloud", "backup-server", "--path", str(path),
+                               "--listen", BACKUP_LISTEN], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host, port = BACKUP_LISTEN.split(":")
+    deadline = time.monotonic() + 600  # built from the Go module proxy the first time
+
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError(f"the backup server did not start (exit {server.returncode})")
+            time.sleep(2)
 
 
 def test_every_host_is_a_ready_swarm_node_with_its_role(stack):
@@ -691,13 +723,39 @@ def test_no_secret_is_in_clear_in_the_state_the_output_or_on_the_hosts(stack):
         assert "SWMTKN" not in cmdlines and password not in cmdlines
 
 
-def test_destroy_and_recreate_with_the_first_manager_killed_by_hand(stack):
+def test_destroy_and_recreate_from_a_backup_then_destroy_with_the_first_manager_killed_by_hand(stack):
+    # what the backup must bring back: a file on the export, an image in the registry
+    registry = stack.outputs["registry"]
+    image = stack.ssh(MANAGER, f"docker image inspect --format '{{{{index .RepoDigests 0}}}}' {registry}/web:2"
+                      ).stdout.strip()
+    assert "@sha256:" in image
+    checksum = stack.ssh(MANAGER, "head -c 3000000 /dev/urandom > /mnt/nfs/data/backup-probe && "
+                                  "sha256sum < /srv/nfs/data/backup-probe").stdout.split()[0]
+    # on demand, on each host that keeps data: a (the CI data) and b (the export)
+    for host in (MASTER, MANAGER):
+        timed(f"backup on {host}", lambda: stack.ssh(host, "systemctl start dockyard-backup.service"))
+        said = stack.ssh(host, "journalctl -u dockyard-backup.service -o cat --no-pager | grep 'backed up' | tail -n 1")
+        TIMINGS.append(f"[e2e] {host}: {said.stdout.strip()}")
+    size = stack.ssh(MASTER, "set -a; . /etc/dockyard/backup.env; restic stats --mode raw-data --quiet | "
+                             "grep -i 'total size'").stdout.strip()
+    TIMINGS.append(f"[e2e] the repository after one backup of a and b: {size}")
+
     timed("destroy", stack.destroy)
     assert leftovers() == []
+    stack.set("restoreFrom", "latest")
     try:
-        timed("up after destroy", stack.up)
+        recreated = timed("up after destroy, restoring the backup", stack.up)
+        for host in ("a", "b"):
+            said = [line for line in recreated.printed(f"{host}-backup-restic").splitlines() if "restored" in line]
+            assert said, f"{host} restored its data"
+            TIMINGS.append(f"[e2e] {said[-1].strip()}")
         nodes = stack.ssh(MANAGER, "docker node ls --format '{{.Hostname}} {{.Status}}'").stdout.split()
         assert nodes.count("Ready") == 2
+        assert stack.ssh(MANAGER, "sha256sum < /srv/nfs/data/backup-probe").stdout.split()[0] == checksum
+        assert stack.ssh(WORKER, "sha256sum < /mnt/nfs/data/backup-probe").stdout.split()[0] == checksum
+        # the image by its digest, from the new stack's registry (its new password), on a new host
+        pulled = stack.ssh(MANAGER, f"docker pull {image}", check=False)
+        assert pulled.returncode == 0, pulled.stderr
         stack.preview("--expect-no-changes")
         # the hard case: the manager every removal would have run on is the one that is gone
         subprocess.run(["pkill", "-9", "-f", f"qemu-system.*-name {NET}-b"], check=True)

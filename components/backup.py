@@ -1,0 +1,69 @@
+"""Backups of a host's data with restic (backup.sh): the directories on its data volume, to the
+stack's repository, on a schedule and on demand; on a new host of a stack that restores, that
+data first, before anything on the host uses it (cluster.Cluster.engine_up waits for it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+
+from .config import BackupSettings
+from .hosts import Host
+from .remote import run_script
+from .topology import HostSpec, Topology
+
+CI_DATA = "/srv/ci"  # the registry's, Gitea's and Drone's data (cicd.CI_ROOT)
+
+
+@dataclass(frozen=True)
+class BackupSecrets:
+    """What the program reads as secrets for the backups (program.StackSettings)."""
+
+    password: pulumi.Input[str]
+    secret_access_key: Optional[pulumi.Input[str]] = None
+
+
+def data_paths(topology: Topology, spec: HostSpec) -> tuple[str, ...]:
+    """What a host keeps that must outlive it: the exports it serves (not the copies a replica
+    holds, which come back from the export they copy), or the CI/CD services' data."""
+    if spec.volume == "nfs":
+        return tuple(e.path for e in topology.exports if e.server == spec.name and not e.replica_of)
+    if spec.volume == "ci":
+        return (CI_DATA,)
+    return ()
+
+
+@dataclass
+class BackupArgs:
+    host: Host
+    host_name: str          # the name the host's snapshots carry: its name in the tier, the same in a new stack
+    settings: BackupSettings
+    secrets: BackupSecrets
+    paths: tuple[str, ...]
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+class Backup(pulumi.ComponentResource):
+    def __init__(self, name: str, args: BackupArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("dockyard:host:Backup", name, None, opts)
+        settings = args.settings
+        env = {
+            "BACKUP_HOST": args.host_name,
+            "BACKUP_PATHS": " ".join(args.paths),
+            "RESTIC_REPOSITORY": settings.repository or "",
+            "BACKUP_SCHEDULE": settings.schedule,
+            "BACKUP_KEEP": settings.forget_options(),
+            "RESTORE": settings.restore_from or "",
+            "AWS_ACCESS_KEY_ID": settings.access_key_id or "",
+        }
+        secret_env = {"RESTIC_PASSWORD": args.secrets.password}
+        if args.secrets.secret_access_key is not None:
+            secret_env["AWS_SECRET_ACCESS_KEY"] = args.secrets.secret_access_key
+        # the restore, when the stack asks for one, happens in this run: what uses the paths waits for it
+        self.ready = run_script(
+            f"{name}-restic", connection=args.host.connection, script="backup.sh", env=env, secret_env=secret_env,
+            delete_env={"REMOVE": "1"},
+            # backups turned off stop the timer; a host going away takes it along
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.host.machine))
+        self.register_outputs({})

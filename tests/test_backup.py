@@ -1,0 +1,283 @@
+"""Backups and restore (issue 17): backup.sh run for real with restic (Debian's, cached as the
+monitoring tools are) against a repository in a temp directory, its configuration keys, and
+the Backup components on mocks: which hosts back up what, the password only as a secret, and
+what waits for a restore."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.config import ConfigError, parse_config
+from components.topology import build_topology
+from components.backup import data_paths
+from tests.harness import BASE_CONFIG, TEST_BACKUP_PASSWORD, TEST_BACKUP_SECRET_KEY, run_program
+from tests.test_monitoring import debian_tool
+
+SCRIPT = Path(__file__).resolve().parent.parent / "components" / "scripts" / "backup.sh"
+PASSWORD = "correct horse 'battery' $staple"
+
+
+@pytest.fixture(scope="module")
+def restic() -> Path:
+    return debian_tool("restic", "/usr/bin/restic")
+
+
+@pytest.fixture
+def site(tmp_path, restic):
+    """One host (its own root for the files backup.sh writes, its data directory) and a
+    repository the hosts share."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "restic").symlink_to(restic)
+    return {"tmp": tmp_path, "bin": bin_dir, "repo": tmp_path / "repository"}
+
+
+def host(site, name: str) -> dict:
+    """A host's own root; its data directory is at the same path on every host, as the
+    stack's are (a snapshot holds absolute paths)."""
+    root = site["tmp"] / name / "root"
+    data = site["tmp"] / "srv" / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    return {"root": root, "data": data, "name": name}
+
+
+def setup(site, h, **env: str) -> subprocess.CompletedProcess:
+    full = {"PATH": f"{site['bin']}:{os.environ['PATH']}", "SYSROOT": str(h["root"]), "SKIP_SYSTEMD": "yes",
+            "BACKUP_HOST": "b", "BACKUP_PATHS": str(h["data"]), "RESTIC_REPOSITORY": str(site["repo"]),
+            "RESTIC_PASSWORD": PASSWORD, "BACKUP_SCHEDULE": "*-*-* 02:30:00", "BACKUP_KEEP": "--keep-last 2",
+            **env}
+    return subprocess.run(["bash", str(SCRIPT)], env=full, text=True, capture_output=True, timeout=120)
+
+
+def backup_now(site, h) -> subprocess.CompletedProcess:
+    """What `systemctl start dockyard-backup` runs: the installed command with the installed settings."""
+    settings = h["root"] / "etc/dockyard/backup.env"
+    command = (f"set -a; . {settings}; RESTIC_PASSWORD_FILE={h['root']}/etc/dockyard/backup.password; "
+               f"RESTIC_CACHE_DIR={h['root']}/cache; set +a; exec {h['root']}/usr/local/sbin/dockyard-backup")
+    return subprocess.run(["sh", "-c", command], env={"PATH": f"{site['bin']}:{os.environ['PATH']}"},
+                          text=True, capture_output=True, timeout=120)
+
+
+def snapshots(site, name: str) -> list[dict]:
+    out = subprocess.run(["restic", "snapshots", "--host", name, "--tag", "dockyard", "--json"],
+                         env={"PATH": f"{site['bin']}:{os.environ['PATH']}", "RESTIC_REPOSITORY": str(site["repo"]),
+                              "RESTIC_PASSWORD": PASSWORD, "RESTIC_CACHE_DIR": str(site["tmp"] / "cache")},
+                         text=True, capture_output=True, check=True).stdout
+    return json.loads(out)
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def fill(data: Path) -> None:
+    (data / "deep" / "er").mkdir(parents=True)
+    (data / "probe").write_text("written-by-b\n")
+    (data / "deep" / "er" / "blob").write_bytes(os.urandom(300_000))
+
+
+def test_a_host_backs_up_on_demand_and_a_new_host_gets_the_same_bytes_back(site):
+    old = host(site, "old")
+    fill(old["data"])
+    first = setup(site, old)
+    assert first.returncode == 0, first.stderr
+    assert "creating the repository" in first.stderr
+    ran = backup_now(site, old)
+    assert ran.returncode == 0, ran.stderr
+    assert len(snapshots(site, "b")) == 1
+
+    # the stack destroyed and made again: the same host name, an empty directory
+    before = tree_digest(old["data"])
+    old["data"].rename(site["tmp"] / "destroyed")
+    new = host(site, "new")
+    new["data"].mkdir(parents=True)
+    restored = setup(site, new, RESTORE="latest")
+    assert restored.returncode == 0, restored.stderr
+    assert "restored snapshot" in restored.stderr
+    assert tree_digest(new["data"]) == before and len(before) == 2
+    # a restore happens once: data written after it is never overwritten by a later run
+    (new["data"] / "probe").write_text("changed after the restore\n")
+    again = setup(site, new, RESTORE="latest")
+    assert again.returncode == 0, again.stderr
+    assert "restor" not in again.stderr and "writing" not in again.stderr, "safe to run again"
+    assert (new["data"] / "probe").read_text() == "changed after the restore\n"
+
+
+def test_the_password_is_only_in_a_file_only_root_reads(site):
+    h = host(site, "h")
+    h["data"].mkdir(parents=True)
+    assert setup(site, h).returncode == 0
+    password = h["root"] / "etc/dockyard/backup.password"
+    assert password.read_text() == PASSWORD + "\n"
+    assert oct(password.stat().st_mode & 0o777) == "0o600"
+    assert oct((h["root"] / "etc/dockyard/backup.env").stat().st_mode & 0o777) == "0o600"
+    for path in h["root"].rglob("*"):
+        if path.is_file() and path != password:
+            assert "battery" not in path.read_text(errors="replace"), path
+    timer = (h["root"] / "etc/systemd/system/dockyard-backup.timer").read_text()
+    assert "OnCalendar=*-*-* 02:30:00" in timer
+
+
+def test_a_restore_never_writes_over_data(site):
+    old = host(site, "old")
+    fill(old["data"])
+    assert setup(site, old).returncode == 0 and backup_now(site, old).returncode == 0
+    busy = host(site, "busy")
+    subprocess.run(["rm", "-rf", str(busy["data"])], check=True)
+    busy["data"].mkdir(parents=True)
+    (busy["data"] / "mine").write_text("kept")
+    refused = setup(site, busy, RESTORE="latest")
+    assert refused.returncode == 1
+    assert f"{busy['data']} already holds data" in refused.stderr and "dockyard:restoreFrom" in refused.stderr
+    assert [p.name for p in busy["data"].iterdir()] == ["mine"]
+    assert not (busy["root"] / "var/lib/dockyard/backup-restored").exists()
+
+
+def test_a_restore_without_a_snapshot_of_the_host_fails_and_says_what_to_change(site):
+    h = host(site, "h")
+    h["data"].mkdir(parents=True)
+    missing = setup(site, h, RESTORE="latest", BACKUP_HOST="c9")
+    assert missing.returncode == 1
+    assert "no snapshot of host c9" in missing.stderr and "unset dockyard:restoreFrom" in missing.stderr
+
+
+def test_old_snapshots_are_forgotten_beyond_what_the_stack_keeps(site):
+    h = host(site, "h")
+    h["data"].mkdir(parents=True)
+    assert setup(site, h, BACKUP_KEEP="--keep-last 2").returncode == 0
+    for n in range(3):
+        (h["data"] / "n").write_text(str(n))
+        result = backup_now(site, h)
+        assert result.returncode == 0, result.stderr
+    assert len(snapshots(site, "b")) == 2
+
+
+def test_a_wrong_password_is_refused_without_touching_the_repository(site):
+    h = host(site, "h")
+    h["data"].mkdir(parents=True)
+    assert setup(site, h).returncode == 0
+    wrong = setup(site, host(site, "other"), RESTIC_PASSWORD="not the password")
+    assert wrong.returncode == 1
+    assert "cannot open or create the restic repository" in wrong.stderr
+    assert "not the password" not in wrong.stderr
+
+
+def test_remove_takes_away_the_timer_and_the_keys_and_leaves_the_data(site):
+    h = host(site, "h")
+    fill(h["data"])
+    assert setup(site, h).returncode == 0
+    removed = subprocess.run(["bash", str(SCRIPT)], env={"PATH": os.environ["PATH"], "SYSROOT": str(h["root"]),
+                                                         "SKIP_SYSTEMD": "yes", "REMOVE": "1"},
+                             text=True, capture_output=True)
+    assert removed.returncode == 0, removed.stderr
+    assert not list(h["root"].rglob("dockyard-backup*")) and not list(h["root"].rglob("backup.*"))
+    assert (h["data"] / "probe").read_text() == "written-by-b\n"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"BACKUP_PATHS": "relative/dir"}, "absolute"),
+    ({"BACKUP_PATHS": "/srv/$(reboot)"}, "plain path"),
+    ({"BACKUP_KEEP": "--keep-last 2; rm -rf /"}, "BACKUP_KEEP"),
+    ({"RESTORE": "yesterday"}, "RESTORE must be latest"),
+    ({"RESTIC_PASSWORD": ""}, "RESTIC_PASSWORD must be set"),
+])
+def test_inputs_it_cannot_use_are_refused_before_anything_is_done(site, env, message):
+    h = host(site, "h")
+    result = setup(site, h, **env)
+    assert result.returncode == 1 and message in result.stderr
+    assert not site["repo"].exists() and not list(h["root"].rglob("*"))
+
+
+# --- configuration --------------------------------------------------------------------------
+
+def problems(**raw) -> str:
+    with pytest.raises(ConfigError) as error:
+        parse_config("s", {**BASE_CONFIG, **raw}, file_exists=lambda _: True)
+    return str(error.value)
+
+
+def test_a_repository_needs_the_password_the_stack_keeps():
+    assert "dockyard:backupPassword: the repository is encrypted" in problems(
+        backupRepository="rest:http://10.0.0.5:8000/s")
+
+
+def test_an_s3_repository_needs_its_keys_and_no_credential_goes_in_the_url():
+    assert "dockyard:backupAccessKeyId: an s3: repository needs" in problems(
+        backupRepository="s3:https://fra1.digitaloceanspaces.com/bucket/s", backupPassword=True)
+    assert "in clear" in problems(backupRepository="rest:http://user:pw@10.0.0.5:8000/s", backupPassword=True)
+
+
+def test_backup_keys_without_a_repository_are_named():
+    text = problems(backupPassword=True, restoreFrom="latest")
+    assert "dockyard:restoreFrom: has no effect without dockyard:backupRepository" in text
+    assert "dockyard:backupPassword: has no effect" in text
+
+
+def test_only_latest_can_be_restored_and_the_keep_periods_are_restics():
+    text = problems(backupRepository="rest:http://10.0.0.5:8000/s", backupPassword=True, restoreFrom="monday",
+                    backupKeep={"fortnightly": 2, "daily": 0})
+    assert "only latest" in text and "unknown period 'fortnightly'" in text and "daily: 0" in text
+
+
+def test_the_defaults_keep_a_week_of_days_a_month_of_weeks_and_half_a_year_of_months():
+    config = parse_config("s", {**BASE_CONFIG, "backupRepository": "rest:http://10.0.0.5:8000/s",
+                                "backupPassword": True}, file_exists=lambda _: True)
+    assert config.backup.forget_options() == "--keep-daily 7 --keep-weekly 4 --keep-monthly 6"
+    assert config.backup.restore_from is None
+    assert not parse_config("s", BASE_CONFIG, file_exists=lambda _: True).backup.enabled
+
+
+# --- the components, on mocks ---------------------------------------------------------------
+
+def test_each_tier_backs_up_the_exports_it_serves_and_the_ci_data_not_the_replicas():
+    medium = build_topology("medium", 2)
+    paths = {h.name: data_paths(medium, h) for h in medium.hosts if data_paths(medium, h)}
+    replica = next(e for e in medium.exports if e.replica_of)
+    assert replica.path not in [p for ps in paths.values() for p in ps], "a replica comes back from its source"
+    assert "/srv/ci" in paths[next(h.name for h in medium.hosts if h.volume == "ci")]
+    default = build_topology("default", 1)
+    assert {h.name: data_paths(default, h) for h in default.hosts if data_paths(default, h)} == {
+        h.name: ("/srv/ci",) if h.volume == "ci" else ("/srv/nfs/data",) for h in default.hosts if h.volume}
+
+
+@pytest.fixture(scope="module")
+def backed_up():
+    return run_program(stack="bk", tier="default", workers="1", backupRepository="s3:https://fra1.digitaloceanspaces.com/b/bk",
+                       backupPassword=True, backupAccessKeyId="DO00EXAMPLEKEY", backupSecretAccessKey=True,
+                       restoreFrom="latest")
+
+
+def test_the_password_and_the_secret_key_reach_the_hosts_only_as_secrets(backed_up):
+    commands = [r for r in backed_up.of_type("command:remote:Command") if r.name.endswith("-backup-restic")]
+    assert sorted(c.name for c in commands) == sorted(f"{h.name}-backup-restic" for h in
+                                                      build_topology("default", 1).hosts if h.volume)
+    for command in commands:
+        assert "stdin" in command.secret_inputs
+        assert TEST_BACKUP_PASSWORD in command.inputs["stdin"] and TEST_BACKUP_SECRET_KEY in command.inputs["stdin"]
+        create = command.inputs["create"]
+        assert TEST_BACKUP_PASSWORD not in create and TEST_BACKUP_SECRET_KEY not in create
+        assert "RESTORE=latest" in create and "AWS_ACCESS_KEY_ID=DO00EXAMPLEKEY" in create
+        assert command.inputs["delete"] == "REMOVE=1 bash -s" and command.delete_before_replace
+    assert TEST_BACKUP_PASSWORD not in str(backed_up.outputs)
+
+
+def test_what_uses_the_data_waits_for_its_restore(backed_up):
+    topo = build_topology("default", 1)
+    nfs = next(h.name for h in topo.hosts if h.volume == "nfs")
+    ci = next(h.name for h in topo.hosts if h.volume == "ci")
+    assert backed_up.depends_on(backed_up.named(f"{nfs}-nfs-exports"), backed_up.named(f"{nfs}-backup-restic"))
+    registry = next(r for r in backed_up.of_type("docker:index/container:Container") if "registry" in r.name)
+    assert backed_up.depends_on(registry, backed_up.named(f"{ci}-backup-restic"))
+    # and the restore waits for the host's engine and volume
+    assert backed_up.depends_on(backed_up.named(f"{nfs}-backup-restic"), backed_up.named(f"{nfs}-docker"))
+
+
+def test_a_stack_without_a_repository_makes_no_backup():
+    plain = run_program(stack="nobk", tier="default", workers="1")
+    assert not [r for r in plain.registrations if "backup" in r.name]
