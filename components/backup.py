@@ -1,6 +1,7 @@
 """Backups of a host's data with restic (backup.sh): the directories on its data volume, to the
 stack's repository, on a schedule and on demand; on a new host of a stack that restores, that
-data first, before anything on the host uses it (cluster.Cluster.engine_up waits for it)."""
+data first, before anything on the host uses it (cluster.Cluster.engine_up waits for it). One
+manager also backs up the swarm's Raft state, which swarm-recover.sh brings back."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,6 +25,13 @@ class BackupSecrets:
     secret_access_key: Optional[pulumi.Input[str]] = None
 
 
+def swarm_state_host(topology: Topology) -> str:
+    """The manager that backs up the swarm's state: the last, so that on small and medium the
+    engine it stops for the copy is not the first manager's, which runs the pinned services,
+    and the others keep the quorum meanwhile."""
+    return topology.managers[-1].name
+
+
 def data_paths(topology: Topology, spec: HostSpec) -> tuple[str, ...]:
     """What a host keeps that must outlive it: the exports it serves (not the copies a replica
     holds, which come back from the export they copy), or the CI/CD services' data."""
@@ -41,6 +49,10 @@ class BackupArgs:
     settings: BackupSettings
     secrets: BackupSecrets
     paths: tuple[str, ...]
+    # this manager also backs up the swarm's Raft state (its engine stopped for the copy)
+    swarm_state: bool = False
+    # this host creates the repository when it does not exist; the others wait for it
+    creates_repository: bool = False
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
@@ -56,6 +68,8 @@ class Backup(pulumi.ComponentResource):
             "BACKUP_KEEP": settings.forget_options(),
             "RESTORE": settings.restore_from or "",
             "AWS_ACCESS_KEY_ID": settings.access_key_id or "",
+            "SWARM_STATE": "yes" if args.swarm_state else "",
+            "INIT_REPOSITORY": "yes" if args.creates_repository else "",
         }
         secret_env = {"RESTIC_PASSWORD": args.secrets.password}
         if args.secrets.secret_access_key is not None:

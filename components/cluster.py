@@ -13,7 +13,7 @@ from typing import Optional
 
 import pulumi
 
-from .backup import Backup, BackupArgs, BackupSecrets, data_paths
+from .backup import Backup, BackupArgs, BackupSecrets, data_paths, swarm_state_host
 from .config import DockyardConfig
 from .docker_host import DockerHost, DockerHostArgs
 from .hosts import Platform
@@ -93,13 +93,18 @@ class Cluster(pulumi.ComponentResource):
                 opts=child,
             )
             paths = data_paths(self._topology, spec)
-            if cfg.backup.enabled and paths:
+            swarm_state = cfg.backup.swarm_state and spec.name == swarm_state_host(self._topology)
+            if cfg.backup.enabled and (paths or swarm_state):
                 assert self._backup_secrets is not None, "the program reads the backup's secrets"
+                # the first host creates the repository, the others wait for it (two at once
+                # could each write their own key to S3)
+                first = next(iter(self.backups.values()), None)
                 self.backups[spec.name] = Backup(
                     f"{spec.name}-backup",
                     BackupArgs(host=self._hosts[spec.name], host_name=spec.name, settings=cfg.backup,
-                               secrets=self._backup_secrets, paths=paths,
-                               depends_on=[self.engines[spec.name].engine]),
+                               secrets=self._backup_secrets, paths=paths, swarm_state=swarm_state,
+                               creates_repository=first is None,
+                               depends_on=[self.engines[spec.name].engine] + ([first.ready] if first else [])),
                     opts=child,
                 )
 

@@ -53,7 +53,7 @@ KEYS: dict[str, str] = {
     "monitoringRetention": TEXT, "logsRetention": TEXT, "alertWebhook": TEXT, "alertEmail": TEXT, "alertSmtp": TEXT,
     # backups (_backup)
     "backupRepository": TEXT, "backupPassword": SECRET, "backupAccessKeyId": TEXT, "backupSecretAccessKey": SECRET,
-    "backupSchedule": TEXT, "backupKeep": STRUCTURED, "restoreFrom": TEXT,
+    "backupSchedule": TEXT, "backupKeep": STRUCTURED, "backupSwarmState": TEXT, "restoreFrom": TEXT,
 }
 KNOWN_KEYS = tuple(KEYS)
 
@@ -219,6 +219,7 @@ class BackupSettings:
     schedule: str                  # systemd OnCalendar= of the backups
     keep: Mapping[str, int]        # restic forget --keep-<period> N
     restore_from: Optional[str]    # "latest": a new host restores its data before it is used
+    swarm_state: bool              # one manager backs up the swarm's Raft state too
 
     @property
     def enabled(self) -> bool:
@@ -379,7 +380,7 @@ def parse_config(
     nfs = _nfs(p)
     ci = _ci(p, placement)
     platform = _platform(p, placement, stack, network, platform_services)
-    backup = _backup(p, placement)
+    backup = _backup(p, placement, stack)
     if p.errors:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(p.errors))
     sections = (placement, network, machines, engine)
@@ -729,18 +730,19 @@ def _platform(p: _Parser, placement: Placement, stack: str, network: NetworkSett
 
 BACKUP_PERIODS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 DEFAULT_BACKUP_KEEP = {"daily": 7, "weekly": 4, "monthly": 6}
-# restic's repository kinds the hosts can reach: S3 (DigitalOcean Spaces), its REST server, SFTP
-BACKUP_REPOSITORY = re.compile(r"(s3:https?://|rest:https?://|sftp:)[A-Za-z0-9._~/:@%+-]+")
+# restic's repository kinds the hosts can reach with what the stack gives them: S3 (DigitalOcean
+# Spaces) with its keys, and restic's REST server (without a password: on a private network)
+BACKUP_REPOSITORY = re.compile(r"(s3|rest):https?://[A-Za-z0-9._~/:%+-]+")
 
 
-def _backup(p: _Parser, placement: Placement) -> BackupSettings:
+def _backup(p: _Parser, placement: Placement, stack: str) -> BackupSettings:
     repository = p.string("backupRepository")
     if repository is not None:
         if not BACKUP_REPOSITORY.fullmatch(repository):
             p.fail("backupRepository", f"{repository!r} is not a restic repository the hosts can reach, such as "
-                                       f"s3:https://fra1.digitaloceanspaces.com/BUCKET/{placement.tier} or "
-                                       f"rest:http://10.0.0.5:8000/{placement.tier}")
-        elif re.match(r"(s3|rest):https?://[^/]*@", repository):
+                                       f"s3:https://fra1.digitaloceanspaces.com/BUCKET/{stack} or "
+                                       f"rest:http://10.0.0.5:8000/{stack}")
+        if re.match(r"(s3|rest):https?://[^/]*@", repository):
             p.fail("backupRepository", "holds a user name or password, which would be in clear in the stack's "
                                        "settings; give S3 keys with dockyard:backupAccessKeyId and "
                                        "`pulumi config set --secret dockyard:backupSecretAccessKey`")
@@ -753,7 +755,7 @@ def _backup(p: _Parser, placement: Placement) -> BackupSettings:
                                         "`pulumi config set --secret dockyard:backupSecretAccessKey`")
     else:
         for key in ("backupPassword", "backupAccessKeyId", "backupSecretAccessKey", "backupSchedule", "backupKeep",
-                    "restoreFrom"):
+                    "backupSwarmState", "restoreFrom"):
             if p.value(key):
                 p.fail(key, "has no effect without dockyard:backupRepository; set the repository or remove the key")
 
@@ -777,7 +779,8 @@ def _backup(p: _Parser, placement: Placement) -> BackupSettings:
     restore_from = p.string("restoreFrom")
     if restore_from is not None and restore_from != "latest":
         p.fail("restoreFrom", f"{restore_from!r}: only latest (each host's newest snapshot) is supported")
-    return BackupSettings(repository, access_key_id, schedule, keep, restore_from)
+    return BackupSettings(repository, access_key_id, schedule, keep, restore_from,
+                          swarm_state=p.boolean("backupSwarmState", True))
 
 
 def unknown_key_problems(names: Iterable[str]) -> list[str]:

@@ -54,8 +54,12 @@ def _swarm_job(job: str, service: str, port: int, network: str) -> dict:
 def prometheus_config() -> str:
     """prometheus.yml (JSON is YAML): the agents, the ingress (monitoring needs it: config.py),
     itself and Alertmanager."""
+    # the managers' swarm metrics (swarm-metrics.sh, through node-exporter's text files) say which
+    # node they describe in their own `node` label: it wins over the scraped host's (else
+    # Prometheus renames it exported_node and every node's readiness reads as the manager's)
+    node_job = {**_swarm_job("node", "node-exporter", PORTS["node-exporter"], NETWORK), "honor_labels": True}
     jobs = [
-        _swarm_job("node", "node-exporter", PORTS["node-exporter"], NETWORK),
+        node_job,
         _swarm_job("cadvisor", "cadvisor", PORTS["cadvisor"], NETWORK),
         {"job_name": "prometheus", "static_configs": [{"targets": [f"localhost:{PORTS['prometheus']}"]}]},
         {"job_name": "alertmanager", "static_configs": [{"targets": [f"alertmanager:{PORTS['alertmanager']}"]}]},

@@ -50,17 +50,59 @@ def setup(site, h, **env: str) -> subprocess.CompletedProcess:
     full = {"PATH": f"{site['bin']}:{os.environ['PATH']}", "SYSROOT": str(h["root"]), "SKIP_SYSTEMD": "yes",
             "BACKUP_HOST": "b", "BACKUP_PATHS": str(h["data"]), "RESTIC_REPOSITORY": str(site["repo"]),
             "RESTIC_PASSWORD": PASSWORD, "BACKUP_SCHEDULE": "*-*-* 02:30:00", "BACKUP_KEEP": "--keep-last 2",
-            **env}
+            "INIT_REPOSITORY": "yes", **env}
     return subprocess.run(["bash", str(SCRIPT)], env=full, text=True, capture_output=True, timeout=120)
 
 
-def backup_now(site, h) -> subprocess.CompletedProcess:
-    """What `systemctl start dockyard-backup` runs: the installed command with the installed settings."""
+def backup_now(site, h, **overrides: str) -> subprocess.CompletedProcess:
+    """What `systemctl start dockyard-backup` runs: the installed command with the installed
+    settings (the paths of this machine put in for the host's)."""
     settings = h["root"] / "etc/dockyard/backup.env"
-    command = (f"set -a; . {settings}; RESTIC_PASSWORD_FILE={h['root']}/etc/dockyard/backup.password; "
-               f"RESTIC_CACHE_DIR={h['root']}/cache; set +a; exec {h['root']}/usr/local/sbin/dockyard-backup")
-    return subprocess.run(["sh", "-c", command], env={"PATH": f"{site['bin']}:{os.environ['PATH']}"},
+    local = {"RESTIC_PASSWORD_FILE": f"{h['root']}/etc/dockyard/backup.password",
+             "RESTIC_CACHE_DIR": f"{h['root']}/cache", **overrides}
+    command = (f"set -a; . {settings}; " + "".join(f"{k}={v}; " for k, v in local.items())
+               + f"set +a; exec {h['root']}/usr/local/sbin/dockyard-backup")
+    return subprocess.run(["sh", "-c", command], env={"PATH": f"{site['bin']}:{os.environ['PATH']}",
+                                                      "LOG_DIR": str(site["tmp"])},
                           text=True, capture_output=True, timeout=120)
+
+
+# systemctl and docker as a manager's: they record what they are asked; docker has no leader
+# until `swarm init --force-new-cluster`
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "systemctl $*" >> "$LOG_DIR/calls"
+"""
+FAKE_DOCKER = """#!/bin/sh
+echo "docker $*" >> "$LOG_DIR/calls"
+case "$*" in
+  "swarm init --force-new-cluster"*) touch "$LOG_DIR/leader" ;;
+  "node ls -q") [ -f "$LOG_DIR/leader" ] && echo n0de1 ;;
+  "service ls -q") [ -f "$LOG_DIR/leader" ] && printf 'svc1\nsvc2\n' ;;
+esac
+[ "$1 $2" != "node ls" ] || [ -f "$LOG_DIR/leader" ]
+"""
+
+
+def with_fakes(site) -> None:
+    for name, text in (("systemctl", FAKE_SYSTEMCTL), ("docker", FAKE_DOCKER)):
+        path = site["bin"] / name
+        path.write_text(text)
+        path.chmod(0o755)
+
+
+def calls(site) -> list[str]:
+    log = site["tmp"] / "calls"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def swarm_state(site) -> Path:
+    """A manager's /var/lib/docker/swarm, as the engine leaves it."""
+    state = site["tmp"] / "var-lib-docker" / "swarm"
+    (state / "raft" / "wal-v3-encrypted").mkdir(parents=True)
+    (state / "raft" / "wal-v3-encrypted" / "0000000000000000-0000000000000000.wal").write_bytes(os.urandom(50_000))
+    (state / "docker-state.json").write_text('{"LocalAddr":"10.233.0.12","ListenAddr":"10.233.0.12:2377",'
+                                             '"AdvertiseAddr":"10.233.0.12","DataPathAddr":"10.233.0.12"}')
+    return state
 
 
 def snapshots(site, name: str) -> list[dict]:
@@ -99,7 +141,7 @@ def test_a_host_backs_up_on_demand_and_a_new_host_gets_the_same_bytes_back(site)
     new["data"].mkdir(parents=True)
     restored = setup(site, new, RESTORE="latest")
     assert restored.returncode == 0, restored.stderr
-    assert "restored snapshot" in restored.stderr
+    assert "restored b's newest snapshot" in restored.stderr
     assert tree_digest(new["data"]) == before and len(before) == 2
     # a restore happens once: data written after it is never overwritten by a later run
     (new["data"] / "probe").write_text("changed after the restore\n")
@@ -142,7 +184,8 @@ def test_a_restore_never_writes_over_data(site):
 def test_a_restore_without_a_snapshot_of_the_host_fails_and_says_what_to_change(site):
     h = host(site, "h")
     h["data"].mkdir(parents=True)
-    missing = setup(site, h, RESTORE="latest", BACKUP_HOST="c9")
+    assert setup(site, h).returncode == 0
+    missing = setup(site, host(site, "new"), RESTORE="latest", BACKUP_HOST="c9")
     assert missing.returncode == 1
     assert "no snapshot of host c9" in missing.stderr and "unset dockyard:restoreFrom" in missing.stderr
 
@@ -164,8 +207,37 @@ def test_a_wrong_password_is_refused_without_touching_the_repository(site):
     assert setup(site, h).returncode == 0
     wrong = setup(site, host(site, "other"), RESTIC_PASSWORD="not the password")
     assert wrong.returncode == 1
-    assert "cannot open or create the restic repository" in wrong.stderr
+    assert "cannot open or create the restic repository" in wrong.stderr and "restic: " in wrong.stderr, \
+        "restic's words"
     assert "not the password" not in wrong.stderr
+
+
+def test_only_the_host_that_creates_the_repository_does_and_never_for_a_restore(site):
+    h = host(site, "h")
+    h["data"].mkdir(parents=True)
+    waiting = setup(site, h, INIT_REPOSITORY="")
+    assert waiting.returncode == 1 and "cannot open the restic repository" in waiting.stderr
+    restoring = setup(site, h, RESTORE="latest")
+    assert restoring.returncode == 1 and "cannot open the restic repository" in restoring.stderr
+    assert not site["repo"].exists()
+
+
+def test_a_restore_that_stopped_halfway_is_taken_up_by_the_next_run(site):
+    old = host(site, "old")
+    fill(old["data"])
+    assert setup(site, old).returncode == 0 and backup_now(site, old).returncode == 0
+    before = tree_digest(old["data"])
+    subprocess.run(["rm", "-rf", str(old["data"])], check=True)
+    new = host(site, "new")
+    # what a restore cut short leaves: part of the data and its own marker
+    (new["data"] / "deep").mkdir(parents=True)
+    (new["data"] / "probe").write_text("writ")
+    (new["root"] / "var/lib/dockyard").mkdir(parents=True)
+    (new["root"] / "var/lib/dockyard/backup-restoring").touch()
+    again = setup(site, new, RESTORE="latest")
+    assert again.returncode == 0, again.stderr
+    assert tree_digest(new["data"]) == before
+    assert not (new["root"] / "var/lib/dockyard/backup-restoring").exists()
 
 
 def test_remove_takes_away_the_timer_and_the_keys_and_leaves_the_data(site):
@@ -182,6 +254,9 @@ def test_remove_takes_away_the_timer_and_the_keys_and_leaves_the_data(site):
 
 @pytest.mark.parametrize("env, message", [
     ({"BACKUP_PATHS": "relative/dir"}, "absolute"),
+    ({"AWS_SECRET_ACCESS_KEY": "abc\nLD_PRELOAD=/tmp/x.so"}, "cannot hold here"),
+    ({"RESTIC_REPOSITORY": "rest:http://10.0.0.5:8000/s'"}, "cannot hold here"),
+    ({"BACKUP_SCHEDULE": "daily\nExecStartPre=/bin/true"}, "calendar event"),
     ({"BACKUP_PATHS": "/srv/$(reboot)"}, "plain path"),
     ({"BACKUP_KEEP": "--keep-last 2; rm -rf /"}, "BACKUP_KEEP"),
     ({"RESTORE": "yesterday"}, "RESTORE must be latest"),
@@ -191,6 +266,7 @@ def test_inputs_it_cannot_use_are_refused_before_anything_is_done(site, env, mes
     h = host(site, "h")
     result = setup(site, h, **env)
     assert result.returncode == 1 and message in result.stderr
+    assert "LD_PRELOAD" not in result.stderr, "a key's value is never repeated"
     assert not site["repo"].exists() and not list(h["root"].rglob("*"))
 
 
@@ -267,6 +343,27 @@ def test_the_password_and_the_secret_key_reach_the_hosts_only_as_secrets(backed_
     assert TEST_BACKUP_PASSWORD not in str(backed_up.outputs)
 
 
+def test_one_host_creates_the_repository_and_the_other_waits_for_it(backed_up):
+    commands = {r.name: r for r in backed_up.of_type("command:remote:Command") if r.name.endswith("-backup-restic")}
+    creators = [name for name, c in commands.items() if "INIT_REPOSITORY=yes" in c.inputs["create"]]
+    assert len(creators) == 1
+    for name, command in commands.items():
+        if name not in creators:
+            assert backed_up.depends_on(command, commands[creators[0]])
+
+
+def test_the_last_manager_backs_up_the_swarm_state():
+    small = run_program(stack="bks", tier="small", workers="1", backupRepository="rest:http://10.0.0.5:8000/bks",
+                        backupPassword=True)
+    topo = build_topology("small", 1)
+    swarm = [r.name for r in small.of_type("command:remote:Command")
+             if r.name.endswith("-backup-restic") and "SWARM_STATE=yes" in r.inputs["create"]]
+    assert swarm == [f"{topo.managers[-1].name}-backup-restic"] and topo.managers[-1] != topo.managers[0]
+    off = run_program(stack="bko", tier="small", workers="1", backupRepository="rest:http://10.0.0.5:8000/bko",
+                      backupPassword=True, backupSwarmState="false")
+    assert not [r for r in off.of_type("command:remote:Command") if "SWARM_STATE=yes" in r.inputs.get("create", "")]
+
+
 def test_what_uses_the_data_waits_for_its_restore(backed_up):
     topo = build_topology("default", 1)
     nfs = next(h.name for h in topo.hosts if h.volume == "nfs")
@@ -281,3 +378,103 @@ def test_what_uses_the_data_waits_for_its_restore(backed_up):
 def test_a_stack_without_a_repository_makes_no_backup():
     plain = run_program(stack="nobk", tier="default", workers="1")
     assert not [r for r in plain.registrations if "backup" in r.name]
+
+
+# --- the swarm's Raft state -----------------------------------------------------------------
+
+def test_the_swarm_state_is_copied_with_the_engine_stopped_and_never_restored_with_the_data(site):
+    with_fakes(site)
+    manager = host(site, "manager")
+    fill(manager["data"])
+    state = swarm_state(site)
+    assert setup(site, manager, SWARM_STATE="yes").returncode == 0
+    ran = backup_now(site, manager, SWARM_DIR=str(state))
+    assert ran.returncode == 0, ran.stderr
+    assert "backed up the swarm's state" in ran.stdout
+    asked = calls(site)
+    assert asked == ["systemctl stop docker.socket docker.service", "systemctl start docker.service"]
+    tagged = {tuple(s["tags"]): s["paths"] for s in snapshots(site, "b")} | {
+        tuple(s["tags"]): s["paths"] for s in json.loads(subprocess.run(
+            ["restic", "snapshots", "--host", "b", "--tag", "dockyard-swarm", "--json"], check=True, text=True,
+            capture_output=True, env={"PATH": f"{site['bin']}:{os.environ['PATH']}",
+                                      "RESTIC_REPOSITORY": str(site["repo"]), "RESTIC_PASSWORD": PASSWORD,
+                                      "RESTIC_CACHE_DIR": str(site["tmp"] / "cache")}).stdout)}
+    assert tagged == {("dockyard",): [str(manager["data"])], ("dockyard-swarm",): [str(state)]}
+    # a new host that restores its data gets the data, not the old swarm
+    subprocess.run(["rm", "-rf", str(manager["data"]), str(state)], check=True)
+    manager["data"].mkdir(parents=True)
+    restored = setup(site, host(site, "new"), SWARM_STATE="yes", RESTORE="latest")
+    assert restored.returncode == 0, restored.stderr
+    assert (manager["data"] / "probe").exists() and not state.exists()
+
+
+def test_the_engine_is_started_again_when_the_copy_fails(site):
+    with_fakes(site)
+    manager = host(site, "manager")
+    state = swarm_state(site)
+    assert setup(site, manager, SWARM_STATE="yes", BACKUP_PATHS="").returncode == 0
+    (site["bin"] / "sleep").write_text("#!/bin/sh\n")  # the retries' pauses
+    (site["bin"] / "sleep").chmod(0o755)
+    subprocess.run(["rm", "-rf", str(site["repo"])], check=True)
+    ran = backup_now(site, manager, SWARM_DIR=str(state))
+    assert ran.returncode != 0
+    assert calls(site)[-1] == "systemctl start docker.service"
+
+
+RECOVER = SCRIPT.parent / "swarm-recover.sh"
+
+
+def recover(site, h, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(RECOVER)], env={"PATH": f"{site['bin']}:{os.environ['PATH']}",
+                                                       "LOG_DIR": str(site["tmp"]), "SYSROOT": str(h["root"]), **env},
+                          text=True, capture_output=True, timeout=120)
+
+
+def recovering_manager(site) -> tuple[dict, Path, dict[str, str]]:
+    """A manager that backed up its swarm state, its settings as they would be on the host."""
+    with_fakes(site)
+    manager = host(site, "manager")
+    state = swarm_state(site)
+    assert setup(site, manager, SWARM_STATE="yes", BACKUP_PATHS="").returncode == 0
+    assert backup_now(site, manager, SWARM_DIR=str(state)).returncode == 0
+    settings = manager["root"] / "etc/dockyard/backup.env"
+    text = settings.read_text().replace("SWARM_DIR=/var/lib/docker/swarm", f"SWARM_DIR={state}")
+    text = text.replace("/etc/dockyard/backup.password", f"{manager['root']}/etc/dockyard/backup.password")
+    settings.write_text(text.replace("/var/cache/dockyard-restic", str(site["tmp"] / "cache")))
+    (site["tmp"] / "calls").unlink()
+    return manager, state, tree_digest(state)
+
+
+def test_a_swarm_whose_manager_lost_its_state_is_recovered_from_the_raft_backup(site):
+    manager, state, backed_up = recovering_manager(site)
+    # the engine lost its swarm: a new, empty state where the old one was
+    subprocess.run(["rm", "-rf", str(state)], check=True)
+    (state / "worker").mkdir(parents=True)
+    (state / "worker" / "tasks.db").write_text("what the engine had after the loss")
+    result = recover(site, manager)
+    assert result.returncode == 0, result.stderr
+    assert tree_digest(state) == backed_up
+    aside = [p for p in state.parent.iterdir() if p.name.startswith("swarm.before-recovery-")]
+    assert len(aside) == 1 and (aside[0] / "worker" / "tasks.db").exists(), "what the engine had is kept"
+    assert calls(site) == [
+        "docker node ls -q",
+        "systemctl stop docker.socket docker.service",
+        "systemctl start docker.service",
+        "docker swarm init --force-new-cluster --advertise-addr 10.233.0.12",
+        "docker node ls -q", "docker node ls -q", "docker service ls -q",
+        "systemctl start docker.service"]  # on its way out, whatever happened
+    assert "recovered in" in result.stderr and "2 service(s)" in result.stderr
+
+
+def test_a_manager_that_reaches_its_leader_is_left_alone(site):
+    manager, state, backed_up = recovering_manager(site)
+    (site["tmp"] / "leader").touch()
+    result = recover(site, manager)
+    assert result.returncode == 0 and "nothing to recover" in result.stderr
+    assert calls(site) == ["docker node ls -q"]
+
+
+def test_a_recovery_where_backups_are_off_says_where_to_run_it(site):
+    with_fakes(site)
+    result = recover(site, host(site, "w1"))
+    assert result.returncode == 1 and "backups are off" in result.stderr

@@ -124,9 +124,11 @@ def test_backups_to_spaces_preview_on_the_hosts_with_data_and_their_keys_stay_se
             engine.run("config", "rm", "--stack", "small", key)
     backups = {s["urn"].rsplit("::", 1)[1]: s["new"]["inputs"] for s in preview.steps("create")
                if s["urn"].endswith("-backup-restic")}
-    with_volume = sorted(f"{h.name}-backup-restic" for h in build_topology("small", workers_of("small")).hosts
-                         if h.volume)
-    assert sorted(backups) == with_volume
+    topology = build_topology("small", workers_of("small"))
+    # the hosts with data, and the last manager for the swarm's state
+    expected = sorted({f"{h.name}-backup-restic" for h in topology.hosts if h.volume}
+                      | {f"{topology.managers[-1].name}-backup-restic"})
+    assert sorted(backups) == expected
     for inputs in backups.values():
         assert "RESTORE=latest" in inputs["create"] and "AWS_ACCESS_KEY_ID=DO00PREVIEWKEY" in inputs["create"]
         assert SECRET_SIG in inputs["stdin"], "the script's stdin carries the password: a secret"

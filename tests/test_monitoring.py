@@ -106,6 +106,10 @@ def test_the_ingress_is_scraped_on_its_metrics_port_once_whatever_ports_it_publi
     # the agents, which publish nothing, are found on the port the job names
     agent = relabel(jobs["node"]["relabel_configs"], discovered_task("node-exporter", NETWORK, "10.0.2.3:9100", "w1"))
     assert agent == {"__address__": "10.0.2.3:9100", "node": "w1"}
+    # the swarm metrics' own node label (which node is ready) is kept over the scraped host's:
+    # the real engine's run saw both nodes' readiness under node="b" without this
+    assert jobs["node"]["honor_labels"] is True
+    assert not any(jobs[j].get("honor_labels") for j in ("cadvisor", "traefik", "prometheus", "alertmanager"))
     # other services and tasks on other networks are not scraped
     assert relabel(rules, discovered_task("web", INGRESS_NETWORK, "10.0.1.9:80", "b")) is None
     assert relabel(rules, discovered_task("traefik", "ingress", "10.0.0.5:80", "b")) is None

@@ -10,14 +10,22 @@
 #
 # Inputs (environment):
 #   BACKUP_HOST        the name this host's snapshots carry (restic --host): the stack's host name
-#   BACKUP_PATHS       space-separated absolute directories to back up (and to restore)
-#   RESTIC_REPOSITORY  the restic repository (s3:..., rest:..., sftp:..., or a local path)
+#   BACKUP_PATHS       space-separated absolute directories to back up (and to restore); may be
+#                      empty on a host that backs up only the swarm's state
+#   SWARM_STATE        yes: also back up this manager's swarm state (/var/lib/docker/swarm) as
+#                      Docker documents it, with the engine stopped for the copy, tagged
+#                      dockyard-swarm; it is restored only by swarm-recover.sh, never by RESTORE
+#   RESTIC_REPOSITORY  the restic repository (s3:https://..., rest:http://...)
 #   RESTIC_PASSWORD    (secret) the repository's password
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  (secret) keys of an s3: repository; optional
 #   BACKUP_SCHEDULE    systemd OnCalendar= of the backup
 #   BACKUP_KEEP        restic forget options, e.g. "--keep-daily 7 --keep-weekly 4"
+#   INIT_REPOSITORY    yes: create the repository when it does not exist. One host of a stack
+#                      does (the others wait for it): two hosts creating it at once on S3
+#                      would leave one host's key over the other's
 #   RESTORE            "latest": restore BACKUP_PATHS from this host's newest snapshot, once,
-#                      and only into empty directories; empty: no restore
+#                      and only into empty directories; empty: no restore. A stack that
+#                      restores never creates the repository
 #   REMOVE             1: stop the timer and remove what this script installs (backups turned
 #                      off: the command's delete); the repository and the data are left alone
 # For tests only:
@@ -25,9 +33,9 @@
 #                      settings, units, marker and cache; BACKUP_PATHS are taken as they are)
 #   SKIP_SYSTEMD       yes: write the units but do not ask systemd to load or start them
 #
-# The repository is created when it does not exist (by whichever host gets there first).
 # Safe to run again: files are written only when they change; a restore happens once per
-# host (/var/lib/dockyard/backup-restored records which snapshot) and never over data.
+# host (/var/lib/dockyard/backup-restored) and never over data; one that stopped halfway is
+# taken up again by the next run.
 set -eu
 
 log() { echo "backup: $*" >&2; }
@@ -35,8 +43,12 @@ fatal() { log "error: $*"; exit 1; }
 
 BACKUP_HOST=${BACKUP_HOST:-}
 BACKUP_PATHS=${BACKUP_PATHS:-}
+SWARM_STATE=${SWARM_STATE:-}
+RESTIC_REPOSITORY=${RESTIC_REPOSITORY:-}
+RESTIC_PASSWORD=${RESTIC_PASSWORD:-}
 BACKUP_SCHEDULE=${BACKUP_SCHEDULE:-}
 BACKUP_KEEP=${BACKUP_KEEP:-}
+INIT_REPOSITORY=${INIT_REPOSITORY:-}
 RESTORE=${RESTORE:-}
 SYSROOT=${SYSROOT:-}
 SKIP_SYSTEMD=${SKIP_SYSTEMD:-}
@@ -45,6 +57,7 @@ AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-}
 REMOVE=${REMOVE:-0}
 set -f  # the lists below are split on spaces, never globbed
 UNITS=$SYSROOT/etc/systemd/system
+PASSWORD_FILE=$SYSROOT/etc/dockyard/backup.password
 
 if [ "$REMOVE" = 1 ]; then
   if [ "$SKIP_SYSTEMD" != yes ] && systemctl is-enabled --quiet dockyard-backup.timer 2>/dev/null; then
@@ -52,28 +65,35 @@ if [ "$REMOVE" = 1 ]; then
     systemctl disable --now dockyard-backup.timer >/dev/null 2>&1
   fi
   rm -f "$UNITS/dockyard-backup.timer" "$UNITS/dockyard-backup.service" "$SYSROOT/usr/local/sbin/dockyard-backup" \
-    "$SYSROOT/etc/dockyard/backup.env" "$SYSROOT/etc/dockyard/backup.password"
+    "$SYSROOT/etc/dockyard/backup.env" "$PASSWORD_FILE"
   [ "$SKIP_SYSTEMD" = yes ] || systemctl daemon-reload
   log "backups of this host are off"
   exit 0
 fi
 
 [ -n "$BACKUP_HOST" ] || fatal "BACKUP_HOST must be set"
-[ -n "$BACKUP_PATHS" ] || fatal "BACKUP_PATHS must be set"
+[ -n "$BACKUP_PATHS" ] || [ "$SWARM_STATE" = yes ] || fatal "BACKUP_PATHS must be set"
 [ -n "$BACKUP_SCHEDULE" ] || fatal "BACKUP_SCHEDULE must be set"
-[ -n "${RESTIC_REPOSITORY:-}" ] || fatal "RESTIC_REPOSITORY must be set"
-[ -n "${RESTIC_PASSWORD:-}" ] || fatal "RESTIC_PASSWORD must be set"
+[ -n "$RESTIC_REPOSITORY" ] || fatal "RESTIC_REPOSITORY must be set"
+[ -n "$RESTIC_PASSWORD" ] || fatal "RESTIC_PASSWORD must be set"
 case "$BACKUP_HOST" in *[!A-Za-z0-9_.-]*) fatal "BACKUP_HOST must be a host name, got '$BACKUP_HOST'" ;; esac
 for path in $BACKUP_PATHS; do
   case "$path" in /*) ;; *) fatal "BACKUP_PATHS must be absolute directories, got '$path'" ;; esac
   case "$path" in *[!A-Za-z0-9/._-]* | */../* | */..) fatal "BACKUP_PATHS: '$path' is not a plain path" ;; esac
 done
 case "$BACKUP_KEEP" in *[!a-z0-9\ -]*) fatal "BACKUP_KEEP must be restic forget options such as --keep-daily 7" ;; esac
+case "$SWARM_STATE" in "" | yes) ;; *) fatal "SWARM_STATE must be yes or empty, got '$SWARM_STATE'" ;; esac
+case "$INIT_REPOSITORY" in "" | yes) ;; *) fatal "INIT_REPOSITORY must be yes or empty" ;; esac
 case "$RESTORE" in "" | latest) ;; *) fatal "RESTORE must be latest or empty, got '$RESTORE'" ;; esac
+# what goes into the settings file and the timer: one line each, nothing sh or systemd would
+# read more into (the values are not repeated here: the keys may be secret)
+for value in "$RESTIC_REPOSITORY" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"; do
+  case "$value" in *[!A-Za-z0-9:/._~%+=@,-]*)
+    fatal "the repository or an S3 key holds a character it cannot hold here (a space, a quote, a line break, '\$' or '\\'); check dockyard:backupRepository and the S3 keys" ;;
+  esac
+done
+case "$BACKUP_SCHEDULE" in *[!A-Za-z0-9:/._~*,\ -]*) fatal "BACKUP_SCHEDULE is not a systemd calendar event" ;; esac
 [ -n "$SYSROOT" ] || [ "$(id -u)" = 0 ] || fatal "must run as root"
-export RESTIC_REPOSITORY RESTIC_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
-# restic's cache belongs with the host's state, not in a home directory
-export RESTIC_CACHE_DIR=$SYSROOT/var/cache/dockyard-restic
 
 if ! command -v restic >/dev/null 2>&1; then
   log "installing restic"
@@ -100,35 +120,67 @@ install_file() {
   case "$1" in "$UNITS"/*) units_changed=yes ;; esac
 }
 
-# the repository: made by the first host to find it missing; a host that lost that race
-# finds it there afterwards
-if ! restic cat config >/dev/null 2>&1; then
+# restic reads the password from its file here as the timer does (it trims the file's
+# whitespace, not the variable's: one source keeps both the same)
+printf '%s\n' "$RESTIC_PASSWORD" | install_file "$PASSWORD_FILE" 600
+unset RESTIC_PASSWORD
+export RESTIC_REPOSITORY RESTIC_PASSWORD_FILE="$PASSWORD_FILE" AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+# restic's cache belongs with the host's state, not in a home directory
+export RESTIC_CACHE_DIR=$SYSROOT/var/cache/dockyard-restic
+
+# quietly <restic arguments>: restic, its words shown only when it fails (they hold no secret)
+quietly() {
+  out=$(restic "$@" 2>&1) && return 0
+  printf '%s\n' "$out" | tail -n 5 | sed 's/^/restic: /' >&2
+  return 1
+}
+
+if ! quietly --no-lock cat config; then
+  if [ "$INIT_REPOSITORY" != yes ] || [ "$RESTORE" = latest ]; then
+    fatal "cannot open the restic repository $RESTIC_REPOSITORY (restic's words above): check dockyard:backupRepository, backupPassword and the S3 keys"
+  fi
   log "creating the repository"
-  restic init >/dev/null 2>&1 || restic cat config >/dev/null 2>&1 ||
-    fatal "cannot open or create the restic repository; check dockyard:backupRepository and its keys"
+  quietly init || fatal "cannot open or create the restic repository $RESTIC_REPOSITORY (restic's words above): check dockyard:backupRepository, backupPassword and the S3 keys"
 fi
 
 # restore: on a host whose directories are empty, from its newest snapshot, once
 MARKER=$SYSROOT/var/lib/dockyard/backup-restored
-if [ "$RESTORE" = latest ] && [ ! -f "$MARKER" ]; then
-  snapshot=$(restic snapshots --host "$BACKUP_HOST" --tag dockyard --latest 1 --json |
-    grep -o '"short_id":"[0-9a-f]*"' | tail -n 1 | cut -d'"' -f4)
-  [ -n "$snapshot" ] || fatal "no snapshot of host $BACKUP_HOST in the repository to restore; unset dockyard:restoreFrom to start it empty"
-  for path in $BACKUP_PATHS; do
-    if [ -d "$path" ] && [ -n "$(find "$path" -mindepth 1 -maxdepth 1 ! -name lost+found | head -n 1)" ]; then
-      fatal "$path already holds data: a restore never writes over it; unset dockyard:restoreFrom, or empty $path"
-    fi
-  done
-  log "restoring $BACKUP_PATHS from snapshot $snapshot"
-  started=$(date +%s)
-  # a snapshot holds this host's paths by their absolute names
-  restic restore "$snapshot" --target / >/dev/null
+RESTORING=$SYSROOT/var/lib/dockyard/backup-restoring
+if [ "$RESTORE" = latest ] && [ -n "$BACKUP_PATHS" ] && [ ! -f "$MARKER" ]; then
+  found=$(restic --no-lock snapshots --host "$BACKUP_HOST" --tag dockyard --json) ||
+    fatal "cannot list the snapshots of $BACKUP_HOST"
+  case "$found" in *'"id"'*) ;; *)
+    fatal "no snapshot of host $BACKUP_HOST in the repository to restore; unset dockyard:restoreFrom to start it empty" ;;
+  esac
+  # a restore that stopped halfway left what it wrote: the next run takes it up
+  if [ ! -f "$RESTORING" ]; then
+    for path in $BACKUP_PATHS; do
+      if [ -d "$path" ] && [ -n "$(find "$path" -mindepth 1 -maxdepth 1 ! -name lost+found | head -n 1)" ]; then
+        fatal "$path already holds data: a restore never writes over it; unset dockyard:restoreFrom, or empty $path"
+      fi
+    done
+  fi
   mkdir -p "$(dirname "$MARKER")"
-  echo "$snapshot" > "$MARKER"
-  log "restored snapshot $snapshot in $(( $(date +%s) - started )) s"
+  touch "$RESTORING"
+  log "restoring $BACKUP_PATHS from the newest snapshot of $BACKUP_HOST"
+  started=$(date +%s)
+  # a snapshot holds this host's paths by their absolute names; another host's prune may hold
+  # the repository's lock for a while
+  attempt=1
+  until quietly restore latest --host "$BACKUP_HOST" --tag dockyard --target /; do
+    [ "$attempt" -lt 5 ] || fatal "the restore stopped (restic's words above); run pulumi up again to take it up"
+    attempt=$((attempt + 1))
+    sleep 30
+  done
+  date -u +%Y-%m-%dT%H:%M:%SZ > "$MARKER"
+  rm -f "$RESTORING"
+  log "restored $BACKUP_HOST's newest snapshot in $(( $(date +%s) - started )) s"
 fi
 
-printf '%s\n' "$RESTIC_PASSWORD" | install_file "$SYSROOT/etc/dockyard/backup.password" 600
+swarm_dir=""
+if [ "$SWARM_STATE" = yes ]; then
+  swarm_dir=/var/lib/docker/swarm
+fi
 install_file "$SYSROOT/etc/dockyard/backup.env" 600 <<EOF
 RESTIC_REPOSITORY=$RESTIC_REPOSITORY
 RESTIC_PASSWORD_FILE=/etc/dockyard/backup.password
@@ -138,6 +190,7 @@ RESTIC_CACHE_DIR=/var/cache/dockyard-restic
 BACKUP_HOST=$BACKUP_HOST
 BACKUP_PATHS="$BACKUP_PATHS"
 BACKUP_KEEP="$BACKUP_KEEP"
+SWARM_DIR=$swarm_dir
 EOF
 
 install_file "$SYSROOT/usr/local/sbin/dockyard-backup" 755 <<'RUN'
@@ -147,28 +200,57 @@ install_file "$SYSROOT/usr/local/sbin/dockyard-backup" 755 <<'RUN'
 # it locked by another host's prune waits and tries again.
 set -eu
 set -f
-: "${BACKUP_HOST:?}" "${BACKUP_PATHS:?}"
+: "${BACKUP_HOST:?}"
 retry() {
-  for attempt in 1 2 3 4 5 6; do
+  for attempt in 1 2 3 4 5 6 7 8; do
     "$@" && return 0
-    echo "dockyard-backup: '$1 $2' failed (attempt $attempt), trying again in 30 s" >&2
-    sleep 30
+    echo "dockyard-backup: '$*' failed (attempt $attempt of 8), trying again in 60 s" >&2
+    sleep 60
   done
   return 1
 }
+# snapshot <tag> <path>...: restic's exit 3 is a snapshot taken with some files unreadable,
+# which a new attempt would only take again
+snapshot() {
+  tag=$1
+  shift
+  status=0
+  restic backup --quiet --host "$BACKUP_HOST" --tag "$tag" "$@" || status=$?
+  [ "$status" -ne 3 ] || echo "dockyard-backup: warning: some files of $* could not be read" >&2
+  [ "$status" -eq 0 ] || [ "$status" -eq 3 ]
+}
+# forget <tag>: this host's snapshots with that tag beyond the kept ones
+forget() {
+  [ -n "${BACKUP_KEEP:-}" ] || return 0
+  # shellcheck disable=SC2086
+  retry restic forget --quiet --host "$BACKUP_HOST" --tag "$1" $BACKUP_KEEP --prune
+}
 existing=""
-for path in $BACKUP_PATHS; do
+for path in ${BACKUP_PATHS:-}; do
   [ -d "$path" ] && existing="$existing $path"
 done
-[ -n "$existing" ] || { echo "dockyard-backup: none of $BACKUP_PATHS exists yet"; exit 0; }
 started=$(date +%s)
-# shellcheck disable=SC2086
-retry restic backup --quiet --host "$BACKUP_HOST" --tag dockyard $existing
-if [ -n "${BACKUP_KEEP:-}" ]; then
+if [ -n "$existing" ]; then
   # shellcheck disable=SC2086
-  retry restic forget --quiet --host "$BACKUP_HOST" --tag dockyard $BACKUP_KEEP --prune
+  retry snapshot dockyard $existing
+  forget dockyard
+  echo "dockyard-backup: backed up$existing in $(( $(date +%s) - started )) s"
+elif [ -n "${BACKUP_PATHS:-}" ]; then
+  echo "dockyard-backup: none of $BACKUP_PATHS exists yet"
 fi
-echo "dockyard-backup: backed up$existing in $(( $(date +%s) - started )) s"
+if [ -n "${SWARM_DIR:-}" ] && [ -d "$SWARM_DIR" ]; then
+  # the swarm's Raft state as Docker documents its backup: copied while the engine is stopped,
+  # so that it is consistent; this node's tasks stop meanwhile (on small and medium it is not
+  # the first manager, and the others keep the quorum)
+  started=$(date +%s)
+  systemctl stop docker.socket docker.service
+  copied=0
+  retry snapshot dockyard-swarm "$SWARM_DIR" || copied=$?
+  systemctl start docker.service
+  [ "$copied" -eq 0 ] || exit "$copied"
+  forget dockyard-swarm
+  echo "dockyard-backup: backed up the swarm's state ($SWARM_DIR) in $(( $(date +%s) - started )) s, the engine stopped meanwhile"
+fi
 RUN
 
 install_file "$UNITS/dockyard-backup.service" 644 <<'EOF'

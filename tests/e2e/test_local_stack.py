@@ -723,6 +723,48 @@ def test_no_secret_is_in_clear_in_the_state_the_output_or_on_the_hosts(stack):
         assert "SWMTKN" not in cmdlines and password not in cmdlines
 
 
+def test_a_manager_that_lost_its_swarm_state_gets_the_swarm_back_from_the_raft_backup(stack):
+    registry = stack.outputs["registry"]
+    stack.ssh(MANAGER, f"docker service create --detach --name kept --with-registry-auth {site_labels('kept')} "
+                       f"{registry}/web:2")
+    assert wait_for("kept through traefik", lambda: _ingress_answer(stack, "kept", MANAGER)) == "dockyard web 2"
+    services = "docker service ls --format '{{.Name}} {{.Replicas}}'"
+    before = sorted(line.split()[0] for line in stack.ssh(MANAGER, services).stdout.splitlines())
+    assert {"traefik", "kept"} <= set(before)
+    # b is the manager that backs up the swarm's state (the last one): its engine stops for the copy
+    timed("backup on b, its engine stopped for the swarm's state",
+          lambda: stack.ssh(MANAGER, "systemctl start dockyard-backup.service"))
+    said = stack.ssh(MANAGER, "journalctl -u dockyard-backup.service -o cat --no-pager | grep 'swarm' | tail -n 1")
+    TIMINGS.append(f"[e2e] b: {said.stdout.strip()}")
+    wait_for("b's engine back in its swarm", lambda: stack.ssh(
+        MANAGER, "docker node ls -q", check=False).returncode == 0, timeout=180, every=5)
+    # the state lost: the engine stopped, its swarm directory gone, the engine started on nothing
+    stack.ssh(MANAGER, "systemctl stop docker.socket docker.service && rm -rf /var/lib/docker/swarm && "
+                       "systemctl start docker.service")
+    assert stack.ssh(MANAGER, "docker info --format '{{.Swarm.LocalNodeState}}'").stdout.strip() == "inactive"
+    script = (Path(__file__).resolve().parents[2] / "components" / "scripts" / "swarm-recover.sh").read_text()
+    recovered = timed("the swarm recovered from the Raft backup", lambda: stack.ssh(MANAGER, "bash -s", stdin=script))
+    TIMINGS.append(f"[e2e] {recovered.stderr.strip().splitlines()[-1]}")
+
+    def nodes_ready():
+        rows = stack.ssh(MANAGER, "docker node ls --format '{{.Hostname}} {{.Status}}'", check=False).stdout.split("\n")
+        return sorted(r for r in rows if r) == ["b Ready", "w1 Ready"]
+
+    wait_for("b and w1 Ready in the recovered swarm", nodes_ready, timeout=240, every=10)
+
+    def every_service_running():
+        rows = [line.split() for line in stack.ssh(MANAGER, services).stdout.splitlines()]
+        return rows if all(r[1].split("/")[0] == r[1].split("/")[1] for r in rows) else None
+
+    rows = wait_for("every service's tasks running again", every_service_running, timeout=300, every=10)
+    assert sorted(r[0] for r in rows) == before
+    assert wait_for("kept through traefik again", lambda: _ingress_answer(stack, "kept", MANAGER),
+                    timeout=120) == "dockyard web 2"
+    # the stack's resources are the swarm's own again: the same ids, nothing to change
+    stack.preview("--expect-no-changes")
+    stack.ssh(MANAGER, "docker service rm kept")
+
+
 def test_destroy_and_recreate_from_a_backup_then_destroy_with_the_first_manager_killed_by_hand(stack):
     # what the backup must bring back: a file on the export, an image in the registry
     registry = stack.outputs["registry"]
