@@ -35,16 +35,17 @@ case "$*" in
   "info --format {{.Swarm.NodeID}}") echo "${FAKE_SELF:-self}" ;;
   "node ls -q") exit "${FAKE_LS_RC:-0}" ;;
   "node inspect "*) [ "${FAKE_KNOWN:-yes}" = yes ] || exit 1 ;;
-  "service ls -q") [ -z "${FAKE_STARTING:-}" ] || echo svc1 ;;
-  "service ls --format {{.Mode}} {{.Replicas}}")
-    # the first FAKE_SHORT times: the node's replicas are stopped, their replacements not made yet
-    asked=$(( $(cat "$LOG_DIR/service-ls" 2>/dev/null || echo 0) + 1 )); echo "$asked" > "$LOG_DIR/service-ls"
-    echo "global 2/2"
-    if [ "$asked" -le "${FAKE_SHORT:-0}" ]; then echo "replicated 0/2"; else echo "replicated 2/2"; fi ;;
+  "service ls -q" | "service ls -q --filter mode=replicated")
+    [ -z "${FAKE_STARTING:-}${FAKE_SHORT:-}" ] || echo svc1 ;;
+  "service inspect --format {{.Spec.Mode.Replicated.Replicas}} svc1") echo 2 ;;
   "service ps "*)
-    # the replacement task is starting the first FAKE_STARTING times it is asked, then runs
+    # svc1 has 2 replicas, one of them was on the node: for the first FAKE_SHORT asks its
+    # replacement does not exist yet, for the next FAKE_STARTING asks it is starting
     asked=$(( $(cat "$LOG_DIR/service-ps" 2>/dev/null || echo 0) + 1 )); echo "$asked" > "$LOG_DIR/service-ps"
-    if [ "$asked" -le "${FAKE_STARTING:-0}" ]; then echo "Starting 2 seconds ago"; else echo "Running 1 second ago"; fi ;;
+    echo "Running 5 minutes ago"
+    if [ "$asked" -le "${FAKE_SHORT:-0}" ]; then :
+    elif [ "$asked" -le $(( ${FAKE_SHORT:-0} + ${FAKE_STARTING:-0} )) ]; then echo "Starting 2 seconds ago"
+    else echo "Running 1 second ago"; fi ;;
   *) exit 0 ;;
 esac
 """
@@ -182,26 +183,32 @@ def test_the_removal_drains_then_removes_a_worker(bin_dir):
     assert asked.index("docker node rm --force n0de1d") > drain
 
 
+def removal_rounds(bin_dir) -> tuple[list[int], list[str]]:
+    asked = (bin_dir / "docker.log").read_text().splitlines()
+    return [i for i, line in enumerate(asked) if line.startswith("docker service ps")], asked
+
+
 def test_the_removal_waits_until_the_nodes_replicas_run_elsewhere(bin_dir):
     """Both replicas of a service on the leaving node: it leaves once their replacements run,
     so that the service is not left with none."""
     result = run(REMOVAL, bin_dir, NODE_ID="n0de1d", DRAIN_TIMEOUT="60", FAKE_STARTING="1")
     assert result.returncode == 0, result.stderr
-    asked = (bin_dir / "docker.log").read_text().splitlines()
-    checks = [i for i, line in enumerate(asked) if line.startswith("docker service ps")]
-    assert len(checks) == 2, "asked again while the replacement was starting"
+    checks, asked = removal_rounds(bin_dir)
+    assert len(checks) == 3, "asked again while the replacement was starting, then once for every service"
     assert asked.index("docker node rm --force n0de1d") > checks[-1]
+    assert "warning" not in result.stderr
 
 
 def test_the_removal_waits_while_the_nodes_replicas_have_no_replacement_yet(bin_dir):
     """Just after the drain the node's tasks are stopped and no replacement exists: no task is
-    "starting" either, so only the count of running replicas shows the service is short."""
-    result = run(REMOVAL, bin_dir, NODE_ID="n0de1d", DRAIN_TIMEOUT="60", FAKE_SHORT="2")
+    "starting" either (and the swarm's own count still counts the stopping task: the real
+    engine's run), so only the count of tasks meant to run and running shows the service is
+    short."""
+    result = run(REMOVAL, bin_dir, NODE_ID="n0de1d", DRAIN_TIMEOUT="60", FAKE_SHORT="2", FAKE_STARTING="1")
     assert result.returncode == 0, result.stderr
-    asked = (bin_dir / "docker.log").read_text().splitlines()
-    counts = [i for i, line in enumerate(asked) if line.startswith("docker service ls --format")]
-    assert len(counts) == 3, "asked until the replicas were all running"
-    assert asked.index("docker node rm --force n0de1d") > counts[-1]
+    checks, asked = removal_rounds(bin_dir)
+    assert len(checks) == 5, "2 rounds without the replacement, 1 with it starting, then all running"
+    assert asked.index("docker node rm --force n0de1d") > checks[-1]
     assert "warning" not in result.stderr
 
 

@@ -42,16 +42,20 @@ fi
 
 log "draining $NODE_ID"
 docker node update --availability drain "$NODE_ID" >/dev/null
-# drained: nothing is meant to run on the node any more, every replicated or global service
-# has as many running tasks as it asks for, and no task meant to run is still starting. The
-# count matters: right after the drain the orchestrator has stopped the node's tasks before it
-# has created their replacements, and in that moment no task is "not running" either.
-# So the removal leaves no service short of its tasks, even one whose replicas all were here.
+# drained: nothing is meant to run on the node any more, every replicated service has as many
+# tasks meant to run and running as it asks for, and no task meant to run is still starting.
+# Counting matters: right after the drain the orchestrator has stopped the node's tasks before
+# it has made their replacements, and in that moment no task is "starting"; and the swarm's
+# own count of a service's running tasks still counts a stopping one. So the removal leaves no
+# service short of its tasks, even one whose replicas all were on this node.
 drained() {
   [ "$(docker node ps "$NODE_ID" --filter desired-state=running -q 2>/dev/null | wc -l)" -eq 0 ] || return 1
-  docker service ls --format '{{.Mode}} {{.Replicas}}' 2>/dev/null | awk '
-    $1 == "replicated" || $1 == "global" { split($2, n, "/"); if (n[1] != n[2]) short = 1 }
-    END { exit short }' || return 1
+  for service in $(docker service ls -q --filter mode=replicated 2>/dev/null); do
+    wanted=$(docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "$service" 2>/dev/null) || return 1
+    running=$(docker service ps "$service" --filter desired-state=running --format '{{.CurrentState}}' 2>/dev/null |
+      grep -c '^Running' || true)
+    [ "$running" -ge "$wanted" ] || return 1
+  done
   ! docker service ls -q 2>/dev/null |
     xargs -r docker service ps --filter desired-state=running --format '{{.CurrentState}}' 2>/dev/null |
     grep -qv '^Running'
