@@ -89,7 +89,18 @@ class LocalStack:
         return update
 
     def up(self) -> Update:
-        update = self._update("up")
+        try:
+            update = self._update("up")
+        except AssertionError as error:
+            # once in a clean-clone CI run (of many here) the first `up` stopped at 7 s with the
+            # engine's own "failed to load checkpoint: EOF" and the next one went through: the
+            # program reads its own stack's outputs (quorum.py) while the engine writes them.
+            # README, "Troubleshooting"; the retry is said in the summary, never silent
+            if "failed to load checkpoint: EOF" not in str(error):
+                raise
+            from tests.e2e.conftest import TIMINGS
+            TIMINGS.append("[e2e] pulumi up stopped with the engine's 'failed to load checkpoint: EOF'; run again")
+            update = self._update("up")
         self.outputs = self.engine.outputs(self.name, show_secrets=True)
         return update
 
