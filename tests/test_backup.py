@@ -74,8 +74,12 @@ echo "systemctl $*" >> "$LOG_DIR/calls"
 """
 FAKE_DOCKER = """#!/bin/sh
 echo "docker $*" >> "$LOG_DIR/calls"
+# FAKE_SELF_ELECTS: the restored state's only manager is this one, which is leader once started
+[ -n "${FAKE_SELF_ELECTS:-}" ] && grep -q "systemctl start" "$LOG_DIR/calls" && touch "$LOG_DIR/leader"
 case "$*" in
-  "swarm init --force-new-cluster"*) touch "$LOG_DIR/leader" ;;
+  "swarm init --force-new-cluster"*)
+    touch "$LOG_DIR/leader"
+    [ -z "${FAKE_INIT_TIMES_OUT:-}" ] || { echo "Error response from daemon: context deadline exceeded" >&2; exit 1; } ;;
   "node ls -q") [ -f "$LOG_DIR/leader" ] && echo n0de1 ;;
   "service ls -q") [ -f "$LOG_DIR/leader" ] && printf 'svc1\nsvc2\n' ;;
 esac
@@ -426,7 +430,8 @@ RECOVER = SCRIPT.parent / "swarm-recover.sh"
 
 def recover(site, h, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(RECOVER)], env={"PATH": f"{site['bin']}:{os.environ['PATH']}",
-                                                       "LOG_DIR": str(site["tmp"]), "SYSROOT": str(h["root"]), **env},
+                                                       "LOG_DIR": str(site["tmp"]), "SYSROOT": str(h["root"]),
+                                                       "SETTLE_SECONDS": "0", **env},
                           text=True, capture_output=True, timeout=120)
 
 
@@ -456,14 +461,31 @@ def test_a_swarm_whose_manager_lost_its_state_is_recovered_from_the_raft_backup(
     assert tree_digest(state) == backed_up
     aside = [p for p in state.parent.iterdir() if p.name.startswith("swarm.before-recovery-")]
     assert len(aside) == 1 and (aside[0] / "worker" / "tasks.db").exists(), "what the engine had is kept"
-    assert calls(site) == [
-        "docker node ls -q",
-        "systemctl stop docker.socket docker.service",
-        "systemctl start docker.service",
-        "docker swarm init --force-new-cluster --advertise-addr 10.233.0.12",
-        "docker node ls -q", "docker node ls -q", "docker service ls -q",
-        "systemctl start docker.service"]  # on its way out, whatever happened
+    asked = calls(site)
+    assert asked[:3] == ["docker node ls -q", "systemctl stop docker.socket docker.service",
+                         "systemctl start docker.service"]
+    # no leader came back by itself: a new cluster is forced at the restored state's address
+    assert asked.count("docker swarm init --force-new-cluster --advertise-addr 10.233.0.12") == 1
+    assert asked[-1] == "systemctl start docker.service"  # on its way out, whatever happened
     assert "recovered in" in result.stderr and "2 service(s)" in result.stderr
+
+
+def test_a_restored_state_that_elects_its_only_manager_needs_no_forced_cluster(site):
+    """The real engine's run: the single manager's restored state came back by itself, and a
+    forced `swarm init` timed out against it."""
+    manager, state, backed_up = recovering_manager(site)
+    subprocess.run(["rm", "-rf", str(state)], check=True)
+    result = recover(site, manager, FAKE_SELF_ELECTS="1", SETTLE_SECONDS="10")
+    assert result.returncode == 0, result.stderr
+    assert tree_digest(state) == backed_up
+    assert not [c for c in calls(site) if "swarm init" in c]
+
+
+def test_a_forced_cluster_that_does_not_answer_in_time_still_recovers_once_a_leader_is_there(site):
+    manager, state, _ = recovering_manager(site)
+    result = recover(site, manager, FAKE_INIT_TIMES_OUT="1")
+    assert result.returncode == 0, result.stderr
+    assert "did not answer in time" in result.stderr and "recovered in" in result.stderr
 
 
 def test_a_manager_that_reaches_its_leader_is_left_alone(site):

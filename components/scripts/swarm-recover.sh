@@ -11,6 +11,8 @@
 # Inputs (environment, optional):
 #   SNAPSHOT   the snapshot to restore (default: this host's newest dockyard-swarm snapshot)
 #   FORCE      yes: recover even though this manager still reaches a leader
+#   SETTLE_SECONDS  how long the restored state may take to elect this manager by itself
+#              before a new cluster is forced (default 60)
 # For tests only:
 #   SYSROOT    a directory that stands for / where the backup's settings are read
 #
@@ -23,6 +25,7 @@ fatal() { log "error: $*"; exit 1; }
 
 SNAPSHOT=${SNAPSHOT:-}
 FORCE=${FORCE:-}
+SETTLE_SECONDS=${SETTLE_SECONDS:-60}
 SYSROOT=${SYSROOT:-}
 SETTINGS=$SYSROOT/etc/dockyard/backup.env
 [ -n "$SYSROOT" ] || [ "$(id -u)" = 0 ] || fatal "must run as root"
@@ -61,8 +64,19 @@ systemctl start docker.service
 # the address the node had, which the workers know it by
 address=$(grep -o '"AdvertiseAddr":"[^"]*"' "$SWARM_DIR/docker-state.json" | cut -d'"' -f4 | sed 's/:[0-9]*$//')
 [ -n "$address" ] || fatal "the restored state names no advertise address ($SWARM_DIR/docker-state.json)"
-log "forcing a new cluster on $address from the restored state"
-docker swarm init --force-new-cluster --advertise-addr "$address" >/dev/null
+# a restored state whose only manager is this one elects it again by itself (in the real
+# engine's run `swarm init` then timed out against the swarm starting up); one that names
+# other managers has no quorum until a new cluster is forced
+waited=0
+until docker node ls -q >/dev/null 2>&1 || [ "$waited" -ge "$SETTLE_SECONDS" ]; do
+  sleep 5
+  waited=$((waited + 5))
+done
+if ! docker node ls -q >/dev/null 2>&1; then
+  log "forcing a new cluster on $address from the restored state"
+  docker swarm init --force-new-cluster --advertise-addr "$address" >/dev/null ||
+    log "docker swarm init did not answer in time; waiting for the leader"
+fi
 waited=0
 until docker node ls -q >/dev/null 2>&1; do
   [ "$waited" -lt 120 ] || fatal "the manager has no leader 120 s after the recovery; see journalctl -u docker"
