@@ -9,12 +9,11 @@ from typing import Optional
 
 import pulumi
 
+from .cicd import CI_ROOT
 from .config import BackupSettings
 from .hosts import Host
 from .remote import run_script
 from .topology import HostSpec, Topology
-
-CI_DATA = "/srv/ci"  # the registry's, Gitea's and Drone's data (cicd.CI_ROOT)
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def data_paths(topology: Topology, spec: HostSpec) -> tuple[str, ...]:
     if spec.volume == "nfs":
         return tuple(e.path for e in topology.exports if e.server == spec.name and not e.replica_of)
     if spec.volume == "ci":
-        return (CI_DATA,)
+        return (CI_ROOT,)
     return ()
 
 
