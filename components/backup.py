@@ -10,7 +10,7 @@ from typing import Optional
 import pulumi
 
 from .cicd import CI_ROOT
-from .config import BackupSettings
+from .config import BackupSettings, CiSettings
 from .hosts import Host
 from .remote import run_script
 from .topology import HostSpec, Topology
@@ -41,6 +41,16 @@ def data_paths(topology: Topology, spec: HostSpec) -> tuple[str, ...]:
     return ()
 
 
+def paused_during_backup(ci: CiSettings, spec: HostSpec) -> tuple[str, ...]:
+    """The containers frozen while a host's data is read: on the CI host, Gitea and Drone,
+    whose SQLite databases and repositories are then read as of one moment (what a crash
+    would leave, which both recover from). The registry is not: its blobs are written once,
+    under their digest, and pushes go on meanwhile."""
+    if spec.volume != "ci":
+        return ()
+    return tuple(service for service in ("gitea", "drone") if ci.runs(service))
+
+
 @dataclass
 class BackupArgs:
     host: Host
@@ -48,6 +58,8 @@ class BackupArgs:
     settings: BackupSettings
     secrets: BackupSecrets
     paths: tuple[str, ...]
+    # containers paused while the paths are read (paused_during_backup)
+    paused: tuple[str, ...] = ()
     # this manager also backs up the swarm's Raft state (its engine stopped for the copy)
     swarm_state: bool = False
     # this host creates the repository when it does not exist; the others wait for it
@@ -62,6 +74,7 @@ class Backup(pulumi.ComponentResource):
         env = {
             "BACKUP_HOST": args.host_name,
             "BACKUP_PATHS": " ".join(args.paths),
+            "BACKUP_PAUSE": " ".join(args.paused),
             "RESTIC_REPOSITORY": settings.repository or "",
             "BACKUP_SCHEDULE": settings.schedule,
             "BACKUP_KEEP": settings.forget_options(),

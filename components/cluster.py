@@ -13,7 +13,7 @@ from typing import Optional
 
 import pulumi
 
-from .backup import Backup, BackupArgs, BackupSecrets, data_paths, swarm_state_host
+from .backup import Backup, BackupArgs, BackupSecrets, data_paths, paused_during_backup, swarm_state_host
 from .config import DockyardConfig
 from .docker_host import DockerHost, DockerHostArgs
 from .hosts import Platform
@@ -103,6 +103,7 @@ class Cluster(pulumi.ComponentResource):
                     f"{spec.name}-backup",
                     BackupArgs(host=self._hosts[spec.name], host_name=spec.name, settings=cfg.backup,
                                secrets=self._backup_secrets, paths=paths, swarm_state=swarm_state,
+                               paused=paused_during_backup(cfg.ci, spec),
                                creates_repository=first is None,
                                depends_on=[self.engines[spec.name].engine] + ([first.ready] if first else [])),
                     opts=child,

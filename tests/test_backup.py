@@ -15,6 +15,7 @@ import pytest
 from components.config import ConfigError, parse_config
 from components.topology import build_topology
 from components.backup import data_paths
+import shlex
 from tests.harness import BASE_CONFIG, TEST_BACKUP_PASSWORD, TEST_BACKUP_SECRET_KEY, run_program
 from tests.test_monitoring import debian_tool
 
@@ -60,7 +61,7 @@ def backup_now(site, h, **overrides: str) -> subprocess.CompletedProcess:
     settings = h["root"] / "etc/dockyard/backup.env"
     local = {"RESTIC_PASSWORD_FILE": f"{h['root']}/etc/dockyard/backup.password",
              "RESTIC_CACHE_DIR": f"{h['root']}/cache", **overrides}
-    command = (f"set -a; . {settings}; " + "".join(f"{k}={v}; " for k, v in local.items())
+    command = (f"set -a; . {settings}; " + "".join(f"{k}={shlex.quote(v)}; " for k, v in local.items())
                + f"set +a; exec {h['root']}/usr/local/sbin/dockyard-backup")
     return subprocess.run(["sh", "-c", command], env={"PATH": f"{site['bin']}:{os.environ['PATH']}",
                                                       "LOG_DIR": str(site["tmp"])},
@@ -77,6 +78,8 @@ echo "docker $*" >> "$LOG_DIR/calls"
 # FAKE_SELF_ELECTS: the restored state's only manager is this one, which is leader once started
 [ -n "${FAKE_SELF_ELECTS:-}" ] && grep -q "systemctl start" "$LOG_DIR/calls" && touch "$LOG_DIR/leader"
 case "$*" in
+  "inspect "*)
+    case " ${FAKE_RUNNING:-} " in *" $4 "*) echo "true false" ;; *) exit 1 ;; esac ;;
   "swarm init --force-new-cluster"*)
     touch "$LOG_DIR/leader"
     [ -z "${FAKE_INIT_TIMES_OUT:-}" ] || { echo "Error response from daemon: context deadline exceeded" >&2; exit 1; } ;;
@@ -92,6 +95,14 @@ def with_fakes(site) -> None:
         path = site["bin"] / name
         path.write_text(text)
         path.chmod(0o755)
+
+
+def with_logged_restic(site) -> None:
+    """restic as it is, its subcommand also written to the calls' log (to see what it ran between)."""
+    real = (site["bin"] / "restic").resolve()
+    (site["bin"] / "restic").unlink()
+    (site["bin"] / "restic").write_text(f'#!/bin/sh\necho "restic $1" >> "$LOG_DIR/calls"\nexec {real} "$@"\n')
+    (site["bin"] / "restic").chmod(0o755)
 
 
 def calls(site) -> list[str]:
@@ -379,9 +390,63 @@ def test_what_uses_the_data_waits_for_its_restore(backed_up):
     assert backed_up.depends_on(backed_up.named(f"{nfs}-backup-restic"), backed_up.named(f"{nfs}-docker"))
 
 
+def test_gitea_and_drone_are_paused_for_the_ci_hosts_backup_and_wait_for_its_restore():
+    ci_stack = run_program(stack="bkci", tier="default", workers="1", backupRepository="rest:http://10.0.0.5:8000/c",
+                           backupPassword=True, restoreFrom="latest", ciServices=["registry", "gitea", "drone"])
+    topo = build_topology("default", 1)
+    ci = next(h.name for h in topo.hosts if h.volume == "ci")
+    nfs = next(h.name for h in topo.hosts if h.volume == "nfs")
+    pause = {}
+    for name in (ci, nfs):
+        words = shlex.split(ci_stack.named(f"{name}-backup-restic").inputs["create"])
+        pause[name] = next(w.split("=", 1)[1] for w in words if w.startswith("BACKUP_PAUSE="))
+    assert pause == {ci: "gitea drone", nfs: ""}
+    restore = ci_stack.named(f"{ci}-backup-restic")
+    for container in ci_stack.of_type("docker:index/container:Container"):
+        if container.name.endswith(("-gitea", "-drone", "-drone-runner")):
+            assert ci_stack.depends_on(container, restore), container.name
+
+
 def test_a_stack_without_a_repository_makes_no_backup():
     plain = run_program(stack="nobk", tier="default", workers="1")
     assert not [r for r in plain.registrations if "backup" in r.name]
+
+
+# --- Gitea and Drone, frozen while their data is read --------------------------------------
+
+def test_the_running_ci_containers_are_paused_only_while_their_data_is_read(site):
+    with_fakes(site)
+    ci = host(site, "ci")
+    fill(ci["data"])
+    assert setup(site, ci, BACKUP_PAUSE="gitea drone").returncode == 0
+    assert 'BACKUP_PAUSE="gitea drone"' in (ci["root"] / "etc/dockyard/backup.env").read_text()
+    with_logged_restic(site)
+    ran = backup_now(site, ci, FAKE_RUNNING="gitea")
+    assert ran.returncode == 0, ran.stderr
+    asked = [c for c in calls(site) if not c.startswith("docker inspect")]
+    # drone is not running: nothing to pause, and nothing started that was stopped
+    assert asked == ["docker pause gitea", "restic backup", "docker unpause gitea", "restic forget"]
+    assert "paused gitea while their data is read" in ran.stdout
+
+
+def test_a_backup_that_fails_leaves_nothing_paused(site):
+    with_fakes(site)
+    ci = host(site, "ci")
+    fill(ci["data"])
+    assert setup(site, ci, BACKUP_PAUSE="gitea drone").returncode == 0
+    (site["bin"] / "sleep").write_text("#!/bin/sh\n")  # the retries' pauses
+    (site["bin"] / "sleep").chmod(0o755)
+    subprocess.run(["rm", "-rf", str(site["repo"])], check=True)
+    ran = backup_now(site, ci, FAKE_RUNNING="gitea drone")
+    assert ran.returncode != 0
+    asked = [c for c in calls(site) if c.startswith(("docker pause", "docker unpause"))]
+    # each attempt freezes and thaws; the waits between attempts are not spent frozen
+    assert asked == ["docker pause gitea", "docker pause drone", "docker unpause gitea", "docker unpause drone"] * 8
+
+
+def test_a_container_name_that_is_not_one_is_refused(site):
+    refused = setup(site, host(site, "ci"), BACKUP_PAUSE="gitea $(reboot)")
+    assert refused.returncode != 0 and "BACKUP_PAUSE must be container names" in refused.stderr
 
 
 # --- the swarm's Raft state -----------------------------------------------------------------

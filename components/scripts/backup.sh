@@ -12,6 +12,9 @@
 #   BACKUP_HOST        the name this host's snapshots carry (restic --host): the stack's host name
 #   BACKUP_PATHS       space-separated absolute directories to back up (and to restore); may be
 #                      empty on a host that backs up only the swarm's state
+#   BACKUP_PAUSE       space-separated containers paused while BACKUP_PATHS is read (Gitea and
+#                      Drone, whose SQLite databases and repositories must be read as of one
+#                      moment, as a crash would leave them); may be empty
 #   SWARM_STATE        yes: also back up this manager's swarm state (/var/lib/docker/swarm) as
 #                      Docker documents it, with the engine stopped for the copy, tagged
 #                      dockyard-swarm; it is restored only by swarm-recover.sh, never by RESTORE
@@ -43,6 +46,7 @@ fatal() { log "error: $*"; exit 1; }
 
 BACKUP_HOST=${BACKUP_HOST:-}
 BACKUP_PATHS=${BACKUP_PATHS:-}
+BACKUP_PAUSE=${BACKUP_PAUSE:-}
 SWARM_STATE=${SWARM_STATE:-}
 RESTIC_REPOSITORY=${RESTIC_REPOSITORY:-}
 RESTIC_PASSWORD=${RESTIC_PASSWORD:-}
@@ -80,6 +84,9 @@ case "$BACKUP_HOST" in *[!A-Za-z0-9_.-]*) fatal "BACKUP_HOST must be a host name
 for path in $BACKUP_PATHS; do
   case "$path" in /*) ;; *) fatal "BACKUP_PATHS must be absolute directories, got '$path'" ;; esac
   case "$path" in *[!A-Za-z0-9/._-]* | */../* | */..) fatal "BACKUP_PATHS: '$path' is not a plain path" ;; esac
+done
+for container in $BACKUP_PAUSE; do
+  case "$container" in *[!A-Za-z0-9_.-]*) fatal "BACKUP_PAUSE must be container names, got '$container'" ;; esac
 done
 case "$BACKUP_KEEP" in *[!a-z0-9\ -]*) fatal "BACKUP_KEEP must be restic forget options such as --keep-daily 7" ;; esac
 case "$SWARM_STATE" in "" | yes) ;; *) fatal "SWARM_STATE must be yes or empty, got '$SWARM_STATE'" ;; esac
@@ -189,6 +196,7 @@ AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
 RESTIC_CACHE_DIR=/var/cache/dockyard-restic
 BACKUP_HOST=$BACKUP_HOST
 BACKUP_PATHS="$BACKUP_PATHS"
+BACKUP_PAUSE="$BACKUP_PAUSE"
 BACKUP_KEEP="$BACKUP_KEEP"
 SWARM_DIR=$swarm_dir
 EOF
@@ -229,10 +237,36 @@ existing=""
 for path in ${BACKUP_PATHS:-}; do
   [ -d "$path" ] && existing="$existing $path"
 done
+# the running containers of BACKUP_PAUSE are frozen while their data is read, and thawed
+# however the backup ends
+paused=""
+thaw() {
+  for container in $paused; do
+    docker unpause "$container" >/dev/null || echo "dockyard-backup: warning: cannot unpause $container" >&2
+  done
+  paused=""
+}
+trap thaw EXIT
+trap 'thaw; exit 1' INT TERM
+freeze() {
+  for container in ${BACKUP_PAUSE:-}; do
+    [ "$(docker inspect -f '{{.State.Running}} {{.State.Paused}}' "$container" 2>/dev/null)" = "true false" ] || continue
+    docker pause "$container" >/dev/null && paused="$paused $container"
+  done
+  [ -z "$paused" ] || echo "dockyard-backup: paused$paused while their data is read"
+}
+# frozen for one attempt at a time: a retry's wait for another host's lock is not spent frozen
+frozen_snapshot() {
+  freeze
+  frozen_status=0
+  snapshot "$@" || frozen_status=$?
+  thaw
+  return "$frozen_status"
+}
 started=$(date +%s)
 if [ -n "$existing" ]; then
   # shellcheck disable=SC2086
-  retry snapshot dockyard $existing
+  retry frozen_snapshot dockyard $existing
   forget dockyard
   echo "dockyard-backup: backed up$existing in $(( $(date +%s) - started )) s"
 elif [ -n "${BACKUP_PATHS:-}" ]; then

@@ -14,7 +14,14 @@ form login and the OAuth2 grant, as a browser would), creates the repository, ac
 it in Drone, marks it trusted and adds its secrets with the stack's admin token, and pushes.
 Drone builds the image, pushes it to the registry and creates the swarm service; a second
 push rolls the new version out. The example's Docker Hub images are swapped for the ones
-built here (busybox and the pipeline image), which is all that changes in it."""
+built here (busybox and the pipeline image), which is all that changes in it.
+
+Last, backups (restic's REST server on this machine): a and b back up on demand, the stack
+is destroyed and brought up again with `restoreFrom: latest`, and the repository clones at
+the same commit, the built image pulls by its digest, a file on the export reads back with
+its checksum, Drone still lists the repository with its builds, and after the steps README
+gives for a restored stack (log in to Drone again, the new key as the repository's secret)
+a third push is built and served by the new swarm."""
 import json
 import os
 import shutil
@@ -33,7 +40,7 @@ import pytest
 
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.stack import LocalStack, shows
-from tests.e2e.test_local_stack import timed, wait_for
+from tests.e2e.test_local_stack import leftovers, start_backup_server, timed, wait_for
 from tests.engine import Engine
 
 pytestmark = [
@@ -47,6 +54,10 @@ MASTER, MANAGER = "10.234.0.11", "10.234.0.12"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "web"
 CONFIG = {"cloud": "local", "tier": "default", "workers": "0", "vpcCidr": "10.234.0.0/24",
           "ciServices": ["registry", "gitea", "drone"]}
+# backups to restic's REST server on this machine, as the default e2e's
+BACKUP_LISTEN = "10.234.0.1:8765"
+CONFIG["backupRepository"] = f"rest:http://{BACKUP_LISTEN}/{NET}"
+BACKUP_PASSWORD = "e2e-backup-" + os.urandom(12).hex()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -75,17 +86,23 @@ def stack(tmp_path_factory):
         text=True))
     settings = json.loads(built.stdout.strip().splitlines()[-1])
     archives = ("gitea", "drone", "drone-runner", "drone-pipeline", "busybox")
+    backup_server = start_backup_server(tmp_path_factory.mktemp("backups"), NET, CONFIG["vpcCidr"], BACKUP_LISTEN)
     engine = Engine.in_tmp(tmp_path_factory.mktemp("engine"))
     stack = LocalStack.create(engine, NET, {**CONFIG, "ciImages": settings,
-                                            "preloadImages": [str(images / f"{n}.tar") for n in archives]})
+                                            "preloadImages": [str(images / f"{n}.tar") for n in archives]},
+                              secrets={"backupPassword": BACKUP_PASSWORD})
     try:
         timed("up with Gitea and Drone", stack.up)
         stack.preview("--expect-no-changes")
         yield stack
     finally:
-        timed("destroy", stack.destroy)
-        engine.run("stack", "rm", "--yes", "--stack", NET, check=False)
-        subprocess.run(["python3", "-m", "localcloud", "cleanup", "--net", NET], check=True)
+        try:
+            timed("destroy", stack.destroy)
+            engine.run("stack", "rm", "--yes", "--stack", NET, check=False)
+        finally:
+            backup_server.terminate()
+            backup_server.wait(timeout=30)
+            subprocess.run(["python3", "-m", "localcloud", "cleanup", "--net", NET], check=True)
 
 
 def test_every_ci_container_becomes_healthy(stack):
@@ -177,12 +194,17 @@ def drone_api(stack, method: str, path: str, body=None):
         return json.loads(text) if text else None
 
 
-def push(stack, workdir: Path, message: str) -> None:
-    """git push over HTTP with the admin's password in a header from the environment, so it
-    is on no command line."""
+def git_env(stack) -> dict:
+    """git over HTTP as the admin, the password in a header from the environment, so it is on
+    no command line."""
     token = b64encode(f"dockyard:{stack.outputs['gitea_admin_password']}".encode()).decode()
-    env = {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-           "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}", "GIT_TERMINAL_PROMPT": "0"}
+    return {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}", "GIT_TERMINAL_PROMPT": "0"}
+
+
+def push(stack, workdir: Path, message: str) -> None:
+    """git push over HTTP as the admin (git_env)."""
+    env = git_env(stack)
 
     def git(*args):
         subprocess.run(["git", *args], cwd=workdir, env=env, check=True, capture_output=True)
@@ -286,3 +308,73 @@ def test_no_ci_secret_is_in_clear(stack):
     cmdlines = stack.ssh(MASTER, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '").stdout
     assert not any(s in cmdlines for s in secrets)
     TIMINGS.append(f"[e2e-cicd] secrets checked: {len(secrets)}")
+
+
+def test_destroy_and_recreate_from_a_backup_brings_back_gitea_drone_the_registry_and_the_export(stack, tmp_path):
+    """Issue 17's case: what a user pushed and built outlives `pulumi destroy` through a backup."""
+    gitea = stack.outputs["gitea_url"]
+    heads = subprocess.run(["git", "ls-remote", f"{gitea}/dockyard/web.git", "main"], env=git_env(stack),
+                           check=True, capture_output=True, text=True).stdout.split()
+    commit = heads[0]
+    tag = json.loads(stack.ssh(MANAGER, "docker service inspect web").stdout)[0]["Spec"]["TaskTemplate"][
+        "ContainerSpec"]["Image"].split("@")[0]
+    image = stack.ssh(MANAGER, f"docker image inspect --format '{{{{index .RepoDigests 0}}}}' {tag}").stdout.strip()
+    assert "@sha256:" in image
+    checksum = stack.ssh(MANAGER, "head -c 2000000 /dev/urandom > /mnt/nfs/data/backup-probe && "
+                                  "sha256sum < /srv/nfs/data/backup-probe").stdout.split()[0]
+    builds = sorted(b["number"] for b in drone_api(stack, "GET", "/repos/dockyard/web/builds"))
+
+    for host in (MASTER, MANAGER):
+        timed(f"backup on {host}", lambda: stack.ssh(host, "systemctl start dockyard-backup.service"))
+        said = stack.ssh(host, "journalctl -u dockyard-backup.service -o cat --no-pager | "
+                               "grep -E 'backed up|paused' | tail -n 3").stdout
+        TIMINGS.extend(f"[e2e-cicd] {host}: {line}" for line in said.splitlines())
+    assert "paused gitea drone while their data is read" in stack.ssh(
+        MASTER, "journalctl -u dockyard-backup.service -o cat --no-pager").stdout
+    assert stack.ssh(MASTER, "docker inspect -f '{{.State.Paused}}' gitea drone").stdout.split() == ["false", "false"]
+    size = stack.ssh(MASTER, "set -a; . /etc/dockyard/backup.env; restic stats --mode raw-data --quiet | "
+                             "grep -i 'total size'").stdout.strip()
+    TIMINGS.append(f"[e2e-cicd] the repository after one backup of a and b: {size}")
+
+    timed("destroy", stack.destroy)
+    assert leftovers(NET) == []
+    stack.set("restoreFrom", "latest")
+    recreated = timed("up after destroy, restoring the backup", stack.up)
+    for host in ("a", "b"):
+        said = [line for line in recreated.printed(f"{host}-backup-restic").splitlines() if "restored" in line]
+        assert said, f"{host} restored its data"
+        TIMINGS.append(f"[e2e-cicd] {said[-1].strip()}")
+    wait_for("4 healthy CI containers again", lambda: all(
+        line.endswith(" healthy") for line in stack.ssh(
+            MASTER, "docker inspect -f '{{.Name}} {{.State.Health.Status}}' registry gitea drone drone-runner"
+        ).stdout.splitlines()), timeout=300)
+
+    # the repository clones, at the same commit, with the new stack's admin password
+    clone = tmp_path / "web"
+    subprocess.run(["git", "clone", "-q", f"{stack.outputs['gitea_url']}/dockyard/web.git", str(clone)],
+                   env=git_env(stack), check=True, capture_output=True)
+    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True, capture_output=True,
+                          text=True).stdout.strip() == commit
+    # the image pulls by its digest from the new registry (its new password), on a new host
+    pulled = stack.ssh(MANAGER, f"docker pull {image}", check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    assert stack.ssh(MANAGER, "sha256sum < /srv/nfs/data/backup-probe").stdout.split()[0] == checksum
+    # Drone still lists the repository, active and trusted, with its builds, to the new admin token
+    repo = drone_api(stack, "GET", "/repos/dockyard/web")
+    assert repo["active"] is True and repo["trusted"] is True
+    assert sorted(b["number"] for b in drone_api(stack, "GET", "/repos/dockyard/web/builds")) == builds
+    assert "dockyard/web" in [r["slug"] for r in drone_api(stack, "GET", "/user/repos")]
+    stack.preview("--expect-no-changes")
+
+    # and it builds again once the user did what README says after a restore: log in to Drone
+    # once more (its OAuth2 application is a new one) and give the repository the new stack's key
+    password = stack.outputs["gitea_admin_password"]
+    log_in_to_drone_through_gitea(stack.outputs["gitea_url"], stack.outputs["drone_url"], "dockyard", password)
+    drone_api(stack, "PATCH", "/repos/dockyard/web/secrets/swarm_ssh_key", {"data": Path(stack.key_file()).read_text()})
+    start = time.monotonic()
+    (clone / "index.html").write_text("dockyard web 3, built by Drone\n")
+    push(stack, clone, "web 3")
+    timed("push after the restore -> build -> deploy", lambda: finished_build(stack, max(builds) + 1))
+    wait_for("the third version served by the new swarm", lambda: served(stack) == "dockyard web 3, built by Drone",
+             timeout=180, every=5)
+    TIMINGS.append(f"[e2e-cicd] push after the restore to served: {time.monotonic() - start:.0f} s")

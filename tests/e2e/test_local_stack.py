@@ -53,15 +53,15 @@ CHANGES = re.compile(r"formatting|adding .* to /etc/fstab|mounting|installing|wr
 LABEL_COMMANDS = {"b-manager-labels", "w1-worker-labels"}  # the commands that run swarm-labels.sh
 
 
-def leftovers() -> list[str]:
+def leftovers(net: str = NET) -> list[str]:
     found = []
-    if f"dockyard-{NET}" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+    if f"dockyard-{net}" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
         found.append("network namespace")
-    if subprocess.run(["ip", "link", "show", f"dy-{NET}"], capture_output=True).returncode == 0:
+    if subprocess.run(["ip", "link", "show", f"dy-{net}"], capture_output=True).returncode == 0:
         found.append("host veth")
-    if subprocess.run(["pgrep", "-f", f"qemu-system.*-name {NET}-"], capture_output=True).returncode == 0:
+    if subprocess.run(["pgrep", "-f", f"qemu-system.*-name {net}-"], capture_output=True).returncode == 0:
         found.append("qemu process")
-    state = Path(os.environ.get("DOCKYARD_STATE_DIR", Path.home() / ".local/state/dockyard")) / NET
+    state = Path(os.environ.get("DOCKYARD_STATE_DIR", Path.home() / ".local/state/dockyard")) / net
     if state.exists() and any(state.iterdir()):
         found.append(f"VM files in {state}")
     return found
@@ -115,13 +115,14 @@ def stack(tmp_path_factory):
     assert leftovers() == []
 
 
-def start_backup_server(path: Path) -> subprocess.Popen:
+def start_backup_server(path: Path, net: str = NET, cidr: str = CONFIG["vpcCidr"],
+                        listen: str = BACKUP_LISTEN) -> subprocess.Popen:
     """restic's REST server on the VM network's address (made first, as the stack would)."""
-    subprocess.run(["python3", "-m", "localcloud", "network-up", "--net", NET, "--cidr", CONFIG["vpcCidr"]],
+    subprocess.run(["python3", "-m", "localcloud", "network-up", "--net", net, "--cidr", cidr],
                    check=True, capture_output=True)
     server = subprocess.Popen(["python3", "-m", "localcloud", "backup-server", "--path", str(path),
-                               "--listen", BACKUP_LISTEN], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    host, port = BACKUP_LISTEN.split(":")
+                               "--listen", listen], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host, port = listen.split(":")
     deadline = time.monotonic() + 600  # built from the Go module proxy the first time
 
     while True:
