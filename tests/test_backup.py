@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def backup_now(site, h, **overrides: str) -> subprocess.CompletedProcess:
     settings (the paths of this machine put in for the host's)."""
     settings = h["root"] / "etc/dockyard/backup.env"
     local = {"RESTIC_PASSWORD_FILE": f"{h['root']}/etc/dockyard/backup.password",
-             "RESTIC_CACHE_DIR": f"{h['root']}/cache", **overrides}
+             "RESTIC_CACHE_DIR": f"{h['root']}/cache", "LOCK_FILE": f"{h['root']}/backup.lock", **overrides}
     command = (f"set -a; . {settings}; " + "".join(f"{k}={shlex.quote(v)}; " for k, v in local.items())
                + f"set +a; exec {h['root']}/usr/local/sbin/dockyard-backup")
     return subprocess.run(["sh", "-c", command], env={"PATH": f"{site['bin']}:{os.environ['PATH']}",
@@ -78,8 +79,14 @@ echo "docker $*" >> "$LOG_DIR/calls"
 # FAKE_SELF_ELECTS: the restored state's only manager is this one, which is leader once started
 [ -n "${FAKE_SELF_ELECTS:-}" ] && grep -q "systemctl start" "$LOG_DIR/calls" && touch "$LOG_DIR/leader"
 case "$*" in
+  # inspect --type container -f FORMAT NAME: FAKE_RUNNING run, FAKE_PAUSED run paused
   "inspect "*)
-    case " ${FAKE_RUNNING:-} " in *" $4 "*) echo "true false" ;; *) exit 1 ;; esac ;;
+    case " ${FAKE_RUNNING:-} " in *" $6 "*) state="true false" ;; *)
+      case " ${FAKE_PAUSED:-} " in *" $6 "*) state="true true" ;; *) exit 1 ;; esac ;;
+    esac
+    case "$5" in *Running*) echo "$state" ;; *) echo "${state#* }" ;; esac ;;
+  # FAKE_STOP_ON_PAUSE: the backup is stopped (SIGTERM, as systemctl stop sends) while it pauses
+  "pause "*) [ -z "${FAKE_STOP_ON_PAUSE:-}" ] || kill -TERM "$PPID" ;;
   "swarm init --force-new-cluster"*)
     touch "$LOG_DIR/leader"
     [ -z "${FAKE_INIT_TIMES_OUT:-}" ] || { echo "Error response from daemon: context deadline exceeded" >&2; exit 1; } ;;
@@ -101,7 +108,13 @@ def with_logged_restic(site) -> None:
     """restic as it is, its subcommand also written to the calls' log (to see what it ran between)."""
     real = (site["bin"] / "restic").resolve()
     (site["bin"] / "restic").unlink()
-    (site["bin"] / "restic").write_text(f'#!/bin/sh\necho "restic $1" >> "$LOG_DIR/calls"\nexec {real} "$@"\n')
+    (site["bin"] / "restic").write_text(
+        '#!/bin/sh\n'
+        'case " $* " in *" --tag dockyard-unfrozen "*) echo "restic $1 unfrozen" ;; *) echo "restic $1" ;; esac'
+        ' >> "$LOG_DIR/calls"\n'
+        # FAIL_FROZEN: the frozen snapshot fails (the unfrozen pass before it does not)
+        'case " $* " in *" --tag dockyard "*) [ -z "${FAIL_FROZEN:-}" ] || exit 1 ;; esac\n'
+        f'exec {real} "$@"\n')
     (site["bin"] / "restic").chmod(0o755)
 
 
@@ -414,34 +427,76 @@ def test_a_stack_without_a_repository_makes_no_backup():
 
 # --- Gitea and Drone, frozen while their data is read --------------------------------------
 
-def test_the_running_ci_containers_are_paused_only_while_their_data_is_read(site):
+def ci_host(site) -> dict:
     with_fakes(site)
     ci = host(site, "ci")
     fill(ci["data"])
     assert setup(site, ci, BACKUP_PAUSE="gitea drone").returncode == 0
-    assert 'BACKUP_PAUSE="gitea drone"' in (ci["root"] / "etc/dockyard/backup.env").read_text()
     with_logged_restic(site)
+    (site["bin"] / "sleep").write_text("#!/bin/sh\n")  # the retries' pauses
+    (site["bin"] / "sleep").chmod(0o755)
+    return ci
+
+
+def pauses(site) -> list[str]:
+    return [c for c in calls(site) if c.startswith(("docker pause", "docker unpause", "restic"))]
+
+
+def test_the_running_ci_containers_are_paused_only_for_a_read_of_what_changed(site):
+    ci = ci_host(site)
+    assert 'BACKUP_PAUSE="gitea drone"' in (ci["root"] / "etc/dockyard/backup.env").read_text()
     ran = backup_now(site, ci, FAKE_RUNNING="gitea")
     assert ran.returncode == 0, ran.stderr
-    asked = [c for c in calls(site) if not c.startswith("docker inspect")]
-    # drone is not running: nothing to pause, and nothing started that was stopped
-    assert asked == ["docker pause gitea", "restic backup", "docker unpause gitea", "restic forget"]
+    # the bulk read unfrozen, then the frozen snapshot (drone is not running: nothing to
+    # pause, nothing started that was stopped), then the unfrozen pass forgotten
+    assert pauses(site) == ["restic backup unfrozen", "docker pause gitea", "restic backup", "docker unpause gitea",
+                            "restic forget", "restic forget unfrozen"]
     assert "paused gitea while their data is read" in ran.stdout
+    latest = snapshots(site, "b")
+    assert [s["tags"] for s in latest] == [["dockyard"]], "a restore finds the frozen snapshot"
+    assert latest[0]["parent"], "the frozen snapshot reads only what changed since the unfrozen one"
 
 
 def test_a_backup_that_fails_leaves_nothing_paused(site):
-    with_fakes(site)
-    ci = host(site, "ci")
-    fill(ci["data"])
-    assert setup(site, ci, BACKUP_PAUSE="gitea drone").returncode == 0
-    (site["bin"] / "sleep").write_text("#!/bin/sh\n")  # the retries' pauses
-    (site["bin"] / "sleep").chmod(0o755)
-    subprocess.run(["rm", "-rf", str(site["repo"])], check=True)
-    ran = backup_now(site, ci, FAKE_RUNNING="gitea drone")
+    ci = ci_host(site)
+    ran = backup_now(site, ci, FAKE_RUNNING="gitea drone", FAIL_FROZEN="1")
     assert ran.returncode != 0
     asked = [c for c in calls(site) if c.startswith(("docker pause", "docker unpause"))]
     # each attempt freezes and thaws; the waits between attempts are not spent frozen
     assert asked == ["docker pause gitea", "docker pause drone", "docker unpause gitea", "docker unpause drone"] * 8
+
+
+def test_a_backup_stopped_while_it_pauses_thaws_what_it_paused(site):
+    ci = ci_host(site)
+    ran = backup_now(site, ci, FAKE_RUNNING="gitea drone", FAKE_STOP_ON_PAUSE="1")
+    assert ran.returncode != 0
+    # stopped during `docker pause gitea`: gitea may be paused by then, so it is unpaused
+    assert [c for c in calls(site) if c.startswith(("docker pause", "docker unpause"))] == [
+        "docker pause gitea", "docker unpause gitea"]
+
+
+def test_a_container_a_stopped_backup_left_paused_runs_again_at_the_next(site):
+    ci = ci_host(site)
+    ran = backup_now(site, ci, FAKE_RUNNING="gitea", FAKE_PAUSED="drone")
+    assert ran.returncode == 0, ran.stderr
+    assert calls(site).index("docker unpause drone") < calls(site).index("restic backup unfrozen")
+    assert "left paused by a backup that was stopped" in ran.stderr
+
+
+def test_one_backup_of_a_host_at_a_time(site):
+    ci = ci_host(site)
+    lock = ci["root"] / "backup.lock"
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+    try:
+        for _ in range(50):
+            if subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0:
+                break
+            time.sleep(0.1)
+        ran = backup_now(site, ci, FAKE_RUNNING="gitea drone")
+    finally:
+        holder.kill()
+    assert ran.returncode != 0 and "another backup of this host is running" in ran.stderr
+    assert not [c for c in calls(site) if c.startswith(("docker pause", "restic"))]
 
 
 def test_a_container_name_that_is_not_one_is_refused(site):

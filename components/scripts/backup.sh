@@ -238,11 +238,14 @@ for path in ${BACKUP_PATHS:-}; do
   [ -d "$path" ] && existing="$existing $path"
 done
 # the running containers of BACKUP_PAUSE are frozen while their data is read, and thawed
-# however the backup ends
+# however the backup ends. A container is counted as paused before it is asked to pause: a
+# stop that kills `docker pause` halfway must not leave it frozen
 paused=""
 thaw() {
   for container in $paused; do
-    docker unpause "$container" >/dev/null || echo "dockyard-backup: warning: cannot unpause $container" >&2
+    docker unpause "$container" >/dev/null 2>&1 ||
+      [ "$(docker inspect --type container -f '{{.State.Paused}}' "$container" 2>/dev/null)" != true ] ||
+      echo "dockyard-backup: warning: cannot unpause $container" >&2
   done
   paused=""
 }
@@ -250,8 +253,10 @@ trap thaw EXIT
 trap 'thaw; exit 1' INT TERM
 freeze() {
   for container in ${BACKUP_PAUSE:-}; do
-    [ "$(docker inspect -f '{{.State.Running}} {{.State.Paused}}' "$container" 2>/dev/null)" = "true false" ] || continue
-    docker pause "$container" >/dev/null && paused="$paused $container"
+    [ "$(docker inspect --type container -f '{{.State.Running}} {{.State.Paused}}' "$container" 2>/dev/null)" = "true false" ] ||
+      continue
+    paused="$paused $container"
+    docker pause "$container" >/dev/null || echo "dockyard-backup: warning: cannot pause $container; its data is read as it runs" >&2
   done
   [ -z "$paused" ] || echo "dockyard-backup: paused$paused while their data is read"
 }
@@ -263,11 +268,31 @@ frozen_snapshot() {
   thaw
   return "$frozen_status"
 }
+# one backup of this host at a time: a second one would thaw the containers during the first's read
+exec 9>"${LOCK_FILE:-/run/dockyard-backup.lock}"
+flock -n 9 || { echo "dockyard-backup: another backup of this host is running" >&2; exit 1; }
+# a container a stopped backup left paused (held by nobody now that the lock is ours) runs again
+for container in ${BACKUP_PAUSE:-}; do
+  if [ "$(docker inspect --type container -f '{{.State.Paused}}' "$container" 2>/dev/null)" = true ]; then
+    echo "dockyard-backup: unpausing $container, left paused by a backup that was stopped" >&2
+    docker unpause "$container" >/dev/null || true
+  fi
+done
 started=$(date +%s)
 if [ -n "$existing" ]; then
+  if [ -n "${BACKUP_PAUSE:-}" ]; then
+    # the bulk (a registry's first upload can take hours) is read unfrozen first; the frozen
+    # snapshot after it reads only what changed since, so Gitea and Drone stop for seconds
+    # shellcheck disable=SC2086
+    retry snapshot dockyard-unfrozen $existing
+  fi
   # shellcheck disable=SC2086
   retry frozen_snapshot dockyard $existing
   forget dockyard
+  if [ -n "${BACKUP_PAUSE:-}" ]; then
+    # the unfrozen pass is only the frozen one's parent: its data is the frozen one's too
+    retry restic forget --quiet --host "$BACKUP_HOST" --tag dockyard-unfrozen --keep-last 1
+  fi
   echo "dockyard-backup: backed up$existing in $(( $(date +%s) - started )) s"
 elif [ -n "${BACKUP_PATHS:-}" ]; then
   echo "dockyard-backup: none of $BACKUP_PATHS exists yet"

@@ -9,19 +9,24 @@
 #   ADMIN_USER       admin user name
 #   ADMIN_EMAIL      admin email
 #   DRONE_URL        Drone's public URL; the OAuth2 redirect is DRONE_URL/login
+#   CI_ROOT          the CI data volume; the application's credentials are kept in
+#                    $CI_ROOT/secrets/drone_oauth (0600, mounted by no container)
 # Inputs (secret, on stdin before this script):
 #   ADMIN_PASSWORD   the admin's password
 #
 # Safe to run again: the user is created only when missing and its password reset only
-# when it no longer matches. Gitea shows a client secret only when it makes one, so a run
-# replaces the application named "drone" by a new one (Drone gets the new secret).
+# when it no longer matches. Gitea shows a client secret only when it makes one, so the
+# application's credentials are kept on the CI volume with the data: a run that finds the
+# kept application in Gitea, with Drone's redirect, keeps it (and the logins Drone holds
+# through it), also on a stack restored from a backup; otherwise the application named
+# "drone" is replaced by a new one (Drone gets the new secret, its users log in again).
 # Passwords and tokens go to curl in a private config file, never on a command line.
 set -eu
 
 log() { echo "gitea-setup: $*" >&2; }
 fatal() { log "error: $*"; exit 1; }
 
-for var in GITEA_CONTAINER GITEA_URL ADMIN_USER ADMIN_EMAIL DRONE_URL ADMIN_PASSWORD; do
+for var in GITEA_CONTAINER GITEA_URL ADMIN_USER ADMIN_EMAIL DRONE_URL CI_ROOT ADMIN_PASSWORD; do
   eval "value=\${$var:-}"
   # shellcheck disable=SC2154  # value is set by the eval above
   [ -n "$value" ] || fatal "$var is empty"
@@ -68,6 +73,49 @@ if ! api "$work/basic" GET /user >/dev/null 2>&1; then
   api "$work/basic" GET /user >/dev/null || fatal "the new password of $ADMIN_USER is refused"
 fi
 
+kept=$CI_ROOT/secrets/drone_oauth
+kept_value() { sed -n "s/^$1=//p" "$kept" 2>/dev/null | head -n 1; }
+# kept_is_current: Gitea still holds the kept application, for Drone's redirect, with the kept
+# secret. An answer other than "no such application" stops the run: replacing the application
+# on a passing error would log every Drone user out for nothing
+kept_is_current() {
+  id=$(kept_value id)
+  client_id=$(kept_value client_id)
+  client_secret=$(kept_value client_secret)
+  case "$id" in '' | *[!0-9]*) return 1 ;; esac
+  [ -n "$client_id" ] && [ -n "$client_secret" ] || return 1
+  status=$(curl -sS -K "$work/basic" -o "$work/app" -w '%{http_code}' "$GITEA_URL/api/v1/user/applications/oauth2/$id") ||
+    fatal "cannot reach Gitea's API to check the kept OAuth2 application"
+  case "$status" in
+    200) ;;
+    404) return 1 ;;
+    *) fatal "Gitea answered HTTP $status for the kept OAuth2 application $id; run pulumi up again" ;;
+  esac
+  app=$(cat "$work/app")
+  case "$app" in *"\"client_id\":\"$client_id\""*) ;; *) return 1 ;; esac
+  case "$app" in *"\"redirect_uris\":[\"$DRONE_URL/login\"]"*) ;; *) return 1 ;; esac
+  # Gitea never shows the secret again, but its token endpoint checks it before the (made-up)
+  # code: a secret regenerated in Gitea's UI is found here
+  printf 'grant_type=authorization_code&code=dockyard-check&client_id=%s&client_secret=%s' \
+    "$client_id" "$client_secret" > "$work/form"
+  answer=$(curl -sS -X POST -H 'Content-Type: application/x-www-form-urlencoded' --data-binary "@$work/form" \
+    "$GITEA_URL/login/oauth/access_token") || fatal "cannot reach Gitea's token endpoint"
+  case "$answer" in
+    *"client is not authorized"*) return 0 ;;
+    *"invalid client secret"*) return 1 ;;
+  esac
+  log "warning: Gitea's token endpoint did not say whether the kept secret holds; making a new application"
+  return 1
+}
+if [ -s "$kept" ]; then
+  if kept_is_current; then
+    log "OAuth2 application drone ($id) kept for $DRONE_URL"
+    printf 'client_id=%s\nclient_secret=%s\n' "$client_id" "$client_secret"
+    exit 0
+  fi
+  log "the kept OAuth2 application is gone from Gitea, or not for $DRONE_URL: making a new one"
+fi
+
 for id in $(api "$work/basic" GET /user/applications/oauth2 |
     grep -o '"id":[0-9]*,"name":"drone"' | sed 's/"id":\([0-9]*\),.*/\1/'); do
   log "replacing OAuth2 application drone ($id)"
@@ -77,8 +125,16 @@ created=$(api "$work/basic" POST /user/applications/oauth2 \
   "{\"name\":\"drone\",\"redirect_uris\":[\"$DRONE_URL/login\"],\"confidential_client\":true}")
 client_id=$(printf '%s' "$created" | sed -n 's/.*"client_id":"\([^"]*\)".*/\1/p')
 client_secret=$(printf '%s' "$created" | sed -n 's/.*"client_secret":"\([^"]*\)".*/\1/p')
-if [ -z "$client_id" ] || [ -z "$client_secret" ]; then
+id=$(printf '%s' "$created" | sed -n 's/.*"id":\([0-9]*\),"name":"drone".*/\1/p')
+if [ -z "$client_id" ] || [ -z "$client_secret" ] || [ -z "$id" ]; then
   fatal "Gitea did not return the application's credentials"
+fi
+mkdir -p "$(dirname "$kept")"
+tmp=$(umask 077 && mktemp "$kept.XXXXXX")
+if ! { printf 'id=%s\nclient_id=%s\nclient_secret=%s\n' "$id" "$client_id" "$client_secret" > "$tmp" &&
+    mv "$tmp" "$kept"; }; then
+  rm -f "$tmp"
+  fatal "cannot write $kept"
 fi
 log "OAuth2 application drone ready for $DRONE_URL"
 printf 'client_id=%s\nclient_secret=%s\n' "$client_id" "$client_secret"

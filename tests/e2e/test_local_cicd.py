@@ -19,9 +19,9 @@ built here (busybox and the pipeline image), which is all that changes in it.
 Last, backups (restic's REST server on this machine): a and b back up on demand, the stack
 is destroyed and brought up again with `restoreFrom: latest`, and the repository clones at
 the same commit, the built image pulls by its digest, a file on the export reads back with
-its checksum, Drone still lists the repository with its builds, and after the steps README
-gives for a restored stack (log in to Drone again, the new key as the repository's secret)
-a third push is built and served by the new swarm."""
+its checksum, Drone still lists the repository with its builds and keeps its login through
+Gitea (the same OAuth2 application), and once the repository's secret holds the new stack's
+key (README) a third push is built and served by the new swarm."""
 import json
 import os
 import shutil
@@ -121,10 +121,18 @@ def test_gitea_is_installed_with_the_generated_admin_password(stack):
     assert http(f"{url}/user/sign_up")[0] in (403, 404) or "disabled" in http(f"{url}/user/sign_up")[2].lower()
 
 
+def drone_application(stack) -> dict:
+    """Drone's OAuth2 application in Gitea (the only one of that name)."""
+    status, _, body = http(f"{stack.outputs['gitea_url']}/api/v1/user/applications/oauth2", "dockyard",
+                           stack.outputs["gitea_admin_password"])
+    assert status == 200, body
+    (app,) = [a for a in json.loads(body) if a["name"] == "drone"]
+    return app
+
+
 def test_drone_logs_in_through_gitea_with_its_oauth_application(stack):
     gitea, drone = stack.outputs["gitea_url"], stack.outputs["drone_url"]
-    status, _, body = http(f"{gitea}/api/v1/user/applications/oauth2", "dockyard", stack.outputs["gitea_admin_password"])
-    (app,) = [a for a in json.loads(body) if a["name"] == "drone"]
+    app = drone_application(stack)
     assert app["redirect_uris"] == [f"{drone}/login"]
     assert http(f"{drone}/healthz")[0] == 200
     status, headers, _ = http(f"{drone}/login", follow=False)
@@ -316,13 +324,17 @@ def test_destroy_and_recreate_from_a_backup_brings_back_gitea_drone_the_registry
     heads = subprocess.run(["git", "ls-remote", f"{gitea}/dockyard/web.git", "main"], env=git_env(stack),
                            check=True, capture_output=True, text=True).stdout.split()
     commit = heads[0]
-    tag = json.loads(stack.ssh(MANAGER, "docker service inspect web").stdout)[0]["Spec"]["TaskTemplate"][
-        "ContainerSpec"]["Image"].split("@")[0]
-    image = stack.ssh(MANAGER, f"docker image inspect --format '{{{{index .RepoDigests 0}}}}' {tag}").stdout.strip()
-    assert "@sha256:" in image
+    # the swarm pins the pushed tag to its digest (registry/web:<commit>@sha256:...); the
+    # manager holds the image by that digest only
+    pinned = json.loads(stack.ssh(MANAGER, "docker service inspect web").stdout)[0]["Spec"]["TaskTemplate"][
+        "ContainerSpec"]["Image"]
+    tag, digest = pinned.split("@")
+    image = f"{tag.rsplit(':', 1)[0]}@{digest}"
+    assert digest.startswith("sha256:") and stack.ssh(MANAGER, f"docker image inspect {image}", check=False).returncode == 0
     checksum = stack.ssh(MANAGER, "head -c 2000000 /dev/urandom > /mnt/nfs/data/backup-probe && "
                                   "sha256sum < /srv/nfs/data/backup-probe").stdout.split()[0]
     builds = sorted(b["number"] for b in drone_api(stack, "GET", "/repos/dockyard/web/builds"))
+    client_id = drone_application(stack)["client_id"]
 
     for host in (MASTER, MANAGER):
         timed(f"backup on {host}", lambda: stack.ssh(host, "systemctl start dockyard-backup.service"))
@@ -366,10 +378,11 @@ def test_destroy_and_recreate_from_a_backup_brings_back_gitea_drone_the_registry
     assert "dockyard/web" in [r["slug"] for r in drone_api(stack, "GET", "/user/repos")]
     stack.preview("--expect-no-changes")
 
-    # and it builds again once the user did what README says after a restore: log in to Drone
-    # once more (its OAuth2 application is a new one) and give the repository the new stack's key
-    password = stack.outputs["gitea_admin_password"]
-    log_in_to_drone_through_gitea(stack.outputs["gitea_url"], stack.outputs["drone_url"], "dockyard", password)
+    # Drone's OAuth2 application is the one restored (its credentials are kept on the CI
+    # volume), so the login Drone holds for the user still works: no one logs in again
+    assert drone_application(stack)["client_id"] == client_id
+    drone_api(stack, "POST", "/user/repos?async=false")
+    # it builds again once the repository's secret holds the new stack's key (README)
     drone_api(stack, "PATCH", "/repos/dockyard/web/secrets/swarm_ssh_key", {"data": Path(stack.key_file()).read_text()})
     start = time.monotonic()
     (clone / "index.html").write_text("dockyard web 3, built by Drone\n")
