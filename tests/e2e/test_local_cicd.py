@@ -40,7 +40,7 @@ import pytest
 
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.stack import LocalStack, shows
-from tests.e2e.test_local_stack import leftovers, start_backup_server, timed, wait_for
+from tests.e2e.test_local_stack import leftovers, start_backup_server, tear_down, timed, wait_for
 from tests.engine import Engine
 
 pytestmark = [
@@ -97,11 +97,8 @@ def stack(tmp_path_factory):
         yield stack
     finally:
         try:
-            timed("destroy", stack.destroy)
-            engine.run("stack", "rm", "--yes", "--stack", NET, check=False)
+            tear_down(stack, backup_server)
         finally:
-            backup_server.terminate()
-            backup_server.wait(timeout=30)
             subprocess.run(["python3", "-m", "localcloud", "cleanup", "--net", NET], check=True)
 
 

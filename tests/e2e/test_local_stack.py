@@ -106,13 +106,18 @@ def stack(tmp_path_factory):
         timed("first up", stack.up)
         yield stack
     finally:
-        try:
-            timed("destroy", stack.destroy)
-            engine.run("stack", "rm", "--yes", "--stack", NET, check=False)
-        finally:
-            backup_server.terminate()
-            backup_server.wait(timeout=30)
+        tear_down(stack, backup_server)
     assert leftovers() == []
+
+
+def tear_down(stack: LocalStack, backup_server: subprocess.Popen) -> None:
+    """Destroy the stack and remove it from the engine, then stop the backup server it used."""
+    try:
+        timed("destroy", stack.destroy)
+        stack.engine.run("stack", "rm", "--yes", "--stack", stack.name, check=False)
+    finally:
+        backup_server.terminate()
+        backup_server.wait(timeout=30)
 
 
 def start_backup_server(path: Path, net: str = NET, cidr: str = CONFIG["vpcCidr"],
