@@ -273,11 +273,11 @@ exec 9>"${LOCK_FILE:-/run/dockyard-backup.lock}"
 flock -n 9 || { echo "dockyard-backup: another backup of this host is running" >&2; exit 1; }
 # a container a stopped backup left paused (held by nobody now that the lock is ours) runs again
 for container in ${BACKUP_PAUSE:-}; do
-  if [ "$(docker inspect --type container -f '{{.State.Paused}}' "$container" 2>/dev/null)" = true ]; then
-    echo "dockyard-backup: unpausing $container, left paused by a backup that was stopped" >&2
-    docker unpause "$container" >/dev/null || true
-  fi
+  [ "$(docker inspect --type container -f '{{.State.Paused}}' "$container" 2>/dev/null)" = true ] || continue
+  echo "dockyard-backup: unpausing $container, left paused by a backup that was stopped" >&2
+  paused="$paused $container"
 done
+thaw
 started=$(date +%s)
 if [ -n "$existing" ]; then
   if [ -n "${BACKUP_PAUSE:-}" ]; then
