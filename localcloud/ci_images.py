@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localcloud.images import ImageSpec, deb_file, write_archive
+from localcloud.system import CACHE, LocalCloudError
 
-CACHE = Path(os.environ.get("DOCKYARD_CACHE_DIR", Path.home() / ".cache" / "dockyard"))
 BASE_PACKAGES = "git,ca-certificates,curl,wget,openssh-client"
 GITEA_STATIC = "/usr/local/share/gitea"
 
@@ -226,9 +226,16 @@ def base_layer() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "root"
             print("ci-images: debootstrap of the base layer", flush=True)
-            subprocess.run(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}",
-                            f"--cache-dir={CACHE / 'debs'}", "bookworm", str(root), "http://deb.debian.org/debian"],
-                           check=True, capture_output=True)
+            # debootstrap refuses a --cache-dir that does not exist yet (a first run)
+            (CACHE / "debs").mkdir(parents=True, exist_ok=True)
+            bootstrap = subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", f"--cache-dir={CACHE / 'debs'}",
+                 "bookworm", str(root), "http://deb.debian.org/debian"], text=True, capture_output=True)
+            if bootstrap.returncode != 0:
+                log_tail = (root / "debootstrap" / "debootstrap.log")
+                detail = log_tail.read_text()[-2000:] if log_tail.exists() else ""
+                raise LocalCloudError(f"debootstrap of the CI images' base layer failed: "
+                                      f"{bootstrap.stderr.strip() or bootstrap.stdout.strip()}\n{detail}".strip())
             # uid 1000 is the user the official Gitea image runs as
             subprocess.run(["chroot", str(root), "useradd", "--uid", "1000", "--home-dir", "/data/git",
                             "--shell", "/bin/sh", "--no-create-home", "git"], check=True)

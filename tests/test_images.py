@@ -126,3 +126,23 @@ def test_the_clone_step_is_posix_sh_and_shellcheck_clean(tmp_path):
     script.write_text(DRONE_CLONE)
     result = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_a_first_base_layer_build_makes_debootstraps_package_cache_and_reports_its_failure(tmp_path, monkeypatch):
+    """debootstrap refuses a --cache-dir that does not exist: on a new machine the cache is made
+    first, and a failed debootstrap says why instead of an exit status."""
+    import localcloud.ci_images as ci
+    from localcloud.system import LocalCloudError
+
+    monkeypatch.setattr(ci, "CACHE", tmp_path / "cache")
+    seen = {}
+
+    def fake_debootstrap(argv, **kwargs):
+        cache_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--cache-dir="))
+        seen["cache_dir_existed"] = os.path.isdir(cache_dir)
+        return subprocess.CompletedProcess(argv, 1, "", "E: Couldn't download packages: git")
+
+    monkeypatch.setattr(ci.subprocess, "run", fake_debootstrap)
+    with pytest.raises(LocalCloudError, match="Couldn't download packages: git"):
+        ci.base_layer()
+    assert seen == {"cache_dir_existed": True}

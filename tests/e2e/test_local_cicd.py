@@ -82,7 +82,7 @@ def stack(tmp_path_factory):
     subprocess.run(["python3", "-m", "localcloud", "cleanup", "--net", NET], check=True)
     images = tmp_path_factory.mktemp("ci-images")
     built = timed("CI images (build or cache)", lambda: subprocess.run(
-        ["python3", "-m", "localcloud", "ci-images", "--out", str(images)], check=True, capture_output=True,
+        ["python3", "-m", "localcloud", "ci-images", "--out", str(images)], check=True, stdout=subprocess.PIPE,
         text=True))
     settings = json.loads(built.stdout.strip().splitlines()[-1])
     archives = ("gitea", "drone", "drone-runner", "drone-pipeline", "busybox")

@@ -89,12 +89,12 @@ def stack(tmp_path_factory):
     for version in ("1", "2"):
         archive = images / f"web-{version}.tar"
         subprocess.run(["python3", "-m", "localcloud", "web-image", "--version", version, "--out", str(archive)],
-                       check=True, capture_output=True)
+                       check=True, stdout=subprocess.PIPE)
         archives.append(str(archive))
     # traefik, the monitoring agents, Loki and promtail, built here from the Go module proxy and
     # Debian's packages (cached after the first build)
     built = subprocess.run(["python3", "-m", "localcloud", "platform-images", "--out", str(images)],
-                           check=True, capture_output=True, text=True)
+                           check=True, stdout=subprocess.PIPE, text=True)
     platform_images = {key: tag for key, tag in json.loads(built.stdout.splitlines()[-1]).items()
                        if OBSERVABILITY or key == "traefik"}
     archives += [str(images / f"{tag.split('/')[1].split(':')[0]}.tar") for tag in platform_images.values()]
@@ -124,7 +124,7 @@ def start_backup_server(path: Path, net: str = NET, cidr: str = CONFIG["vpcCidr"
                         listen: str = BACKUP_LISTEN) -> subprocess.Popen:
     """restic's REST server on the VM network's address (made first, as the stack would)."""
     subprocess.run(["python3", "-m", "localcloud", "network-up", "--net", net, "--cidr", cidr],
-                   check=True, capture_output=True)
+                   check=True, stdout=subprocess.PIPE)
     server = subprocess.Popen(["python3", "-m", "localcloud", "backup-server", "--path", str(path),
                                "--listen", listen], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     host, port = listen.split(":")
