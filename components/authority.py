@@ -52,10 +52,11 @@ class StackAuthority(pulumi.ComponentResource):
         self.register_outputs({"cert_pem": self.cert_pem})
 
     def issue(self, name: str, parent: pulumi.Resource, common_name: str, dns_names: Sequence[str] = (),
-              ip_addresses: Sequence[pulumi.Input[str]] = ()) -> Issued:
-        """A server key and certificate, children of `parent`, renewed by an update in their
-        last CERT_RENEW_DAYS days."""
-        child = pulumi.ResourceOptions(parent=parent)
+              ip_addresses: Sequence[pulumi.Input[str]] = (), moved_from: Optional[pulumi.Resource] = None) -> Issued:
+        """A server key and certificate, children of `parent` (and before that of `moved_from`,
+        whose state they keep), renewed by an update in their last CERT_RENEW_DAYS days."""
+        child = pulumi.ResourceOptions(parent=parent,
+                                       aliases=[pulumi.Alias(parent=moved_from)] if moved_from is not None else None)
         key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         request = tls.CertRequest(
             f"{name}-csr",

@@ -9,7 +9,7 @@ from typing import Optional
 
 import pulumi
 
-from .cicd import CI_ROOT
+from .ci_common import CI_ROOT
 from .config import BackupSettings, CiSettings
 from .hosts import Host
 from .remote import run_script
@@ -87,7 +87,7 @@ class Backup(pulumi.ComponentResource):
         if args.secrets.secret_access_key is not None:
             secret_env["AWS_SECRET_ACCESS_KEY"] = args.secrets.secret_access_key
         # the restore, when the stack asks for one, happens in this run: what uses the paths waits for it
-        self.ready = run_script(
+        self.setup = run_script(
             f"{name}-restic", connection=args.host.connection, script="backup.sh", env=env, secret_env=secret_env,
             delete_env={"REMOVE": "1"},
             # backups turned off stop the timer; a host going away takes it along

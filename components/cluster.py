@@ -17,7 +17,7 @@ from .backup import Backup, BackupArgs, BackupSecrets, data_paths, paused_during
 from .config import DockyardConfig
 from .docker_host import DockerHost, DockerHostArgs
 from .hosts import Platform
-from .images import ImagePreload, ImagePreloadArgs
+from .preload import ImagePreload, ImagePreloadArgs
 from .manager import ManagerAccess, SwarmManager, SwarmManagerArgs
 from .master import Master, MasterArgs
 from .nfs import NfsClient, NfsClientArgs, NfsServer, NfsServerArgs
@@ -70,7 +70,7 @@ class Cluster(pulumi.ComponentResource):
         """What a role on host `name` waits for: the host's Docker engine, and its data back
         when the stack restores a backup (the backup's setup runs after the engine)."""
         if name in self.backups:
-            return [self.backups[name].ready]
+            return [self.backups[name].setup]
         return [self.engines[name].engine]
 
     def _engines(self) -> None:
@@ -105,7 +105,7 @@ class Cluster(pulumi.ComponentResource):
                                secrets=self._backup_secrets, paths=paths, swarm_state=swarm_state,
                                paused=paused_during_backup(cfg.ci, spec),
                                creates_repository=first is None,
-                               depends_on=[self.engines[spec.name].engine] + ([first.ready] if first else [])),
+                               depends_on=[self.engines[spec.name].engine] + ([first.setup] if first else [])),
                     opts=child,
                 )
 

@@ -39,7 +39,7 @@ class DockerHost(pulumi.ComponentResource):
         self.engine = run_script(
             f"{name}-docker",
             connection=host.connection,
-            script="host-base.sh",
+            script="docker-host.sh",
             env=env,
             opts=pulumi.ResourceOptions(parent=self, depends_on=host.provisioned),
         )

@@ -14,8 +14,6 @@ traefik.<domain> behind basic auth (user admin, password the stack's
 network. Resources come from the swarm's docker provider (opts.providers)."""
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -25,6 +23,7 @@ import pulumi_random as random
 
 from .authority import StackAuthority
 from .config import PlatformSettings
+from .swarm_service import Chain, bind, secret_file, service, swarm_secret, volume
 
 NETWORK = "dockyard-ingress"
 METRICS_PORT = 8082
@@ -91,63 +90,6 @@ http:
 """
 
 
-def content_name(prefix: str, content: str) -> str:
-    """Swarm secrets cannot change: a new content is a new secret, named by its digest, which
-    the service switches to before the old one is deleted."""
-    return f"{prefix}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
-
-
-def swarm_secret(resource_name: str, prefix: str, content: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions) -> docker.Secret:
-    """A swarm secret holding `content`, a secret in the state too; its name (from the
-    digest, which tells nothing of the content) is not."""
-    content = pulumi.Output.secret(content)
-    return docker.Secret(
-        resource_name,
-        name=pulumi.Output.unsecret(content.apply(lambda text: content_name(prefix, text))),
-        data=content.apply(lambda text: base64.b64encode(text.encode()).decode()),
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["data"])),
-    )
-
-
-class Chain:
-    """Resource options that make each resource wait for the one made before it. The docker
-    provider opens an ssh connection for every resource it handles; a burst of them at once
-    (a dozen handshakes through the master) overwhelms a small host's sshd. One at a time,
-    the first opens the shared connection (ssh.docker_ssh_argv) and the others reuse it."""
-
-    def __init__(self, opts: pulumi.ResourceOptions, after: Optional[pulumi.Resource] = None):
-        self._opts = opts
-        self.last = after
-
-    def opts(self) -> pulumi.ResourceOptions:
-        if self.last is None:
-            return self._opts
-        return pulumi.ResourceOptions.merge(self._opts, pulumi.ResourceOptions(depends_on=[self.last]))
-
-    def add(self, resource: pulumi.Resource):
-        self.last = resource
-        return resource
-
-
-# The platform's services that publish no port are reached by their tasks' addresses (DNS
-# round robin), without a virtual IP: a virtual IP is an IPVS balancer that every container
-# on the network sets up for every service on it, the bulk of a container's start on a small
-# host (minutes for the monitoring's seven containers on an emulated CPU). traefik and
-# Prometheus address the tasks themselves anyway.
-BY_TASK_ADDRESS = docker.ServiceEndpointSpecArgs(mode="dnsrr")
-# What the docker provider itself plans for a service on every preview though nothing changed
-# (inputDiff false: an unset env or sysctl map "added", an unset restart window "deleted";
-# pulumi-docker 5.1.0, cf. pulumi/pulumi-docker#1285): left as they are.
-PROVIDER_NOISE = ["taskSpec.containerSpec.sysctl", "taskSpec.restartPolicy.window"]
-NO_ENV_NOISE = [*PROVIDER_NOISE, "taskSpec.containerSpec.env"]  # for services that set no env
-
-
-def secret_file(secret: docker.Secret, path: str) -> docker.ServiceTaskSpecContainerSpecSecretArgs:
-    return docker.ServiceTaskSpecContainerSpecSecretArgs(secret_id=secret.id, secret_name=secret.name,
-                                                        file_name=path, file_mode=0o400)
-
-
 @dataclass
 class IngressArgs:
     settings: PlatformSettings
@@ -189,39 +131,23 @@ class Ingress(pulumi.ComponentResource):
             secret = chain.add(swarm_secret(f"{name}-{stem}", f"dockyard-{stem}", content, chain.opts()))
             secrets.append(secret_file(secret, f"{SECRETS_DIR}/{file_name}"))
 
-        mounts = [docker.ServiceTaskSpecContainerSpecMountArgs(
-            type="bind", source="/var/run/docker.sock", target="/var/run/docker.sock", read_only=True)]
+        mounts = [bind("/var/run/docker.sock", "/var/run/docker.sock", read_only=True)]
         if settings.acme_email:
-            mounts.append(docker.ServiceTaskSpecContainerSpecMountArgs(
-                type="volume", source="dockyard-traefik-acme", target="/data"))
-        self.service = chain.add(docker.Service(
-            f"{name}-traefik",
-            name="traefik",
-            mode=docker.ServiceModeArgs(global_=True),
-            task_spec=docker.ServiceTaskSpecArgs(
-                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=settings.images["traefik"],
-                    args=traefik_args(settings),
-                    mounts=mounts,
-                    secrets=secrets,
-                    # No health check: `traefik healthcheck` starts a second traefik every
-                    # interval, on a small or busy host a second's CPU and 100 MiB each time,
-                    # and under load it timed out and had swarm kill the traefik that served
-                    # (refusing every connection of that manager). Swarm restarts it if it exits;
-                    # Prometheus scrapes its metrics (ping answers on the metrics entrypoint).
-                ),
-                placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.role==manager"]),
-                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],
-                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
-            ),
+            mounts.append(volume("dockyard-traefik-acme", "/data"))
+        # No health check: `traefik healthcheck` starts a second traefik every interval, on a
+        # small or busy host a second's CPU and 100 MiB each time, and under load it timed out and
+        # had swarm kill the traefik that served (refusing every connection of that manager).
+        # Swarm restarts it if it exits; Prometheus scrapes its metrics (ping answers on the
+        # metrics entrypoint).
+        self.service = service(
+            f"{name}-traefik", chain, name="traefik", image=settings.images["traefik"], networks=[self.network.id],
+            args=traefik_args(settings), mounts=mounts, secrets=secrets, constraints=["node.role==manager"],
             endpoint_spec=docker.ServiceEndpointSpecArgs(ports=[
                 docker.ServiceEndpointSpecPortArgs(target_port=port, published_port=port, publish_mode="host")
                 for port in (80, 443)]),
             # host ports: the old task must free them before the new one starts
             update_config=docker.ServiceUpdateConfigArgs(order="stop-first", parallelism=1, delay="10s",
-                                                         failure_action="rollback"),
-            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
-        ))
+                                                         failure_action="rollback"))
         self.last = chain.last
         self.dashboard_url = f"https://traefik.{settings.domain}/dashboard/"
         self.register_outputs({"network": self.network.name, "dashboard_url": self.dashboard_url})

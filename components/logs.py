@@ -2,19 +2,18 @@
 engine and pushes it to Loki, which keeps it on a volume of the first manager for the
 configured retention. Loki answers through the ingress behind the dashboard's password
 (loki.<domain>) and is Grafana's second data source when the dashboards run. Resources come
-from the swarm's docker provider (opts.providers), one after another (ingress.Chain)."""
+from the swarm's docker provider (opts.providers), one after another (swarm_service.Chain)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
 
-from .config import PlatformSettings
-from .ingress import BY_TASK_ADDRESS, NO_ENV_NOISE, PROVIDER_NOISE, Chain, secret_file, swarm_secret
+from .swarm_service import PlatformServiceArgs, bind, on_node, secret_file, service, swarm_secret, volume
 from .monitoring import behind_ingress
 
 NETWORK = "dockyard-logs"
@@ -70,86 +69,42 @@ def promtail_config() -> str:
     }, indent=2)
 
 
-@dataclass
-class LogsArgs:
-    settings: PlatformSettings
-    # the swarm node id of the manager that keeps Loki's data
-    server_node_id: pulumi.Input[str]
-    ingress_network_id: pulumi.Input[str]
-    depends_on: list[pulumi.Resource] = field(default_factory=list)
-    deleted_with: Optional[pulumi.Resource] = None
-    # the last platform resource made before these: they are made one after another
-    after: Optional[pulumi.Resource] = None
+@dataclass(kw_only=True)
+class LogsArgs(PlatformServiceArgs):
+    """Loki's: it keeps its data on `server_node_id`'s volume."""
 
 
 class Logs(pulumi.ComponentResource):
     def __init__(self, name: str, args: LogsArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:platform:Logs", name, None, opts)
-        settings = args.settings
+        chain, settings = args.chain(self), args.settings
         images = settings.images
-        chain = Chain(pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with),
-                      args.after)
-        restart = docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s")
 
         # not attachable: a container started by hand cannot join it to read promtail's pushes
         self.network = chain.add(docker.Network(f"{name}-network", name=NETWORK, driver="overlay",
                                                 opts=chain.opts()))
         loki_settings = chain.add(swarm_secret(f"{name}-loki-config", "dockyard-loki-config",
                                                loki_config(settings.logs_retention), chain.opts()))
-        self.loki = chain.add(docker.Service(
-            f"{name}-loki",
-            name="loki",
-            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+        self.loki = service(
+            f"{name}-loki", chain, name="loki", image=images["loki"], replicas=1,
             labels=behind_ingress("loki", settings.domain, LOKI_PORT),
-            task_spec=docker.ServiceTaskSpecArgs(
-                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=images["loki"],
-                    # root: the volume Docker creates is root's
-                    user="0",
-                    args=["-config.file=/run/secrets/loki.yml"],
-                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
-                        type="volume", source="dockyard-loki-data", target="/loki")],
-                    secrets=[secret_file(loki_settings, "/run/secrets/loki.yml")],
-                ),
-                placement=docker.ServiceTaskSpecPlacementArgs(constraints=[
-                    pulumi.Output.from_input(args.server_node_id).apply(lambda node: f"node.id=={node}")]),
-                # promtail pushes on the logs network; traefik and Grafana reach it on the ingress's
-                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id),
-                                    docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
-                restart_policy=restart,
-            ),
-            endpoint_spec=BY_TASK_ADDRESS,
-            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
-        ))
+            # root: the volume Docker creates is root's
+            user="0", args=["-config.file=/run/secrets/loki.yml"], mounts=[volume("dockyard-loki-data", "/loki")],
+            secrets=[secret_file(loki_settings, "/run/secrets/loki.yml")],
+            constraints=[on_node(args.server_node_id)],
+            # promtail pushes on the logs network; traefik and Grafana reach it on the ingress's
+            networks=[self.network.id, args.ingress_network_id])
         shipper_settings = chain.add(swarm_secret(f"{name}-promtail-config", "dockyard-promtail-config",
                                                   promtail_config(), chain.opts()))
-        self.promtail = chain.add(docker.Service(
-            f"{name}-promtail",
-            name="promtail",
-            mode=docker.ServiceModeArgs(global_=True),
-            task_spec=docker.ServiceTaskSpecArgs(
-                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=images["promtail"],
-                    user="0",
-                    args=["-config.file=/run/secrets/promtail.yml", "-config.expand-env=true"],
-                    env={"NODE": "{{.Node.Hostname}}"},
-                    # read-only stops writes to the socket file, not calls to the API: promtail
-                    # can do what root can on its node, as Prometheus and traefik can
-                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
-                                type="bind", source="/var/run/docker.sock", target="/var/run/docker.sock",
-                                read_only=True),
-                            docker.ServiceTaskSpecContainerSpecMountArgs(
-                                type="volume", source=POSITIONS_VOLUME, target="/positions")],
-                    secrets=[secret_file(shipper_settings, "/run/secrets/promtail.yml")],
-                ),
-                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)],
-                restart_policy=restart,
-                resources=docker.ServiceTaskSpecResourcesArgs(
-                    limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=128 * 1024 * 1024)),
-            ),
-            endpoint_spec=BY_TASK_ADDRESS,
-            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=PROVIDER_NOISE)),
-        ))
+        self.promtail = service(
+            f"{name}-promtail", chain, name="promtail", image=images["promtail"], networks=[self.network.id],
+            user="0", args=["-config.file=/run/secrets/promtail.yml", "-config.expand-env=true"],
+            env={"NODE": "{{.Node.Hostname}}"},
+            # read-only stops writes to the socket file, not calls to the API: promtail
+            # can do what root can on its node, as Prometheus and traefik can
+            mounts=[bind("/var/run/docker.sock", "/var/run/docker.sock", read_only=True),
+                    volume(POSITIONS_VOLUME, "/positions")],
+            secrets=[secret_file(shipper_settings, "/run/secrets/promtail.yml")], memory_mib=128)
         self.last = chain.last
         self.url = f"https://loki.{settings.domain}/"
         self.register_outputs({"loki_url": self.url})

@@ -9,7 +9,7 @@ docker provider (opts.providers); the timers run over each manager's ssh connect
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -19,8 +19,8 @@ import pulumi_random as random
 
 from .config import PlatformSettings
 from .hosts import Host
-from .ingress import (BY_TASK_ADDRESS, NETWORK as INGRESS_NETWORK, METRICS_PORT as TRAEFIK_METRICS_PORT, NO_ENV_NOISE,
-                      PROVIDER_NOISE, Chain, secret_file, swarm_secret)
+from .ingress import METRICS_PORT as TRAEFIK_METRICS_PORT, NETWORK as INGRESS_NETWORK
+from .swarm_service import Chain, PlatformServiceArgs, bind, on_node, secret_file, service, swarm_secret, volume
 from .remote import run_script
 
 NETWORK = "dockyard-monitoring"
@@ -102,122 +102,22 @@ def behind_ingress(name: str, domain: str, port: int) -> list[docker.ServiceLabe
     return [docker.ServiceLabelArgs(label=k, value=v) for k, v in labels.items()]
 
 
-@dataclass
-class MonitoringArgs:
-    settings: PlatformSettings
-    # the swarm node id of the manager that keeps Prometheus' and Alertmanager's data
-    server_node_id: pulumi.Input[str]
+@dataclass(kw_only=True)
+class MonitoringArgs(PlatformServiceArgs):
     managers: list[Host]
-    ingress_network_id: pulumi.Input[str]
     registry_url: Optional[pulumi.Input[str]] = None
     gitea_url: Optional[pulumi.Input[str]] = None
-    depends_on: list[pulumi.Resource] = field(default_factory=list)
-    deleted_with: Optional[pulumi.Resource] = None
-    # the last platform resource made before these: they are made one after another (ingress.Chain)
-    after: Optional[pulumi.Resource] = None
 
 
 class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:platform:Monitoring", name, None, opts)
         settings = args.settings
-        chain = Chain(pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, deleted_with=args.deleted_with),
-                      args.after)
-        images = settings.images
-
+        chain = args.chain(self)
         self.network = chain.add(docker.Network(f"{name}-network", name=NETWORK, driver="overlay", attachable=True,
                                                 opts=chain.opts()))
-        networks = [docker.ServiceTaskSpecNetworksAdvancedArgs(id=self.network.id)]
-        restart = docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s")
-
-        def bind(source: str, target: str) -> docker.ServiceTaskSpecContainerSpecMountArgs:
-            return docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=source, target=target,
-                                                                read_only=True)
-
-        def global_agent(key: str, service: str, args_: list[str],
-                         mounts: list[docker.ServiceTaskSpecContainerSpecMountArgs]) -> docker.Service:
-            return chain.add(docker.Service(
-                f"{name}-{service}",
-                name=service,
-                mode=docker.ServiceModeArgs(global_=True),
-                task_spec=docker.ServiceTaskSpecArgs(
-                    container_spec=docker.ServiceTaskSpecContainerSpecArgs(image=images[key], args=args_,
-                                                                           mounts=mounts),
-                    networks_advanceds=networks, restart_policy=restart,
-                    resources=docker.ServiceTaskSpecResourcesArgs(
-                        limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=128 * 1024 * 1024)),
-                ),
-                endpoint_spec=BY_TASK_ADDRESS,
-                opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
-            ))
-
-        self.node_exporter = global_agent("nodeExporter", "node-exporter", [
-            "--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/rootfs",
-            f"--collector.textfile.directory=/rootfs{METRICS_DIR}",
-            "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
-        ], [bind("/proc", "/host/proc"), bind("/sys", "/host/sys"), bind("/", "/rootfs")])
-        self.cadvisor = global_agent("cadvisor", "cadvisor", [
-            # every 30 s and Docker's containers only: cAdvisor costs CPU on every node
-            "--housekeeping_interval=30s", "--docker_only=true", "--store_container_labels=false",
-            "--whitelisted_container_labels=com.docker.swarm.service.name,com.docker.swarm.node.id",
-        ], [bind("/", "/rootfs"), bind("/var/run", "/var/run"), bind("/sys", "/sys"),
-            bind("/var/lib/docker", "/var/lib/docker")])
-
-        pinned = docker.ServiceTaskSpecPlacementArgs(
-            constraints=[pulumi.Output.from_input(args.server_node_id).apply(lambda node: f"node.id=={node}")])
-        rules = chain.add(swarm_secret(f"{name}-alert-rules", "dockyard-alert-rules", RULES_FILE.read_text(),
-                                       chain.opts()))
-        config = chain.add(swarm_secret(f"{name}-prometheus-config", "dockyard-prometheus-config",
-                                        prometheus_config(), chain.opts()))
-        self.prometheus = chain.add(docker.Service(
-            f"{name}-prometheus",
-            name="prometheus",
-            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
-            labels=behind_ingress("prometheus", settings.domain, PORTS["prometheus"]),
-            task_spec=docker.ServiceTaskSpecArgs(
-                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=images["prometheus"],
-                    # root: swarm discovery reads the Docker socket
-                    user="0",
-                    args=["--config.file=/run/secrets/prometheus.yml", "--storage.tsdb.path=/prometheus",
-                          f"--storage.tsdb.retention.time={settings.retention}", "--web.enable-lifecycle"],
-                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
-                                type="volume", source="dockyard-prometheus-data", target="/prometheus"),
-                            bind("/var/run/docker.sock", "/var/run/docker.sock")],
-                    secrets=[secret_file(rules, "/run/secrets/alert-rules.yml"),
-                             secret_file(config, "/run/secrets/prometheus.yml")],
-                ),
-                placement=pinned,
-                networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
-                restart_policy=restart,
-            ),
-            endpoint_spec=BY_TASK_ADDRESS,
-            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
-        ))
-        receivers = chain.add(swarm_secret(f"{name}-alertmanager-config", "dockyard-alertmanager-config",
-                                           alertmanager_config(settings.alert_webhook, settings.alert_email,
-                                                               settings.alert_smtp), chain.opts()))
-        self.alertmanager = chain.add(docker.Service(
-            f"{name}-alertmanager",
-            name="alertmanager",
-            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
-            labels=behind_ingress("alertmanager", settings.domain, PORTS["alertmanager"]),
-            task_spec=docker.ServiceTaskSpecArgs(
-                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=images["alertmanager"],
-                    user="0",
-                    args=["--config.file=/run/secrets/alertmanager.yml", "--storage.path=/alertmanager"],
-                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
-                        type="volume", source="dockyard-alertmanager-data", target="/alertmanager")],
-                    secrets=[secret_file(receivers, "/run/secrets/alertmanager.yml")],
-                ),
-                placement=pinned,
-                networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.ingress_network_id)],
-                restart_policy=restart,
-            ),
-            endpoint_spec=BY_TASK_ADDRESS,
-            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=NO_ENV_NOISE)),
-        ))
+        self._agents(name, settings, chain)
+        self._servers(name, settings, chain, args)
         env = {"REGISTRY_URL": args.registry_url or "", "GITEA_URL": args.gitea_url or ""}
         self.swarm_metrics = [
             run_script(f"{name}-{host.name}-swarm-metrics", connection=host.connection, script="swarm-metrics.sh",
@@ -232,12 +132,59 @@ class Monitoring(pulumi.ComponentResource):
         self.grafana_url: Optional[str] = None
         self.grafana_admin_password: Optional[pulumi.Output[str]] = None
         if settings.runs("dashboards"):
-            self._grafana(name, settings, chain, networks, pinned, restart, args.ingress_network_id)
+            self._grafana(name, settings, chain, args)
         self.last = chain.last
         self.register_outputs({"prometheus_url": self.prometheus_url, "alertmanager_url": self.alertmanager_url,
                                "grafana_url": self.grafana_url})
 
-    def _grafana(self, name, settings, chain, networks, pinned, restart, ingress_network_id) -> None:
+    def _agents(self, name: str, settings: PlatformSettings, chain: Chain) -> None:
+        """node-exporter and cAdvisor on every node."""
+        self.node_exporter = service(
+            f"{name}-node-exporter", chain, name="node-exporter", image=settings.images["nodeExporter"],
+            networks=[self.network.id], memory_mib=128,
+            args=["--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/rootfs",
+                  f"--collector.textfile.directory=/rootfs{METRICS_DIR}",
+                  "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)"],
+            mounts=[bind("/proc", "/host/proc", True), bind("/sys", "/host/sys", True), bind("/", "/rootfs", True)])
+        self.cadvisor = service(
+            f"{name}-cadvisor", chain, name="cadvisor", image=settings.images["cadvisor"],
+            networks=[self.network.id], memory_mib=128,
+            # every 30 s and Docker's containers only: cAdvisor costs CPU on every node
+            args=["--housekeeping_interval=30s", "--docker_only=true", "--store_container_labels=false",
+                  "--whitelisted_container_labels=com.docker.swarm.service.name,com.docker.swarm.node.id"],
+            mounts=[bind("/", "/rootfs", True), bind("/var/run", "/var/run", True), bind("/sys", "/sys", True),
+                    bind("/var/lib/docker", "/var/lib/docker", True)])
+
+    def _servers(self, name: str, settings: PlatformSettings, chain: Chain, args: MonitoringArgs) -> None:
+        """Prometheus and Alertmanager, on the manager that keeps their data, behind the ingress."""
+        rules = chain.add(swarm_secret(f"{name}-alert-rules", "dockyard-alert-rules", RULES_FILE.read_text(),
+                                       chain.opts()))
+        config = chain.add(swarm_secret(f"{name}-prometheus-config", "dockyard-prometheus-config",
+                                        prometheus_config(), chain.opts()))
+        self.prometheus = service(
+            f"{name}-prometheus", chain, name="prometheus", image=settings.images["prometheus"], replicas=1,
+            labels=behind_ingress("prometheus", settings.domain, PORTS["prometheus"]),
+            # root: swarm discovery reads the Docker socket
+            user="0",
+            args=["--config.file=/run/secrets/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                  f"--storage.tsdb.retention.time={settings.retention}", "--web.enable-lifecycle"],
+            mounts=[volume("dockyard-prometheus-data", "/prometheus"),
+                    bind("/var/run/docker.sock", "/var/run/docker.sock", True)],
+            secrets=[secret_file(rules, "/run/secrets/alert-rules.yml"),
+                     secret_file(config, "/run/secrets/prometheus.yml")],
+            constraints=[on_node(args.server_node_id)], networks=[self.network.id, args.ingress_network_id])
+        receivers = chain.add(swarm_secret(f"{name}-alertmanager-config", "dockyard-alertmanager-config",
+                                           alertmanager_config(settings.alert_webhook, settings.alert_email,
+                                                               settings.alert_smtp), chain.opts()))
+        self.alertmanager = service(
+            f"{name}-alertmanager", chain, name="alertmanager", image=settings.images["alertmanager"], replicas=1,
+            labels=behind_ingress("alertmanager", settings.domain, PORTS["alertmanager"]),
+            user="0", args=["--config.file=/run/secrets/alertmanager.yml", "--storage.path=/alertmanager"],
+            mounts=[volume("dockyard-alertmanager-data", "/alertmanager")],
+            secrets=[secret_file(receivers, "/run/secrets/alertmanager.yml")],
+            constraints=[on_node(args.server_node_id)], networks=[self.network.id, args.ingress_network_id])
+
+    def _grafana(self, name: str, settings: PlatformSettings, chain: Chain, args: MonitoringArgs) -> None:
         """Grafana with the Prometheus data source and the project's dashboards, from files;
         its admin password a stack secret, read from a swarm secret at its first start."""
         password = random.RandomPassword(f"{name}-grafana-admin-password", length=32, special=False,
@@ -259,28 +206,14 @@ class Monitoring(pulumi.ComponentResource):
         mounted = [secret_file(chain.add(swarm_secret(f"{name}-{stem}", f"dockyard-{stem}", content, chain.opts())),
                                path)
                    for path, (stem, content) in sorted(files.items())]
-        self.grafana = chain.add(docker.Service(
-            f"{name}-grafana",
-            name="grafana",
-            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+        self.grafana = service(
+            f"{name}-grafana", chain, name="grafana", image=settings.images["grafana"], replicas=1,
             labels=[label for label in behind_ingress("grafana", settings.domain, PORTS["grafana"])
                     if not label.label.endswith(".middlewares")],  # Grafana asks for its own password
-            task_spec=docker.ServiceTaskSpecArgs(
-                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=settings.images["grafana"],
-                    env={"GF_SECURITY_ADMIN_USER": "admin",
-                         "GF_SECURITY_ADMIN_PASSWORD__FILE": "/run/secrets/grafana-admin-password",
-                         "GF_SERVER_ROOT_URL": f"https://grafana.{settings.domain}/",
-                         "GF_USERS_ALLOW_SIGN_UP": "false", "GF_ANALYTICS_REPORTING_ENABLED": "false"},
-                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
-                        type="volume", source="dockyard-grafana-data", target="/var/lib/grafana")],
-                    secrets=mounted,
-                ),
-                placement=pinned,
-                networks_advanceds=[*networks, docker.ServiceTaskSpecNetworksAdvancedArgs(id=ingress_network_id)],
-                restart_policy=restart,
-            ),
-            endpoint_spec=BY_TASK_ADDRESS,
-            opts=pulumi.ResourceOptions.merge(chain.opts(), pulumi.ResourceOptions(ignore_changes=PROVIDER_NOISE)),
-        ))
+            env={"GF_SECURITY_ADMIN_USER": "admin",
+                 "GF_SECURITY_ADMIN_PASSWORD__FILE": "/run/secrets/grafana-admin-password",
+                 "GF_SERVER_ROOT_URL": f"https://grafana.{settings.domain}/",
+                 "GF_USERS_ALLOW_SIGN_UP": "false", "GF_ANALYTICS_REPORTING_ENABLED": "false"},
+            mounts=[volume("dockyard-grafana-data", "/var/lib/grafana")], secrets=mounted,
+            constraints=[on_node(args.server_node_id)], networks=[self.network.id, args.ingress_network_id])
         self.grafana_url = f"https://grafana.{settings.domain}/"

@@ -16,7 +16,7 @@ from .config import NAMESPACE, ConfigError, DockyardConfig, parse_config, read_r
 from .hosts import Platform
 from .hosts.digitalocean import DigitalOceanCloud, DigitalOceanCloudArgs
 from .hosts.local import LocalCloud, LocalCloudArgs
-from .platform import Deployment, deploy
+from .deployment import Deployment, deploy
 from .quorum import MANAGER_COUNT_OUTPUT, guard_manager_change
 from .topology import Topology, build_topology
 

@@ -6,25 +6,14 @@ to the script text on stdin, so they never appear in argv, in logs or in plain s
 the engine stores stdin encrypted because it is built from secrets."""
 from __future__ import annotations
 
-import hashlib
 import shlex
-from functools import lru_cache
-from pathlib import Path
 from typing import Mapping, Optional
 
 import pulumi
 from pulumi_command import remote
 
-SCRIPTS_DIR = Path(__file__).parent / "scripts"
-
-
-@lru_cache(maxsize=None)
-def script_text(name: str) -> str:
-    return (SCRIPTS_DIR / name).read_text()
-
-
-def script_digest(name: str) -> str:
-    return hashlib.sha256(script_text(name).encode()).hexdigest()[:16]
+# what the other senders (manager.py, preload.py, images/digitalocean) import from here too
+from .shell import script_digest, script_text  # noqa: F401
 
 
 def command_line(env: Mapping[str, str]) -> str:
@@ -47,11 +36,11 @@ def run_script(
     delete_env: Optional[Mapping[str, str]] = None,
     opts: Optional[pulumi.ResourceOptions] = None,
 ) -> remote.Command:
-    """One run of components/scripts/<script> on a host.
+    """One run of components/scripts/<script> on a host, behind the scripts' library.
 
-    The script's digest is a trigger, so editing the script re-runs it on the next `up`
-    (every script is idempotent). With `secret_stdout` the output is a secret and the
-    engine does not stream it. With `delete_env`, deleting the resource runs the script
+    The script's digest is a trigger, so editing the script or the library re-runs it on
+    the next `up` (every script is idempotent). With `secret_stdout` the output is a secret
+    and the engine does not stream it. With `delete_env`, deleting the resource runs the script
     again with those values (stdin is the same for both), to undo what it installed."""
     create = pulumi.Output.from_input(env or {}).apply(command_line)
     if secret_env:

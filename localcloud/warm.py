@@ -22,17 +22,17 @@ from pathlib import Path
 
 from components.archives import archive_image_id
 from components.maintenance import maintenance_env
+from components.shell import script_text
 from localcloud.base_image import ensure_image
 from localcloud.qemu import GuestAgent, Monitor, accelerator_name, machine_args
 from localcloud.system import CACHE, STATE, LocalCloudError, log
 
 HERE = Path(__file__).resolve().parent
 IDENTITY_SCRIPT = HERE / "identity.sh"
-HOST_SCRIPTS = HERE.parent / "components" / "scripts"
 # what every host's bootstrap does first, done once in the template with the stack
 # defaults, so that a VM's own run finds it done: Docker's daemon.json (no restart), the
 # maintenance timers (no systemd reload)
-TEMPLATE_BOOTSTRAP = (("host-base.sh", {}), ("host-maintenance.sh", maintenance_env()))
+TEMPLATE_BOOTSTRAP = (("docker-host.sh", {}), ("host-maintenance.sh", maintenance_env()))
 TEMPLATES = CACHE / "warm"
 KEEP_TEMPLATES = 5
 # what the template's kernel is told: no name, address or key (those come after a restore)
@@ -62,7 +62,7 @@ def template_key(base: Path, memory: int, cpus: int, archives: list[Path]) -> st
         "devices": machine_args(name="", directory=Path("/"), memory=memory, cpus=cpus, kernel=Path("/"),
                                 initrd=Path("/"), append="", root_disk=Path("/"), root_format="", netdev="", mac=""),
         "template": [TEMPLATE_APPEND, TEMPLATE_MAC, TEMPLATE_NETDEV],
-        "bootstrap": [(HOST_SCRIPTS / name).read_text() for name, _ in TEMPLATE_BOOTSTRAP],
+        "bootstrap": [script_text(name) for name, _ in TEMPLATE_BOOTSTRAP],
         "archives": sorted(image_ids(archives)),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -157,7 +157,7 @@ def _make_template(base: Path, directory: Path, memory: int, cpus: int, archives
             raise LocalCloudError(f"the template VM is not ready: Docker or the preload failed ({err.strip()})")
         for script, env in TEMPLATE_BOOTSTRAP:
             assignments = "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
-            code, out, err = agent.run("/bin/bash", "-s", stdin=(assignments + (HOST_SCRIPTS / script).read_text()).encode(),
+            code, out, err = agent.run("/bin/bash", "-s", stdin=(assignments + script_text(script)).encode(),
                                        timeout=300)
             if code != 0:
                 raise LocalCloudError(f"{script} failed in the template VM: {err.strip()[-500:]}")

@@ -18,6 +18,7 @@ from components.config import parse_config
 from components.program import StackSettings
 from components.program import run as run_the_program
 from components.quorum import MANAGER_COUNT_OUTPUT
+from components.shell import script_text
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -50,6 +51,13 @@ def unwrap(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
+def script_command(name: str, *args: str, bash: str = "bash") -> list[str]:
+    """The argv that runs components/scripts/<name> as a host gets it: the text every sender
+    sends (the library in front, components.shell.script_text), as `bash -c TEXT NAME ARGS`,
+    the way the scripts that run on this machine are run (preload.py, manager.py)."""
+    return [bash, "-c", script_text(name), name, *args]
+
+
 def docker_archive(path: Path, image_id: str = "a" * 64) -> Path:
     """The smallest docker-archive the program reads: a manifest.json naming the image config."""
     manifest = json.dumps([{"Config": f"{image_id}.json", "RepoTags": ["web:1"], "Layers": []}]).encode()
@@ -80,6 +88,8 @@ class Registration:
     provider: str = ""  # "URN::ID" of the provider it was given, if any
     deleted_with: str = ""  # URN of the resource whose deletion takes this one with it
     delete_before_replace: bool = False
+    # the alias specs it was given: {"name", "type", "parentUrn" | "noParent", ...} as the engine gets them
+    aliases: list[dict] = field(default_factory=list)
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -167,6 +177,7 @@ class RecordingMonitor(MockMonitor):
             retain_on_delete=bool(request.retainOnDelete), protect=bool(request.protect),
             import_id=request.importId, ignore_changes=tuple(request.ignoreChanges), provider=request.provider,
             deleted_with=request.deletedWith, delete_before_replace=bool(request.deleteBeforeReplace),
+            aliases=[json_format.MessageToDict(alias).get("spec", {}) for alias in request.aliases],
         ))
         return response
 

@@ -17,10 +17,9 @@ from components.config import ConfigError, parse_config
 from components.topology import build_topology
 from components.backup import data_paths
 import shlex
-from tests.harness import BASE_CONFIG, TEST_BACKUP_PASSWORD, TEST_BACKUP_SECRET_KEY, run_program
+from tests.harness import BASE_CONFIG, TEST_BACKUP_PASSWORD, TEST_BACKUP_SECRET_KEY, run_program, script_command
 from tests.test_monitoring import debian_tool
 
-SCRIPT = Path(__file__).resolve().parent.parent / "components" / "scripts" / "backup.sh"
 PASSWORD = "correct horse 'battery' $staple"
 
 
@@ -53,7 +52,7 @@ def setup(site, h, **env: str) -> subprocess.CompletedProcess:
             "BACKUP_HOST": "b", "BACKUP_PATHS": str(h["data"]), "RESTIC_REPOSITORY": str(site["repo"]),
             "RESTIC_PASSWORD": PASSWORD, "BACKUP_SCHEDULE": "*-*-* 02:30:00", "BACKUP_KEEP": "--keep-last 2",
             "INIT_REPOSITORY": "yes", **env}
-    return subprocess.run(["bash", str(SCRIPT)], env=full, text=True, capture_output=True, timeout=120)
+    return subprocess.run(script_command("backup.sh"), env=full, text=True, capture_output=True, timeout=120)
 
 
 def backup_now(site, h, **overrides: str) -> subprocess.CompletedProcess:
@@ -272,8 +271,8 @@ def test_remove_takes_away_the_timer_and_the_keys_and_leaves_the_data(site):
     h = host(site, "h")
     fill(h["data"])
     assert setup(site, h).returncode == 0
-    removed = subprocess.run(["bash", str(SCRIPT)], env={"PATH": os.environ["PATH"], "SYSROOT": str(h["root"]),
-                                                         "SKIP_SYSTEMD": "yes", "REMOVE": "1"},
+    removed = subprocess.run(script_command("backup.sh"), env={"PATH": os.environ["PATH"], "SYSROOT": str(h["root"]),
+                                                               "SKIP_SYSTEMD": "yes", "REMOVE": "1"},
                              text=True, capture_output=True)
     assert removed.returncode == 0, removed.stderr
     assert not list(h["root"].rglob("dockyard-backup*")) and not list(h["root"].rglob("backup.*"))
@@ -545,13 +544,10 @@ def test_the_engine_is_started_again_when_the_copy_fails(site):
     assert calls(site)[-1] == "systemctl start docker.service"
 
 
-RECOVER = SCRIPT.parent / "swarm-recover.sh"
-
-
 def recover(site, h, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(RECOVER)], env={"PATH": f"{site['bin']}:{os.environ['PATH']}",
-                                                       "LOG_DIR": str(site["tmp"]), "SYSROOT": str(h["root"]),
-                                                       "SETTLE_SECONDS": "0", **env},
+    return subprocess.run(script_command("swarm-recover.sh"),
+                          env={"PATH": f"{site['bin']}:{os.environ['PATH']}", "LOG_DIR": str(site["tmp"]),
+                               "SYSROOT": str(h["root"]), "SETTLE_SECONDS": "0", **env},
                           text=True, capture_output=True, timeout=120)
 
 

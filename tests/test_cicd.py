@@ -1,10 +1,12 @@
 """Gitea, Drone and the registry on the CI/CD host, on mocks, per tier: where they run, how
 they are wired, that the CA reaches every host and that no secret is in clear."""
 import json
+from pathlib import Path
 
 import pytest
 
-from components.cicd import docker_config_json, parse_oauth_app
+from components.gitea import parse_oauth_app
+from components.registry import docker_config_json
 from components.config import ConfigError, parse_config
 from components.hosts.firewall import inbound_rules
 from components.topology import Role, build_topology
@@ -18,6 +20,7 @@ PROVIDER = "pulumi:providers:docker"
 COMMAND = "command:remote:Command"
 CI_HOST = {"default": "a", "small": "a", "medium": "b"}
 RESERVED_IP = "203.0.113.10"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module", params=list(CI_HOST))
@@ -235,7 +238,7 @@ def test_oauth_app_and_docker_config_helpers():
 def test_the_example_pipeline_builds_pushes_and_rolls_out_with_rollback():
     import yaml
 
-    from components.cicd import CI_ROOT
+    from components.ci_common import CI_ROOT
 
     root = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "web"
     pipeline = yaml.safe_load((root / ".drone.yml").read_text())
@@ -251,3 +254,22 @@ def test_the_example_pipeline_builds_pushes_and_rolls_out_with_rollback():
     for step in (build, deploy):
         assert all("from_secret" in v for v in step["environment"].values()), "no credential in the file"
     assert (root / "Dockerfile").read_text().count("HEALTHCHECK") == 1
+
+
+@pytest.mark.parametrize("tier", ["default", "small", "medium"])
+def test_a_stack_made_before_the_services_had_components_keeps_every_resource(tier):
+    """Registry, Gitea and Drone became components of their own; what a stack made when they
+    were the CiCd component's children keeps its state (an alias to that parent), so an `up`
+    after the split replaces nothing: no new passwords, no recreated containers."""
+    before = json.loads((FIXTURES / "cicd-children-before-split.json").read_text())[tier]
+    run = run_program(stack=f"ci-{tier}", tier=tier, workers="2")
+    cicd = run.of_type("dockyard:role:CiCd")[0]
+    kept = []
+    for typ, name in before:
+        now = next(r for r in run.registrations if (r.type, r.name) == (typ, name))
+        if now.parent == cicd.urn or any(a.get("parentUrn") == cicd.urn and not a.get("name")
+                                         and not a.get("type") for a in now.aliases):
+            kept.append(name)
+    assert sorted(kept) == sorted(name for _, name in before)
+    services = {r.type for r in run.registrations if r.parent == cicd.urn}
+    assert {"dockyard:ci:Registry", "dockyard:ci:Gitea", "dockyard:ci:Drone"} <= services

@@ -191,7 +191,7 @@ def test_the_custom_droplet_image_previews_a_builder_and_a_snapshot_that_outlive
                  "digitalocean:index/droplet:Droplet", "digitalocean:index/dropletSnapshot:DropletSnapshot"):
         assert kind in created, f"{kind} is not in the preview"
     scripts = [s["new"]["inputs"]["triggers"][0] for s in steps if s["type"] == "command:remote:Command"]
-    assert [t.split("@")[0] for t in scripts] == ["host-base.sh", "image-bake.sh"]
+    assert [t.split("@")[0] for t in scripts] == ["docker-host.sh", "image-bake.sh"]
     snapshot = created["digitalocean:index/dropletSnapshot:DropletSnapshot"]["new"]
     assert snapshot["retainOnDelete"] is True, "pulumi destroy removes the builder, never the image"
     assert snapshot["inputs"]["name"].startswith("dockyard-image-")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "components" / "scripts" / "gitea-setup.sh"
+from tests.harness import script_command
+
 PASSWORD = "s3cret-admin-password"
 DRONE = "http://10.0.0.11:8000"
 
@@ -128,7 +129,7 @@ def run_setup(gitea: FakeGitea, ci_root: Path, drone: str = DRONE) -> subprocess
     env = {"PATH": f"{ci_root.parent / 'bin'}:{os.environ['PATH']}", "GITEA_CONTAINER": "gitea",
            "GITEA_URL": gitea.url, "ADMIN_USER": "dockyard", "ADMIN_EMAIL": "dockyard@localhost",
            "DRONE_URL": drone, "CI_ROOT": str(ci_root), "ADMIN_PASSWORD": PASSWORD}
-    return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(script_command("gitea-setup.sh"), env=env, capture_output=True, text=True, timeout=60)
 
 
 def setup(gitea: FakeGitea, ci_root: Path, drone: str = DRONE) -> dict[str, str]:

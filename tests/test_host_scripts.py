@@ -1,4 +1,4 @@
-"""nfs-mount.sh, host-base.sh and swarm-tokens.sh run here for real, on a PATH that holds
+"""nfs-mount.sh, docker-host.sh and swarm-tokens.sh run here for real, on a PATH that holds
 only stand-ins for the commands that would change the machine (mount, mkfs, docker,
 systemctl, ...) and the harmless tools the scripts need. The files a script writes go
 under SYSROOT, a scratch directory, never this machine's /etc."""
@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import docker_archive
+from tests.harness import docker_archive, script_command
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "components" / "scripts"
 BASH = shutil.which("bash") or "/bin/bash"
 
 # the real tools a script may use: they read, or write only where the script is pointed
@@ -84,7 +83,7 @@ def sandbox(tmp_path: Path, fakes: dict[str, str]) -> Path:
 
 def run(script: str, bin_dir: Path, log_dir: Path, **env: str) -> subprocess.CompletedProcess:
     full = {"PATH": str(bin_dir), "LOG_DIR": str(log_dir), **env}
-    return subprocess.run([BASH, str(SCRIPTS / script)], env=full, text=True, capture_output=True, timeout=120)
+    return subprocess.run(script_command(script, bash=BASH), env=full, text=True, capture_output=True, timeout=120)
 
 
 def calls(log_dir: Path) -> list[str]:
@@ -173,7 +172,7 @@ def test_concurrent_nfs_mounts_keep_every_fstab_line(tmp_path):
     assert fstab.read_text().splitlines() == lines
 
 
-# --- host-base.sh: formats only a blank data volume ------------------------------------------
+# --- docker-host.sh: formats only a blank data volume ------------------------------------------
 
 MIB = 1024 * 1024
 
@@ -193,8 +192,8 @@ def host(tmp_path) -> dict:
             "mount": tmp_path / "data"}
 
 
-def host_base(host: dict, **env: str) -> subprocess.CompletedProcess:
-    return run("host-base.sh", host["bin"], host["logs"], SYSROOT=str(host["root"]), DATA_DEVICE=str(host["disk"]),
+def docker_host(host: dict, **env: str) -> subprocess.CompletedProcess:
+    return run("docker-host.sh", host["bin"], host["logs"], SYSROOT=str(host["root"]), DATA_DEVICE=str(host["disk"]),
                DATA_DEVICE_IS_FILE="yes", DATA_MOUNT=str(host["mount"]), **env)
 
 
@@ -205,7 +204,7 @@ def formatted(host: dict) -> bool:
 def test_a_blank_data_volume_is_formatted_and_mounted(host):
     with host["disk"].open("wb") as disk:
         disk.truncate(4 * MIB)  # reads as zeros
-    result = host_base(host)
+    result = docker_host(host)
     assert result.returncode == 0, result.stderr
     assert formatted(host)
     fstab = (host["root"] / "etc" / "fstab").read_text()
@@ -214,7 +213,7 @@ def test_a_blank_data_volume_is_formatted_and_mounted(host):
     assert f"mount {host['mount']}" in calls(host["logs"])
     # run twice: the filesystem is there now and is kept
     (host["logs"] / "calls").unlink()
-    again = host_base(host)
+    again = docker_host(host)
     assert again.returncode == 0, again.stderr
     assert not formatted(host)
     assert (host["root"] / "etc" / "fstab").read_text() == fstab
@@ -223,7 +222,7 @@ def test_a_blank_data_volume_is_formatted_and_mounted(host):
 def test_a_data_volume_with_data_but_no_signature_is_not_formatted(host):
     # e.g. a filesystem blkid does not know, or one whose superblock is damaged
     host["disk"].write_bytes(b"\0" * (MIB - 4096) + os.urandom(4096) + b"\0" * MIB)
-    result = host_base(host)
+    result = docker_host(host)
     assert not formatted(host), "mkfs would destroy what is on the volume"
     assert result.returncode != 0
     assert str(host["disk"]) in result.stderr and "not formatting" in result.stderr
@@ -234,7 +233,7 @@ def test_a_data_volume_with_any_signature_is_not_formatted(host):
     with host["disk"].open("wb") as disk:
         disk.truncate(4 * MIB)
     (host["logs"] / "other-signature").write_text("PMBR\n")
-    result = host_base(host)
+    result = docker_host(host)
     assert not formatted(host)
     assert result.returncode != 0
     assert "PMBR" in result.stderr, "the message shows what wipefs found"
@@ -243,7 +242,7 @@ def test_a_data_volume_with_any_signature_is_not_formatted(host):
 def test_a_data_volume_with_a_filesystem_is_kept(host):
     host["disk"].write_bytes(os.urandom(2 * MIB))
     (host["logs"] / "fs-type").write_text("ext4\n")
-    result = host_base(host)
+    result = docker_host(host)
     assert result.returncode == 0, result.stderr
     assert not formatted(host)
     assert "UUID=0f6c3e1a-7d2b-4c55-9d0e-5a1f2b3c4d5e" in (host["root"] / "etc" / "fstab").read_text()
@@ -252,7 +251,7 @@ def test_a_data_volume_with_a_filesystem_is_kept(host):
 def test_a_data_volume_with_another_filesystem_is_left_alone(host):
     host["disk"].write_bytes(os.urandom(2 * MIB))
     (host["logs"] / "fs-type").write_text("xfs\n")
-    result = host_base(host)
+    result = docker_host(host)
     assert result.returncode != 0 and "holds xfs" in result.stderr
     assert not formatted(host)
     assert (host["root"] / "etc" / "fstab").read_text() == ORIGINAL_FSTAB, "nothing mounts it as ext4"
@@ -261,7 +260,7 @@ def test_a_data_volume_with_another_filesystem_is_left_alone(host):
 def test_what_keeps_data_on_the_volume_does_not_start_without_it(host):
     host["disk"].write_bytes(os.urandom(2 * MIB))
     (host["logs"] / "fs-type").write_text("ext4\n")
-    result = host_base(host, DATA_OWNERS="docker nfs-server")
+    result = docker_host(host, DATA_OWNERS="docker nfs-server")
     assert result.returncode == 0, result.stderr
     for unit in ("docker", "nfs-server"):
         dropin = host["root"] / f"etc/systemd/system/{unit}.service.d/dockyard-data.conf"
@@ -269,7 +268,7 @@ def test_what_keeps_data_on_the_volume_does_not_start_without_it(host):
     assert "systemctl daemon-reload" in calls(host["logs"])
     assert '"no-new-privileges": true' in (host["root"] / "etc/docker/daemon.json").read_text()
     (host["logs"] / "calls").unlink()
-    again = host_base(host, DATA_OWNERS="docker nfs-server")
+    again = docker_host(host, DATA_OWNERS="docker nfs-server")
     assert again.returncode == 0 and "requirement" not in again.stderr
     assert "systemctl daemon-reload" not in calls(host["logs"])
 

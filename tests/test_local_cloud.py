@@ -42,7 +42,7 @@ def test_stateful_hosts_get_a_data_disk(run):
     assert "--data-gb 20" in creates["local-a"], "A keeps CI data"
     assert "--data-gb 20" in creates["local-b"], "B keeps NFS data"
     assert "--data-gb 0" in creates["local-w1"]
-    (engine_b,) = [c for c in run.commands("host-base.sh") if c.name == "b-docker"]
+    (engine_b,) = [c for c in run.commands("docker-host.sh") if c.name == "b-docker"]
     assert "DATA_DEVICE=/dev/vdb" in engine_b.inputs["create"]
     assert "DATA_MOUNT=/srv/nfs" in engine_b.inputs["create"]
 
@@ -57,7 +57,7 @@ def test_vms_wait_for_network_and_image_and_the_network_goes_last(run):
 
 def test_bootstrap_waits_for_its_vm(run):
     vms = {c.name.removeprefix("local-"): c for c in vm_commands(run)}
-    for engine in run.commands("host-base.sh"):
+    for engine in run.commands("docker-host.sh"):
         host = engine.name.removesuffix("-docker")
         assert run.depends_on(engine, vms[host])
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "components" / "scripts"
-DRIVER = SCRIPTS / "swarm-membership.sh"
-REMOVAL = SCRIPTS / "swarm-remove-node.sh"
+from components.shell import script_text
+from tests.harness import script_command
+
+DRIVER = "swarm-membership.sh"
+REMOVAL = "swarm-remove-node.sh"
 
 # ssh -F CONFIG ALIAS COMMAND: records the call and its stdin, then exits as ANSWER_<alias> says
 FAKE_SSH = """#!/usr/bin/env bash
@@ -62,9 +64,9 @@ def bin_dir(tmp_path):
     return tmp_path
 
 
-def run(script: Path, bin_dir: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess:
+def run(script: str, bin_dir: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess:
     full = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG_DIR": str(bin_dir), **env}
-    return subprocess.run(["bash", str(script), *args], input=stdin, env=full, text=True,
+    return subprocess.run(script_command(script, *args), input=stdin, env=full, text=True,
                           capture_output=True, timeout=60)
 
 
@@ -122,7 +124,7 @@ def test_check_waits_for_a_manager_that_answers_late(bin_dir):
 
 
 def test_remove_hands_the_removal_to_the_first_manager_that_can_act(bin_dir):
-    removal = REMOVAL.read_text()
+    removal = script_text(REMOVAL)  # what the membership gives the driver on stdin (manager.py)
     result = driver(bin_dir, "remove", stdin=removal, dockyard_s_c1=255, dockyard_s_c2=3, dockyard_s_c3=0)
     assert result.returncode == 0, result.stderr
     tried = calls(bin_dir)
@@ -134,7 +136,7 @@ def test_remove_hands_the_removal_to_the_first_manager_that_can_act(bin_dir):
 
 
 def test_remove_succeeds_with_a_warning_when_no_manager_answers(bin_dir):
-    result = driver(bin_dir, "remove", stdin=REMOVAL.read_text(), ROUND_PAUSE=100)
+    result = driver(bin_dir, "remove", stdin=script_text(REMOVAL), ROUND_PAUSE=100)
     assert result.returncode == 0, "a destroy whose managers are dead must finish"
     assert len(calls(bin_dir)) == 3, "in one round: it does not wait for dead managers"
     assert "was not removed from the swarm" in result.stderr
@@ -144,7 +146,7 @@ def test_remove_succeeds_with_a_warning_when_no_manager_answers(bin_dir):
 def test_remove_stops_at_a_manager_that_refuses(bin_dir):
     # e.g. the demotion would leave no majority: another manager would refuse too, and
     # removing the host anyway is what the refusal is there to stop
-    result = driver(bin_dir, "remove", stdin=REMOVAL.read_text(), dockyard_s_c1=1, dockyard_s_c2=0)
+    result = driver(bin_dir, "remove", stdin=script_text(REMOVAL), dockyard_s_c1=1, dockyard_s_c2=0)
     assert result.returncode == 1
     assert [c["alias"] for c in calls(bin_dir)] == ["dockyard-s-c1"]
     assert "remove of node n0de1d on manager dockyard-s-c1 failed (exit 1)" in result.stderr

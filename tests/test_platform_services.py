@@ -175,7 +175,7 @@ def test_the_dynamic_configuration_routes_the_dashboard_behind_basic_auth():
 
 
 def test_a_changed_secret_is_a_new_swarm_secret_by_name():
-    from components.ingress import content_name
+    from components.swarm_service import content_name
     assert content_name("dockyard-x", "one") != content_name("dockyard-x", "two")
     assert content_name("dockyard-x", "one") == content_name("dockyard-x", "one")
 

@@ -8,6 +8,7 @@ import pulumi
 import pytest
 
 from components.ports import CONTROL_PORTS
+from components.shell import SCRIPTS_DIR, script_digest, script_text
 from components.topology import build_topology
 from tests.harness import docker_archive, MANAGER_TOKEN, WORKER_TOKEN, Mocks, RecordingMonitor, run_program
 
@@ -212,7 +213,11 @@ def test_scripts_run_through_bash_stdin_with_their_digest_as_trigger(tier_run):
         assert command.inputs["create"].endswith("bash -s")
         (trigger,) = command.inputs["triggers"]
         script = trigger.split("@")[0]
-        assert (ROOT / "components" / "scripts" / script).is_file()
+        assert (SCRIPTS_DIR / script).is_file() and trigger == f"{script}@{script_digest(script)}"
+        # what the host runs: the library and the script, behind nothing but the secret values
+        stdin = command.inputs["stdin"]
+        assert stdin.endswith(script_text(script)), command.name
+        assert stdin == script_text(script) or "stdin" in command.secret_inputs, command.name
 
 
 def test_private_hosts_are_reached_through_the_master(tier_run):
@@ -270,7 +275,7 @@ def test_image_archives_are_sent_from_here_to_every_host_after_its_engine_and_th
     archive = tmp_path / "web-1.tar"
     docker_archive(archive)
     run = run_program(tier="small", workers="1", preloadImages=[str(archive)])
-    script = (ROOT / "components" / "scripts" / "images-send.sh").read_text()
+    script = script_text("images-send.sh")
     sends = [c for c in run.of_type(LOCAL_COMMAND) if c.name.endswith("-images-load")]
     assert len(sends) == 5 + 1
     setup = run.named("a-master-bastion")
@@ -302,8 +307,8 @@ def test_removed_nodes_are_drained_and_removed_through_any_manager_before_their_
     memberships = [c for c in run.of_type(LOCAL_COMMAND) if c.name.endswith("-membership")]
     joins = run.commands("swarm-join.sh")
     assert len(memberships) == len(joins), "every joined node, manager or worker, has a membership"
-    driver = (ROOT / "components" / "scripts" / "swarm-membership.sh").read_text()
-    removal = (ROOT / "components" / "scripts" / "swarm-remove-node.sh").read_text()
+    driver = script_text("swarm-membership.sh")
+    removal = script_text("swarm-remove-node.sh")
     managers = {"minimal": ["a"], "default": ["b"], "small": ["c1", "c2", "c3"],
                 "medium": [f"d{i}" for i in range(1, 8)]}[tier]
     for membership in memberships:
@@ -363,7 +368,7 @@ def test_the_services_that_own_a_volume_wait_for_its_mount():
     run = run_program(tier="default", workers="1")
     owners = {r.name.removesuffix("-docker"): dict(kv.split("=", 1) for kv in shlex.split(r.inputs["create"])[:-2]
                                                   ).get("DATA_OWNERS")
-              for r in run.commands("host-base.sh")}
+              for r in run.commands("docker-host.sh")}
     assert owners == {"a": "docker", "b": "nfs-server", "w1": None}
 
 

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from components import shell
 from localcloud import warm
 from tests.harness import docker_archive
 
@@ -25,11 +26,29 @@ def test_the_template_key_follows_its_recipe_and_nothing_else(tmp_path, monkeypa
     assert warm.template_key(base, 1536, 1, [moved]) != key, "a template saved under TCG does not restore under KVM"
 
 
+def test_the_template_key_follows_the_bootstrap_as_the_template_runs_it(tmp_path, monkeypatch):
+    """The template runs the scripts behind their library (script_text): an edit of either
+    makes another template."""
+    base = tmp_path / "images" / "0123456789abcdef"
+    base.mkdir(parents=True)
+    key = warm.template_key(base, 1536, 1, [])
+    edited = tmp_path / "lib.sh"
+    edited.write_text(shell.LIBRARY.read_text() + "# an edit\n")
+    monkeypatch.setattr(shell, "LIBRARY", edited)
+    shell.script_text.cache_clear()
+    try:
+        assert warm.template_key(base, 1536, 1, []) != key
+    finally:
+        monkeypatch.undo()
+        shell.script_text.cache_clear()
+    assert warm.template_key(base, 1536, 1, []) == key
+
+
 def test_the_template_runs_the_hosts_first_bootstrap_with_the_stack_defaults():
     from components.maintenance import DEFAULT_PRUNE_AFTER, DEFAULT_PRUNE_SCHEDULE
 
     scripts = dict(warm.TEMPLATE_BOOTSTRAP)
-    assert list(scripts) == ["host-base.sh", "host-maintenance.sh"]
+    assert list(scripts) == ["docker-host.sh", "host-maintenance.sh"]
     assert scripts["host-maintenance.sh"]["PRUNE_SCHEDULE"] == DEFAULT_PRUNE_SCHEDULE
     assert scripts["host-maintenance.sh"]["PRUNE_AFTER"] == DEFAULT_PRUNE_AFTER
 

@@ -22,7 +22,7 @@ from localcloud.base_image import recipe_digest
 from localcloud.vm import key_file, known_hosts_file
 
 from ..config import DockyardConfig
-from ..topology import Topology
+from ..topology import HostSpec, Topology
 from . import Host, Platform, policy_facts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -99,37 +99,8 @@ class LocalCloud(pulumi.ComponentResource):
         # the stack's preloaded images go into the VMs' warm template: loaded once, not per VM
         bake = " ".join(f"--bake {shlex.quote(path)}" for path in cfg.preload_images)
         self.vms: dict[str, local.Command] = {}
-        hosts: dict[str, Host] = {}
-        for spec in topo.hosts:
-            vm_name = f"{net}-{spec.name}"
-            data_gb = DATA_DISK_GB.get(spec.volume or "", 0)
-            create = self.ssh_key.public_key_openssh.apply(
-                lambda key, vm_name=vm_name, address=addresses[spec.name], data_gb=data_gb, host=spec.name:
-                f"{LOCALCLOUD} create --net {shlex.quote(net)} --name {shlex.quote(vm_name)} --hostname {host} "
-                f"--address {address} "
-                f"--data-gb {data_gb} --memory {VM_MEMORY_MB} --wait {SSH_WAIT_SECONDS} {bake} "
-                f"--key {shlex.quote(key.strip())}")
-            vm = local.Command(
-                f"{name}-{spec.name}",
-                create=create,
-                delete=f"{LOCALCLOUD} delete --net {shlex.quote(net)} --name {shlex.quote(vm_name)}",
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.network, self.image]),
-                **run_here,
-            )
-            self.vms[spec.name] = vm
-            ip = addresses[spec.name].split("/")[0]
-            hosts[spec.name] = Host(
-                spec=spec,
-                private_ip=pulumi.Output.from_input(ip),
-                # the VM reports the host key it made: every connection checks it
-                connection=pulumi.Output.all(vm.stdout, private_key).apply(
-                    lambda values, ip=ip: remote.ConnectionArgs(
-                        host=ip, user="root", private_key=values[1], host_key=host_key_of(values[0]),
-                        dial_error_limit=20, per_dial_timeout=15)),
-                ssh_address=pulumi.Output.from_input(ip),
-                data_device="/dev/vdb" if data_gb else None,
-                provisioned=[vm],
-            )
+        hosts = {spec.name: self._vm(name, net, spec, addresses[spec.name], bake, private_key, run_here)
+                 for spec in topo.hosts}
         # the keys the VMs reported, for the tools that run the system ssh (the docker
         # provider, the memberships, the preloads): they accept no other
         known_hosts = known_hosts_file(net)
@@ -149,3 +120,35 @@ class LocalCloud(pulumi.ComponentResource):
                                  known_hosts_file=str(known_hosts),
                                  ssh_files_written=[self.key_file, self.known_hosts])
         self.register_outputs({**declared, "master_address": master_ip})
+
+    def _vm(self, name: str, net: str, spec: HostSpec, address: str, bake: str,
+            private_key: pulumi.Output[str], run_here: dict) -> Host:
+        """One VM on the stack's network, and the Host the roles reach it as."""
+        vm_name = f"{net}-{spec.name}"
+        data_gb = DATA_DISK_GB.get(spec.volume or "", 0)
+        create = self.ssh_key.public_key_openssh.apply(
+            lambda key: f"{LOCALCLOUD} create --net {shlex.quote(net)} --name {shlex.quote(vm_name)} "
+                        f"--hostname {spec.name} --address {address} "
+                        f"--data-gb {data_gb} --memory {VM_MEMORY_MB} --wait {SSH_WAIT_SECONDS} {bake} "
+                        f"--key {shlex.quote(key.strip())}")
+        vm = local.Command(
+            f"{name}-{spec.name}",
+            create=create,
+            delete=f"{LOCALCLOUD} delete --net {shlex.quote(net)} --name {shlex.quote(vm_name)}",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.network, self.image]),
+            **run_here,
+        )
+        self.vms[spec.name] = vm
+        ip = address.split("/")[0]
+        return Host(
+            spec=spec,
+            private_ip=pulumi.Output.from_input(ip),
+            # the VM reports the host key it made: every connection checks it
+            connection=pulumi.Output.all(vm.stdout, private_key).apply(
+                lambda values: remote.ConnectionArgs(
+                    host=ip, user="root", private_key=values[1], host_key=host_key_of(values[0]),
+                    dial_error_limit=20, per_dial_timeout=15)),
+            ssh_address=pulumi.Output.from_input(ip),
+            data_device="/dev/vdb" if data_gb else None,
+            provisioned=[vm],
+        )

@@ -39,27 +39,11 @@
 # Safe to run again: files are written only when they change; a restore happens once per
 # host (/var/lib/dockyard/backup-restored) and never over data; one that stopped halfway is
 # taken up again by the next run.
-set -eu
 
-log() { echo "backup: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell backup.sh | bash -s}"
 
-BACKUP_HOST=${BACKUP_HOST:-}
-BACKUP_PATHS=${BACKUP_PATHS:-}
-BACKUP_PAUSE=${BACKUP_PAUSE:-}
-SWARM_STATE=${SWARM_STATE:-}
-RESTIC_REPOSITORY=${RESTIC_REPOSITORY:-}
-RESTIC_PASSWORD=${RESTIC_PASSWORD:-}
-BACKUP_SCHEDULE=${BACKUP_SCHEDULE:-}
-BACKUP_KEEP=${BACKUP_KEEP:-}
-INIT_REPOSITORY=${INIT_REPOSITORY:-}
-RESTORE=${RESTORE:-}
-SYSROOT=${SYSROOT:-}
-SKIP_SYSTEMD=${SKIP_SYSTEMD:-}
-AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-}
-AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-}
-REMOVE=${REMOVE:-0}
-set -f  # the lists below are split on spaces, never globbed
+default_env BACKUP_HOST BACKUP_PATHS BACKUP_PAUSE SWARM_STATE RESTIC_REPOSITORY RESTIC_PASSWORD BACKUP_SCHEDULE \
+  BACKUP_KEEP INIT_REPOSITORY RESTORE SYSROOT SKIP_SYSTEMD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY REMOVE=0
 UNITS=$SYSROOT/etc/systemd/system
 PASSWORD_FILE=$SYSROOT/etc/dockyard/backup.password
 
@@ -75,11 +59,8 @@ if [ "$REMOVE" = 1 ]; then
   exit 0
 fi
 
-[ -n "$BACKUP_HOST" ] || fatal "BACKUP_HOST must be set"
+require_env BACKUP_HOST BACKUP_SCHEDULE RESTIC_REPOSITORY RESTIC_PASSWORD
 [ -n "$BACKUP_PATHS" ] || [ "$SWARM_STATE" = yes ] || fatal "BACKUP_PATHS must be set"
-[ -n "$BACKUP_SCHEDULE" ] || fatal "BACKUP_SCHEDULE must be set"
-[ -n "$RESTIC_REPOSITORY" ] || fatal "RESTIC_REPOSITORY must be set"
-[ -n "$RESTIC_PASSWORD" ] || fatal "RESTIC_PASSWORD must be set"
 case "$BACKUP_HOST" in *[!A-Za-z0-9_.-]*) fatal "BACKUP_HOST must be a host name, got '$BACKUP_HOST'" ;; esac
 for path in $BACKUP_PATHS; do
   case "$path" in /*) ;; *) fatal "BACKUP_PATHS must be absolute directories, got '$path'" ;; esac
@@ -102,34 +83,11 @@ done
 case "$BACKUP_SCHEDULE" in *[!A-Za-z0-9:/._~*,\ -]*) fatal "BACKUP_SCHEDULE is not a systemd calendar event" ;; esac
 [ -n "$SYSROOT" ] || [ "$(id -u)" = 0 ] || fatal "must run as root"
 
-if ! command -v restic >/dev/null 2>&1; then
-  log "installing restic"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -q -y -o DPkg::Lock::Timeout=600 update >/dev/null
-  apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends restic >/dev/null
-fi
-
-units_changed=no
-
-# install_file <path> <mode>: stdin becomes the file at path, through a temp file beside it
-# (made with the final mode, so a secret is never readable by others), only when it differs
-install_file() {
-  mkdir -p "$(dirname "$1")"
-  tmp=$(umask 077 && mktemp "$1.XXXXXX")
-  cat > "$tmp"
-  if [ -f "$1" ] && cmp -s "$tmp" "$1"; then
-    rm -f "$tmp"
-    return 0
-  fi
-  chmod "$2" "$tmp"
-  mv "$tmp" "$1"
-  log "writing $1"
-  case "$1" in "$UNITS"/*) units_changed=yes ;; esac
-}
+command -v restic >/dev/null 2>&1 || apt_install restic
 
 # restic reads the password from its file here as the timer does (it trims the file's
 # whitespace, not the variable's: one source keeps both the same)
-printf '%s\n' "$RESTIC_PASSWORD" | install_file "$PASSWORD_FILE" 600
+printf '%s\n' "$RESTIC_PASSWORD" | put_file "$PASSWORD_FILE" 600
 unset RESTIC_PASSWORD
 export RESTIC_REPOSITORY RESTIC_PASSWORD_FILE="$PASSWORD_FILE" AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 # restic's cache belongs with the host's state, not in a home directory
@@ -188,7 +146,7 @@ swarm_dir=""
 if [ "$SWARM_STATE" = yes ]; then
   swarm_dir=/var/lib/docker/swarm
 fi
-install_file "$SYSROOT/etc/dockyard/backup.env" 600 <<EOF
+put_file "$SYSROOT/etc/dockyard/backup.env" 600 <<EOF
 RESTIC_REPOSITORY=$RESTIC_REPOSITORY
 RESTIC_PASSWORD_FILE=/etc/dockyard/backup.password
 AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
@@ -201,7 +159,7 @@ BACKUP_KEEP="$BACKUP_KEEP"
 SWARM_DIR=$swarm_dir
 EOF
 
-install_file "$SYSROOT/usr/local/sbin/dockyard-backup" 755 <<'RUN'
+put_file "$SYSROOT/usr/local/sbin/dockyard-backup" 755 <<'RUN'
 #!/bin/sh
 # dockyard-backup: one backup of this host's data (settings in /etc/dockyard/backup.env), then
 # its snapshots beyond the kept ones forgotten. Hosts share the repository: a step that finds
@@ -312,7 +270,7 @@ if [ -n "${SWARM_DIR:-}" ] && [ -d "$SWARM_DIR" ]; then
 fi
 RUN
 
-install_file "$UNITS/dockyard-backup.service" 644 <<'EOF'
+put_file "$UNITS/dockyard-backup.service" 644 <<'EOF'
 [Unit]
 Description=dockyard: back up this host's data with restic
 Wants=network-online.target
@@ -326,7 +284,7 @@ Nice=10
 IOSchedulingClass=idle
 EOF
 
-install_file "$UNITS/dockyard-backup.timer" 644 <<EOF
+put_file "$UNITS/dockyard-backup.timer" 644 <<EOF
 [Unit]
 Description=dockyard: back up this host's data on a schedule
 

@@ -15,26 +15,15 @@
 # from Gitea's own app.ini when one is there (a volume from before this script), and Drone
 # gets no database secret when its database already exists without one: a secret added
 # later would make the secrets already stored unreadable.
-set -eu
 
-log() { echo "ci-secrets: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell ci-secrets.sh | bash -s}"
 
-CI_ROOT=${CI_ROOT:-}
-[ -n "$CI_ROOT" ] || fatal "CI_ROOT is empty"
+require_env CI_ROOT
 mountpoint -q "$CI_ROOT" || [ "${CI_ROOT_IS_DIR:-}" = yes ] || fatal "$CI_ROOT is not mounted: refusing to keep secrets on the root disk"
 
-# keep FILE VALUE: write VALUE to FILE (mode 0600) unless FILE exists
-keep() {
-  [ ! -s "$1" ] || return 0
-  log "recording $1"
-  mkdir -p "$(dirname "$1")"
-  tmp=$(mktemp "$1.XXXXXX")
-  if ! { printf '%s\n' "$2" > "$tmp" && mv "$tmp" "$1"; }; then
-    rm -f "$tmp"
-    fatal "cannot write $1"
-  fi
-}
+# keep FILE VALUE: write VALUE to FILE (mode 0600) unless FILE exists: a kept secret is
+# never replaced, not even by one that differs
+keep() { [ -s "$1" ] || put_file "$1" 0600 "recording $1" <<<"$2"; }
 
 random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
 

@@ -10,17 +10,12 @@
 #   WAIT_SECONDS        how long to wait for "off" (default 300)
 #
 # Safe to run again: a droplet that is already off is left as it is.
-set -eu
 
-log() { echo "droplet-power-off: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell droplet-power-off.sh | bash -s}"
 
-DROPLET_ID=${DROPLET_ID:-}
-DIGITALOCEAN_TOKEN=${DIGITALOCEAN_TOKEN:-}
-API=${API:-https://api.digitalocean.com}
-WAIT_SECONDS=${WAIT_SECONDS:-300}
+default_env DROPLET_ID API=https://api.digitalocean.com WAIT_SECONDS=300
 case "$DROPLET_ID" in "" | *[!0-9]*) fatal "DROPLET_ID must be a droplet's numeric ID" ;; esac
-[ -n "$DIGITALOCEAN_TOKEN" ] || fatal "DIGITALOCEAN_TOKEN must be set"
+require_env DIGITALOCEAN_TOKEN
 
 # api <method> <path> [body]: the token reaches curl in its config on stdin
 api() {

@@ -21,16 +21,10 @@
 # through it), also on a stack restored from a backup; otherwise the application named
 # "drone" is replaced by a new one (Drone gets the new secret, its users log in again).
 # Passwords and tokens go to curl in a private config file, never on a command line.
-set -eu
 
-log() { echo "gitea-setup: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell gitea-setup.sh | bash -s}"
 
-for var in GITEA_CONTAINER GITEA_URL ADMIN_USER ADMIN_EMAIL DRONE_URL CI_ROOT ADMIN_PASSWORD; do
-  eval "value=\${$var:-}"
-  # shellcheck disable=SC2154  # value is set by the eval above
-  [ -n "$value" ] || fatal "$var is empty"
-done
+require_env GITEA_CONTAINER GITEA_URL ADMIN_USER ADMIN_EMAIL DRONE_URL CI_ROOT ADMIN_PASSWORD
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -129,12 +123,10 @@ id=$(printf '%s' "$created" | sed -n 's/.*"id":\([0-9]*\),"name":"drone".*/\1/p'
 if [ -z "$client_id" ] || [ -z "$client_secret" ] || [ -z "$id" ]; then
   fatal "Gitea did not return the application's credentials"
 fi
-mkdir -p "$(dirname "$kept")"
-tmp=$(umask 077 && mktemp "$kept.XXXXXX")
-if ! { printf 'id=%s\nclient_id=%s\nclient_secret=%s\n' "$id" "$client_id" "$client_secret" > "$tmp" &&
-    mv "$tmp" "$kept"; }; then
-  rm -f "$tmp"
-  fatal "cannot write $kept"
-fi
+put_file "$kept" 0600 "keeping the application's credentials in $kept" <<EOF
+id=$id
+client_id=$client_id
+client_secret=$client_secret
+EOF
 log "OAuth2 application drone ready for $DRONE_URL"
 printf 'client_id=%s\nclient_secret=%s\n' "$client_id" "$client_secret"

@@ -23,16 +23,11 @@
 #
 # Safe to run again: a file is written only when its content changes, and systemd is
 # reloaded only then. Docker itself is never restarted by this script.
-set -eu
 
-log() { echo "host-maintenance: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell host-maintenance.sh | bash -s}"
 
-PRUNE_SCHEDULE=${PRUNE_SCHEDULE:-}
-PRUNE_AFTER=${PRUNE_AFTER:-}
-KEEP_IMAGES=${KEEP_IMAGES:-}
-SYSROOT=${SYSROOT:-}
-[ -n "$PRUNE_SCHEDULE" ] || fatal "PRUNE_SCHEDULE must be set"
+require_env PRUNE_SCHEDULE
+default_env PRUNE_AFTER KEEP_IMAGES SYSROOT
 case "$PRUNE_AFTER" in
   "" | *[!0-9h]* | h* | *h*h | *[0-9]) fatal "PRUNE_AFTER must be hours such as 168h, got '$PRUNE_AFTER'" ;;
 esac
@@ -40,25 +35,8 @@ case "$KEEP_IMAGES" in *[!A-Za-z0-9:@/._\ -]*) fatal "KEEP_IMAGES must be image 
 [ -n "$SYSROOT" ] || [ "$(id -u)" = 0 ] || fatal "must run as root"
 
 UNITS=$SYSROOT/etc/systemd/system
-units_changed=no
 
-# install_file <path> <mode>: stdin becomes the file at path, through a temp file beside it,
-# only when the content differs
-install_file() {
-  mkdir -p "$(dirname "$1")"
-  tmp=$(mktemp "$1.XXXXXX")
-  cat > "$tmp"
-  if [ -f "$1" ] && cmp -s "$tmp" "$1"; then
-    rm -f "$tmp"
-    return 0
-  fi
-  chmod "$2" "$tmp"
-  mv "$tmp" "$1"
-  log "writing $1"
-  case "$1" in "$UNITS"/*) units_changed=yes ;; esac
-}
-
-install_file "$SYSROOT/usr/local/sbin/dockyard-prune" 755 <<'PRUNE'
+put_file "$SYSROOT/usr/local/sbin/dockyard-prune" 755 <<'PRUNE'
 #!/bin/sh
 # dockyard-prune: what Docker left behind, older than PRUNE_AFTER (from /etc/dockyard/prune.env).
 set -eu
@@ -90,12 +68,12 @@ docker builder prune --force --filter "until=$PRUNE_AFTER" >/dev/null 2>&1 || tr
 echo "dockyard-prune: $removed unused image(s) removed"
 PRUNE
 
-install_file "$SYSROOT/etc/dockyard/prune.env" 644 <<EOF
+put_file "$SYSROOT/etc/dockyard/prune.env" 644 <<EOF
 PRUNE_AFTER=$PRUNE_AFTER
 KEEP_IMAGES="$KEEP_IMAGES"
 EOF
 
-install_file "$UNITS/dockyard-prune.service" 644 <<'EOF'
+put_file "$UNITS/dockyard-prune.service" 644 <<'EOF'
 [Unit]
 Description=dockyard: prune stopped containers, unused images and build cache
 After=docker.service
@@ -107,7 +85,7 @@ EnvironmentFile=/etc/dockyard/prune.env
 ExecStart=/usr/local/sbin/dockyard-prune
 EOF
 
-install_file "$UNITS/dockyard-prune.timer" 644 <<EOF
+put_file "$UNITS/dockyard-prune.timer" 644 <<EOF
 [Unit]
 Description=dockyard: prune Docker on a schedule
 
@@ -120,7 +98,7 @@ Persistent=true
 WantedBy=timers.target
 EOF
 
-install_file "$UNITS/docker.service.d/dockyard-restart.conf" 644 <<'EOF'
+put_file "$UNITS/docker.service.d/dockyard-restart.conf" 644 <<'EOF'
 [Unit]
 StartLimitIntervalSec=0
 
@@ -129,7 +107,7 @@ Restart=always
 RestartSec=5s
 EOF
 
-install_file "$UNITS/dockyard-docker-health.service" 644 <<'EOF'
+put_file "$UNITS/dockyard-docker-health.service" 644 <<'EOF'
 [Unit]
 Description=dockyard: restart a Docker engine that does not answer
 After=docker.service
@@ -140,7 +118,7 @@ ExecCondition=/bin/systemctl is-active --quiet docker
 ExecStart=/bin/sh -c 'timeout 120 docker info >/dev/null 2>&1 || { echo "docker does not answer: restarting it"; systemctl restart docker; }'
 EOF
 
-install_file "$UNITS/dockyard-docker-health.timer" 644 <<'EOF'
+put_file "$UNITS/dockyard-docker-health.timer" 644 <<'EOF'
 [Unit]
 Description=dockyard: check that Docker answers
 

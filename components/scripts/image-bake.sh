@@ -3,33 +3,20 @@
 # tools and rsync installed (NFS off until nfs-server.sh turns it on), the platform's images
 # pulled, and everything a droplet must not share with another removed, so that each droplet
 # made from the snapshot gets its own at its first boot (cloud-init makes the host keys and
-# installs the droplet's SSH keys again). Runs after host-base.sh installed Docker.
+# installs the droplet's SSH keys again). Runs after docker-host.sh installed Docker.
 #
 # Inputs (environment):
 #   IMAGES   space-separated pinned image references to pull (e.g. registry:2.8.3)
 #
 # Safe to run again: installed packages and pulled images are kept.
-set -eu
 
-log() { echo "image-bake: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell image-bake.sh | bash -s}"
 
-IMAGES=${IMAGES:-}
+default_env IMAGES
 [ "$(id -u)" = 0 ] || fatal "must run as root"
-command -v docker >/dev/null 2>&1 || fatal "docker is missing: run host-base.sh first"
-export DEBIAN_FRONTEND=noninteractive
-APT="apt-get -q -y -o DPkg::Lock::Timeout=600"
+command -v docker >/dev/null 2>&1 || fatal "docker is missing: run docker-host.sh first"
 
-missing=""
-for package in nfs-kernel-server nfs-common rsync; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"
-done
-if [ -n "$missing" ]; then
-  log "installing$missing"
-  $APT update >/dev/null
-  # shellcheck disable=SC2086 # one word per package
-  $APT install --no-install-recommends $missing >/dev/null
-fi
+apt_install nfs-kernel-server nfs-common rsync
 # a droplet serves NFS only when the stack makes it an NFS server
 systemctl disable --now nfs-server >/dev/null 2>&1 || true
 
@@ -42,11 +29,13 @@ for image in $IMAGES; do
 done
 
 log "removing what each droplet must have for itself"
-$APT clean
-rm -rf /var/lib/apt/lists/*
+apt_get clean
 # cloud-init runs as on a new droplet: host keys, the droplet's own SSH keys, its name
 cloud-init clean --logs >/dev/null 2>&1 || fatal "cloud-init clean failed"
+set +f  # these two are globs
+rm -rf /var/lib/apt/lists/*
 rm -f /etc/ssh/ssh_host_*
+set -f
 # the builder's key must not open the droplets made from the image
 rm -f /root/.ssh/authorized_keys
 : > /etc/machine-id

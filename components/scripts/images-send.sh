@@ -13,19 +13,11 @@
 #               bounded connect for a while
 #
 # Safe to run again: an image already in the engine is skipped.
-set -eu
 
-log() { echo "images-send: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell images-send.sh | bash -s}"
 
-HOST=${HOST:-}
-SSH_CONFIG=${SSH_CONFIG:-}
-ARCHIVES=${ARCHIVES:-}
-CONNECT_TRIES=${CONNECT_TRIES:-6}
-RETRY_PAUSE=${RETRY_PAUSE:-10}
-[ -n "$HOST" ] || fatal "HOST must be set"
-[ -n "$SSH_CONFIG" ] || fatal "SSH_CONFIG must be set"
-[ -n "$ARCHIVES" ] || fatal "ARCHIVES is empty"
+require_env HOST SSH_CONFIG ARCHIVES
+default_env CONNECT_TRIES=6 RETRY_PAUSE=10
 
 config=$(mktemp)
 trap 'rm -f "$config"' EXIT

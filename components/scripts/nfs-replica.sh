@@ -8,32 +8,27 @@
 #   TARGET      the local directory that receives the copy
 #
 # Safe to run again: the unit files and the timer are changed only when different.
-set -eu
 
-log() { echo "nfs-replica: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell nfs-replica.sh | bash -s}"
 
-SOURCE_DIR=${SOURCE_DIR:-}
-TARGET=${TARGET:-}
-if [ -z "$SOURCE_DIR" ] || [ -z "$TARGET" ]; then fatal "SOURCE_DIR and TARGET must be set"; fi
+require_env SOURCE_DIR TARGET
 [ "$(id -u)" = 0 ] || fatal "must run as root"
 mountpoint -q "$SOURCE_DIR" || fatal "$SOURCE_DIR is not mounted"
 
-if ! command -v rsync >/dev/null 2>&1; then
-  log "installing rsync"
-  apt-get -q -y -o DPkg::Lock::Timeout=600 update >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends rsync >/dev/null
-fi
+command -v rsync >/dev/null 2>&1 || apt_install rsync
 mkdir -p "$TARGET"
 
-service="[Unit]
+put_file /etc/systemd/system/dockyard-nfs-replica.service 0644 <<EOF
+[Unit]
 Description=dockyard: copy $SOURCE_DIR to $TARGET
 RequiresMountsFor=$SOURCE_DIR $TARGET
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/rsync -a --delete $SOURCE_DIR/ $TARGET/"
-timer="[Unit]
+ExecStart=/usr/bin/rsync -a --delete $SOURCE_DIR/ $TARGET/
+EOF
+put_file /etc/systemd/system/dockyard-nfs-replica.timer 0644 <<EOF
+[Unit]
 Description=dockyard: copy $SOURCE_DIR to $TARGET every minute
 
 [Timer]
@@ -41,25 +36,9 @@ OnBootSec=30s
 OnUnitActiveSec=60s
 
 [Install]
-WantedBy=timers.target"
-
-changed=no
-write_unit() { # <file> <content>: replaced whole, through a temp file beside it and a rename
-  if [ "$(cat "$1" 2>/dev/null || true)" != "$2" ]; then
-    tmp=$(mktemp "$1.XXXXXX")
-    if ! { printf '%s\n' "$2" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$1"; }; then
-      rm -f "$tmp"
-      fatal "cannot write $1"
-    fi
-    changed=yes
-  fi
-}
-write_unit /etc/systemd/system/dockyard-nfs-replica.service "$service"
-write_unit /etc/systemd/system/dockyard-nfs-replica.timer "$timer"
-if [ "$changed" = yes ]; then
-  log "installing the replica timer"
-  systemctl daemon-reload
-fi
+WantedBy=timers.target
+EOF
+[ "$units_changed" = no ] || systemctl daemon-reload
 systemctl enable --now dockyard-nfs-replica.timer >/dev/null 2>&1
 systemctl start dockyard-nfs-replica.service
 log "$TARGET is a copy of $SOURCE_DIR, refreshed every minute"

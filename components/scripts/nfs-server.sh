@@ -7,21 +7,13 @@
 #            on this host: the file /etc/exports.d/dockyard.exports is replaced by them.
 #
 # Safe to run again: the file is rewritten and re-exported only when it changes.
-set -eu
 
-log() { echo "nfs-server: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell nfs-server.sh | bash -s}"
 
-EXPORTS=${EXPORTS:-}
-[ -n "$EXPORTS" ] || fatal "EXPORTS is empty"
+require_env EXPORTS
 [ "$(id -u)" = 0 ] || fatal "must run as root"
-export DEBIAN_FRONTEND=noninteractive
 
-if ! command -v exportfs >/dev/null 2>&1; then
-  log "installing nfs-kernel-server"
-  apt-get -q -y -o DPkg::Lock::Timeout=600 update >/dev/null
-  apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends nfs-kernel-server >/dev/null
-fi
+command -v exportfs >/dev/null 2>&1 || apt_install nfs-kernel-server
 
 printf '%s\n' "$EXPORTS" | while read -r path _; do
   [ -n "$path" ] || continue
@@ -32,18 +24,12 @@ printf '%s\n' "$EXPORTS" | while read -r path _; do
   fi
 done
 
-mkdir -p /etc/exports.d
 file=/etc/exports.d/dockyard.exports
-desired="# managed by dockyard; edits are overwritten
-$EXPORTS"
-if [ "$(cat "$file" 2>/dev/null || true)" != "$desired" ]; then
-  log "writing $file"
-  tmp=$(mktemp "$file.XXXXXX")  # beside it, so that the rename is atomic; exportfs reads only *.exports
-  if ! { printf '%s\n' "$desired" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$file"; }; then
-    rm -f "$tmp"
-    fatal "cannot write $file"
-  fi
-fi
+# exportfs reads only *.exports: put_file's temp file beside it is not one
+put_file "$file" 0644 <<EOF
+# managed by dockyard; edits are overwritten
+$EXPORTS
+EOF
 
 systemctl enable nfs-server >/dev/null 2>&1 || true
 systemctl is-active --quiet nfs-server || systemctl start nfs-server

@@ -12,29 +12,15 @@
 #
 # Safe to run again: the certificate is written only when it differs; a login with the
 # credentials already stored changes nothing.
-set -eu
 
-log() { echo "registry-client: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell registry-client.sh | bash -s}"
 
-REGISTRY=${REGISTRY:-}
-CA_CERT=${CA_CERT:-}
-REGISTRY_USER=${REGISTRY_USER:-}
-REGISTRY_PASSWORD=${REGISTRY_PASSWORD:-}
-[ -n "$REGISTRY" ] || fatal "REGISTRY is empty"
-[ -n "$CA_CERT" ] || fatal "CA_CERT is empty"
+require_env REGISTRY CA_CERT
+default_env REGISTRY_USER REGISTRY_PASSWORD
 
-path="/etc/docker/certs.d/$REGISTRY/ca.crt"
-CA_CERT=$(printf '%s' "$CA_CERT")  # as the file reads back: without the trailing newline
-if [ "$(cat "$path" 2>/dev/null || true)" != "$CA_CERT" ]; then
-  log "writing $path"
-  mkdir -p "$(dirname "$path")"
-  tmp=$(mktemp "$path.XXXXXX")  # beside it, so that the rename is atomic; docker reads only *.crt
-  if ! { printf '%s\n' "$CA_CERT" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$path"; }; then
-    rm -f "$tmp"
-    fatal "cannot write $path"
-  fi
-fi
+# docker reads only *.crt: put_file's temp file beside it is not one. The certificate ends in
+# one line break, however many it came with.
+put_file "/etc/docker/certs.d/$REGISTRY/ca.crt" 0644 <<<"$(printf '%s' "$CA_CERT")"
 
 if [ -n "$REGISTRY_USER" ]; then
   [ -n "$REGISTRY_PASSWORD" ] || fatal "REGISTRY_USER is set but REGISTRY_PASSWORD is not"

@@ -10,14 +10,11 @@
 # Output: the node ID of this manager on stdout.
 # Safe to run again: a host that already manages a swarm is left as it is, but for a
 # heartbeat that differs.
-set -eu
 
-log() { echo "swarm-init: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-init.sh | bash -s}"
 
-ADVERTISE_ADDR=${ADVERTISE_ADDR:-}
-HEARTBEAT=${HEARTBEAT:-5s}
-[ -n "$ADVERTISE_ADDR" ] || fatal "ADVERTISE_ADDR must be set"
+require_env ADVERTISE_ADDR
+default_env HEARTBEAT=5s
 case "$HEARTBEAT" in
   [1-9]s | [1-9][0-9]s | [1-9][0-9][0-9]s) ;;
   *) fatal "HEARTBEAT must be seconds such as 5s, not '$HEARTBEAT'" ;;

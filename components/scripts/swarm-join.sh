@@ -15,19 +15,12 @@
 #
 # Output: this node's ID on stdout.
 # Safe to run again: a host already in the swarm is left as it is.
-set -eu
 
-log() { echo "swarm-join: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-join.sh | bash -s}"
 
-MANAGER_ADDR=${MANAGER_ADDR:-}
-ADVERTISE_ADDR=${ADVERTISE_ADDR:-}
-JOIN_ROLE=${JOIN_ROLE:-}
-JOIN_TOKEN=${JOIN_TOKEN:-}
-FIRST_MANAGER_ID=${FIRST_MANAGER_ID:-}
-if [ -z "$MANAGER_ADDR" ] || [ -z "$ADVERTISE_ADDR" ]; then fatal "MANAGER_ADDR and ADVERTISE_ADDR must be set"; fi
+require_env MANAGER_ADDR ADVERTISE_ADDR JOIN_TOKEN
+default_env JOIN_ROLE FIRST_MANAGER_ID
 case "$JOIN_ROLE" in manager|worker) ;; *) fatal "JOIN_ROLE must be manager or worker" ;; esac
-[ -n "$JOIN_TOKEN" ] || fatal "JOIN_TOKEN is empty"
 command -v curl >/dev/null 2>&1 || fatal "curl is needed to talk to dockerd's socket"
 
 state=$(docker info --format '{{.Swarm.LocalNodeState}}') || fatal "docker does not answer"

@@ -6,14 +6,11 @@
 #   LABELS   space-separated key=value pairs, e.g. "dockyard.role=worker dockyard.nfs=ro"
 #
 # Safe to run again: a label already at its value is not touched.
-set -eu
 
-log() { echo "swarm-labels: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-labels.sh | bash -s}"
 
-NODE_ID=${NODE_ID:-}
-LABELS=${LABELS:-}
-[ -n "$NODE_ID" ] || fatal "NODE_ID must be set"
+require_env NODE_ID
+default_env LABELS
 
 for label in $LABELS; do
   key=${label%%=*}

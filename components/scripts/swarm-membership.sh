@@ -18,22 +18,13 @@
 # (swarm-remove-node.sh exits 3), is skipped. When no manager can act, `remove` warns and
 # succeeds: the swarm is gone or out of reach, and a destroy of a stack whose managers are
 # dead must still finish (so one round only). `check` tries again, then fails. Safe to run again, as swarm-remove-node.sh is.
-set -eu
 
-log() { echo "swarm-membership: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-membership.sh | bash -s}"
 
 ACTION=${1:-}
-NODE_ID=${NODE_ID:-}
-MANAGERS=${MANAGERS:-}
-SSH_CONFIG=${SSH_CONFIG:-}
-DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
-CHECK_ROUNDS=${CHECK_ROUNDS:-6}
-ROUND_PAUSE=${ROUND_PAUSE:-10}
 case "$ACTION" in check|remove) ;; *) fatal "usage: swarm-membership.sh check|remove" ;; esac
-[ -n "$NODE_ID" ] || fatal "NODE_ID must be set"
-[ -n "$MANAGERS" ] || fatal "MANAGERS must be set"
-[ -n "$SSH_CONFIG" ] || fatal "SSH_CONFIG must be set"
+require_env NODE_ID MANAGERS SSH_CONFIG
+default_env DRAIN_TIMEOUT=120 CHECK_ROUNDS=6 ROUND_PAUSE=10
 case "$NODE_ID" in *[!A-Za-z0-9]*) fatal "NODE_ID $NODE_ID is not a swarm node ID" ;; esac
 
 config=$(mktemp)

@@ -19,15 +19,10 @@
 #
 # Safe to run again: a file is written only when its content changes, systemd reloaded
 # only then.
-set -eu
 
-log() { echo "swarm-metrics: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-metrics.sh | bash -s}"
 
-REGISTRY_URL=${REGISTRY_URL:-}
-GITEA_URL=${GITEA_URL:-}
-REMOVE=${REMOVE:-0}
-SYSROOT=${SYSROOT:-}
+default_env REGISTRY_URL GITEA_URL REMOVE=0 SYSROOT
 for url in "$REGISTRY_URL" "$GITEA_URL"; do
   case "$url" in "" | http://* | https://*) ;; *) fatal "not a URL: '$url'" ;; esac
   case "$url" in *[!A-Za-z0-9:/._-]*) fatal "URL with characters it cannot hold: '$url'" ;; esac
@@ -36,7 +31,6 @@ done
 
 UNITS=$SYSROOT/etc/systemd/system
 METRICS_DIR=/var/lib/dockyard/metrics
-units_changed=no
 
 if [ "$REMOVE" = 1 ]; then
   if [ -z "$SYSROOT" ] && systemctl is-enabled --quiet dockyard-swarm-metrics.timer 2>/dev/null; then
@@ -54,21 +48,7 @@ if [ "$REMOVE" = 1 ]; then
   exit 0
 fi
 
-install_file() {
-  mkdir -p "$(dirname "$1")"
-  tmp=$(mktemp "$1.XXXXXX")
-  cat > "$tmp"
-  if [ -f "$1" ] && cmp -s "$tmp" "$1"; then
-    rm -f "$tmp"
-    return 0
-  fi
-  chmod "$2" "$tmp"
-  mv "$tmp" "$1"
-  log "writing $1"
-  case "$1" in "$UNITS"/*) units_changed=yes ;; esac
-}
-
-install_file "$SYSROOT/usr/local/sbin/dockyard-swarm-metrics" 755 <<'COLLECTOR'
+put_file "$SYSROOT/usr/local/sbin/dockyard-swarm-metrics" 755 <<'COLLECTOR'
 #!/bin/sh
 # dockyard-swarm-metrics: the swarm's nodes and services as Prometheus text, for
 # node-exporter's textfile collector (METRICS_DIR, REGISTRY_URL, GITEA_URL from the unit).
@@ -132,13 +112,13 @@ mv "$out" "$METRICS_DIR/swarm.prom"
 trap - EXIT
 COLLECTOR
 
-install_file "$SYSROOT/etc/dockyard/swarm-metrics.env" 644 <<EOF
+put_file "$SYSROOT/etc/dockyard/swarm-metrics.env" 644 <<EOF
 METRICS_DIR=$METRICS_DIR
 REGISTRY_URL=$REGISTRY_URL
 GITEA_URL=$GITEA_URL
 EOF
 
-install_file "$UNITS/dockyard-swarm-metrics.service" 644 <<'EOF'
+put_file "$UNITS/dockyard-swarm-metrics.service" 644 <<'EOF'
 [Unit]
 Description=dockyard: the swarm's nodes and services for node-exporter
 After=docker.service
@@ -150,7 +130,7 @@ ExecCondition=/bin/sh -c '[ "$(docker info --format "{{.Swarm.ControlAvailable}}
 ExecStart=/usr/local/sbin/dockyard-swarm-metrics
 EOF
 
-install_file "$UNITS/dockyard-swarm-metrics.timer" 644 <<'EOF'
+put_file "$UNITS/dockyard-swarm-metrics.timer" 644 <<'EOF'
 [Unit]
 Description=dockyard: the swarm's metrics every minute
 

@@ -5,8 +5,8 @@
 # The swarm comes back with its services, secrets and nodes; the workers reconnect by
 # themselves, and other managers must leave and join again (README, "Backups and restore").
 #
-# Run as root on the manager that backs up the swarm's state, e.g.
-#   ssh -F ssh_config dockyard-<stack>-b 'bash -s' < components/scripts/swarm-recover.sh
+# Run as root on the manager that backs up the swarm's state, behind the scripts' library, e.g.
+#   python3 -m components.shell swarm-recover.sh | ssh -F ssh_config dockyard-<stack>-b 'bash -s'
 #
 # Inputs (environment, optional):
 #   SNAPSHOT   the snapshot to restore (default: this host's newest dockyard-swarm snapshot)
@@ -18,15 +18,10 @@
 #
 # The state the engine had is kept beside it (/var/lib/docker/swarm.before-recovery-<time>).
 # Safe to run again: a manager that reaches its swarm's leader is left alone unless FORCE=yes.
-set -eu
 
-log() { echo "swarm-recover: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-recover.sh | bash -s}"
 
-SNAPSHOT=${SNAPSHOT:-}
-FORCE=${FORCE:-}
-SETTLE_SECONDS=${SETTLE_SECONDS:-60}
-SYSROOT=${SYSROOT:-}
+default_env SNAPSHOT FORCE SETTLE_SECONDS=60 SYSROOT
 SETTINGS=$SYSROOT/etc/dockyard/backup.env
 [ -n "$SYSROOT" ] || [ "$(id -u)" = 0 ] || fatal "must run as root"
 [ -f "$SETTINGS" ] || fatal "no $SETTINGS: backups are off (dockyard:backupRepository), or this is not the manager that backs up the swarm"

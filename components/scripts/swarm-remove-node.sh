@@ -10,15 +10,13 @@
 # Exits 3 when this host cannot act for the swarm (not a manager, or no leader in reach), so
 # that the caller tries another manager.
 # Safe to run again: a node that is no longer in the swarm is left alone.
-set -eu
 
-log() { echo "swarm-remove-node: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-remove-node.sh | bash -s}"
+
 cannot_act() { log "$*"; exit 3; }
 
-NODE_ID=${NODE_ID:-}
-DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
-[ -n "$NODE_ID" ] || fatal "NODE_ID must be set"
+require_env NODE_ID
+default_env DRAIN_TIMEOUT=120
 [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || cannot_act "this host is not a swarm manager"
 # a manager without a leader in reach cannot tell whether the node is still in the swarm
 docker node ls -q >/dev/null 2>&1 || cannot_act "this manager has no leader in reach"

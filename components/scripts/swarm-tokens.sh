@@ -5,9 +5,8 @@
 # Inputs: none. Safe to run again: it only reads.
 # Both tokens are read and checked before either is printed: a run that fails prints
 # nothing on stdout, so no token ends up in a failed resource's output or error message.
-set -eu
 
-fatal() { echo "swarm-tokens: error: $*" >&2; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-tokens.sh | bash -s}"
 
 # token <worker|manager>: the join token of that role, or fail without printing it
 token() {

@@ -2,7 +2,7 @@
 stock image with Docker, the NFS tools and the platform's pinned images already installed,
 and nothing of any stack. A tier's bootstrap then skips its package installs and pulls.
 
-`pulumi up` makes a short-lived builder droplet, runs host-base.sh and image-bake.sh on it
+`pulumi up` makes a short-lived builder droplet, runs docker-host.sh and image-bake.sh on it
 over SSH with a key made for the build, powers it off and snapshots it; the snapshot outlives the stack
 (retainOnDelete), so `pulumi destroy` then removes the builder and keeps the image. The
 snapshot's name carries the recipe's digest: a changed recipe makes a new snapshot."""
@@ -37,7 +37,7 @@ if not isinstance(images, list) or not all(isinstance(i, str) and re.fullmatch(r
 if problems:
     raise pulumi.RunError("; ".join(problems))
 
-recipe = hashlib.sha256("\n".join([base_image, docker_version, *images, script_digest("host-base.sh"),
+recipe = hashlib.sha256("\n".join([base_image, docker_version, *images, script_digest("docker-host.sh"),
                                    script_digest("image-bake.sh")]).encode()).hexdigest()[:12]
 name = f"dockyard-{pulumi.get_stack()}"
 
@@ -51,7 +51,7 @@ builder = do.Droplet("builder", name=f"{name}-builder", image=base_image, region
 connection = remote.ConnectionArgs(host=builder.ipv4_address, user="root",
                                    private_key=pulumi.Output.secret(key.private_key_openssh),
                                    dial_error_limit=30, per_dial_timeout=15)
-engine = run_script("builder-docker", connection=connection, script="host-base.sh",
+engine = run_script("builder-docker", connection=connection, script="docker-host.sh",
                     env={"DOCKER_VERSION": docker_version})
 bake = run_script("builder-bake", connection=connection, script="image-bake.sh", env={"IMAGES": " ".join(images)},
                   opts=pulumi.ResourceOptions(depends_on=[engine]))

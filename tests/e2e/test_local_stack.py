@@ -21,6 +21,7 @@ from typing import Optional
 
 import pytest
 
+from components.shell import script_text
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.stack import LocalStack, shows
 from tests.engine import Engine
@@ -748,7 +749,7 @@ def test_a_manager_that_lost_its_swarm_state_gets_the_swarm_back_from_the_raft_b
     stack.ssh(MANAGER, "systemctl stop docker.socket docker.service && rm -rf /var/lib/docker/swarm && "
                        "systemctl start docker.service")
     assert stack.ssh(MANAGER, "docker info --format '{{.Swarm.LocalNodeState}}'").stdout.strip() == "inactive"
-    script = (Path(__file__).resolve().parents[2] / "components" / "scripts" / "swarm-recover.sh").read_text()
+    script = script_text("swarm-recover.sh")  # as the README runs it: behind the scripts' library
     recovered = timed("the swarm recovered from the Raft backup", lambda: stack.ssh(MANAGER, "bash -s", stdin=script))
     TIMINGS.append(f"[e2e] {recovered.stderr.strip().splitlines()[-1]}")
 

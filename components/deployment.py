@@ -12,7 +12,8 @@ import pulumi_docker as docker
 
 from .authority import StackAuthority, StackAuthorityArgs
 from .backup import BackupSecrets
-from .cicd import GITEA_PORT, CiCd, CiCdArgs
+from .ci_common import GITEA_PORT
+from .cicd import CiCd, CiCdArgs
 from .cluster import Cluster, ClusterArgs
 from .config import DockyardConfig
 from .hosts import Platform
@@ -141,7 +142,7 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform,
         cicd = CiCd("cicd", CiCdArgs(
             stack=config.stack, settings=config.ci, host=platform.hosts[ci],
             url_address=platform.hosts[ci].ssh_address,
-            clients=[platform.hosts[h.name] for h in topology.hosts], logins=logins, ready=engine_and_images,
+            clients=[platform.hosts[h.name] for h in topology.hosts], logins=logins, engine_ready=engine_and_images,
             authority=authority,
         ), opts=pulumi.ResourceOptions(providers={"docker": provider}))
 

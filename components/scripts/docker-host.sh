@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# host-base.sh: prepare a dockyard host: its data volume, the Docker engine and its config.
+# docker-host.sh: prepare a dockyard host: its data volume, the Docker engine and its config.
 #
 # Inputs (environment, all optional):
 #   HOST_NAME         name the host should carry (empty: keep the current hostname)
@@ -22,24 +22,13 @@
 # formatted; the run stops and says what it found.
 # Runs on Ubuntu 24.04 and Debian 12. Safe to run again: every step checks first. Safe to run
 # at once with nfs-mount.sh: /etc/fstab is changed only under /run/lock/dockyard-fstab.lock.
-set -eu
 
-log() { echo "host-base: $*" >&2; }
-fatal() { log "error: $*"; exit 1; }
+: "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell docker-host.sh | bash -s}"
 
-HOST_NAME=${HOST_NAME:-}
-DATA_DEVICE=${DATA_DEVICE:-}
-DATA_MOUNT=${DATA_MOUNT:-}
-DOCKER_VERSION=${DOCKER_VERSION:-}
-REGISTRY_MIRRORS=${REGISTRY_MIRRORS:-}
-DATA_OWNERS=${DATA_OWNERS:-}
-SYSROOT=${SYSROOT:-}
-DATA_DEVICE_IS_FILE=${DATA_DEVICE_IS_FILE:-}
+default_env HOST_NAME DATA_DEVICE DATA_MOUNT DOCKER_VERSION REGISTRY_MIRRORS DATA_OWNERS SYSROOT DATA_DEVICE_IS_FILE
 FSTAB=$SYSROOT/etc/fstab
 FSTAB_LOCK=$SYSROOT/run/lock/dockyard-fstab.lock
 DAEMON_JSON=$SYSROOT/etc/docker/daemon.json
-export DEBIAN_FRONTEND=noninteractive
-APT="apt-get -q -y -o DPkg::Lock::Timeout=600"
 
 [ "$(id -u)" = 0 ] || fatal "must run as root"
 
@@ -76,24 +65,12 @@ device_contents() {
   cmp -s -n 1048576 "$1" /dev/zero || echo "its first MiB is not all zeros"
 }
 
-# add_to_fstab <prefix> <line>: append a line to /etc/fstab unless one starts with prefix,
-# deciding and writing under the lock nfs-mount.sh takes too, through a temp file beside
-# it and a rename
+# add_to_fstab <prefix> <line>: append a line to /etc/fstab unless one starts with prefix;
+# run under the lock nfs-mount.sh takes too
 add_to_fstab() {
-  mkdir -p "$(dirname "$FSTAB_LOCK")"
-  exec 9>>"$FSTAB_LOCK"
-  flock -w 300 9 || fatal "another run held $FSTAB_LOCK for 5 minutes; is an fstab edit stuck?"
-  if grep -q "^$1" "$FSTAB"; then
-    exec 9>&-
-    return 0
-  fi
-  log "adding $DATA_MOUNT to /etc/fstab"
-  tmp=$(mktemp "$FSTAB.dockyard.XXXXXX")
-  if ! { cat "$FSTAB" > "$tmp" && printf '%s\n' "$2" >> "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$FSTAB"; }; then
-    rm -f "$tmp"
-    fatal "cannot rewrite /etc/fstab"
-  fi
-  exec 9>&-
+  grep -q "^$1" "$FSTAB" && return 0
+  new=$(cat "$FSTAB" && printf '%s\n' "$2") || fatal "cannot read /etc/fstab"
+  put_file "$FSTAB" 0644 "adding $DATA_MOUNT to /etc/fstab" <<<"$new"
 }
 
 if [ -n "$DATA_DEVICE" ]; then
@@ -116,7 +93,7 @@ Find out what is on it (blkid -p $DATA_DEVICE; wipefs -n $DATA_DEVICE). Only if 
   type=$(blkid -o value -s TYPE "$DATA_DEVICE" 2>/dev/null || true)
   [ "$type" = ext4 ] || fatal "data volume $DATA_DEVICE holds ${type:-something with a UUID but no filesystem type}, not the ext4 dockyard mounts; not touching it. Check what it is (blkid -p $DATA_DEVICE)."
   mkdir -p "$DATA_MOUNT"
-  add_to_fstab "UUID=$uuid " "UUID=$uuid $DATA_MOUNT ext4 defaults,nofail,discard 0 2"
+  locked "$FSTAB_LOCK" add_to_fstab "UUID=$uuid " "UUID=$uuid $DATA_MOUNT ext4 defaults,nofail,discard 0 2"
   if ! mountpoint -q "$DATA_MOUNT"; then
     log "mounting $DATA_DEVICE on $DATA_MOUNT"
     mount "$DATA_MOUNT"
@@ -130,35 +107,25 @@ if command -v dockerd >/dev/null 2>&1; then
     *) log "warning: docker engine $installed is installed, not $DOCKER_VERSION; leaving it as it is" ;;
   esac
 else
-  log "installing docker.io ${DOCKER_VERSION:-(distribution version)}"
-  $APT update >/dev/null
+  apt_update
   package=docker.io
   if [ -n "$DOCKER_VERSION" ]; then
     version=$(apt-cache madison docker.io | awk -v want="$DOCKER_VERSION" '{ v = $3; if (index(v, want) == 1) { print v; exit } }')
     [ -n "$version" ] || fatal "no docker.io version starting with $DOCKER_VERSION in the apt sources (available: $(apt-cache madison docker.io | awk '{print $3}' | tr '\n' ' '))"
     package="docker.io=$version"
   fi
-  $APT install --no-install-recommends "$package" >/dev/null
+  apt_install "$package"
 fi
 
 # The volume mounts with nofail, so that a host whose volume is missing still boots and can
 # be reached; what keeps data there waits for the mount instead.
-units_changed=no
 for unit in $DATA_OWNERS; do
   [ -n "$DATA_MOUNT" ] || fatal "DATA_OWNERS is set but DATA_MOUNT is not"
-  dropin=$SYSROOT/etc/systemd/system/$unit.service.d/dockyard-data.conf
-  want="[Unit]
-RequiresMountsFor=$DATA_MOUNT"
-  if [ "$(cat "$dropin" 2>/dev/null || true)" != "$want" ]; then
-    log "writing $unit's requirement of $DATA_MOUNT"
-    mkdir -p "$(dirname "$dropin")"
-    tmp=$(mktemp "$dropin.XXXXXX")
-    if ! { printf '%s\n' "$want" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$dropin"; }; then
-      rm -f "$tmp"
-      fatal "cannot write $dropin"
-    fi
-    units_changed=yes
-  fi
+  put_file "$SYSROOT/etc/systemd/system/$unit.service.d/dockyard-data.conf" 0644 \
+    "writing $unit's requirement of $DATA_MOUNT" <<EOF
+[Unit]
+RequiresMountsFor=$DATA_MOUNT
+EOF
 done
 [ "$units_changed" = no ] || systemctl daemon-reload
 
@@ -176,17 +143,8 @@ desired="{
   \"log-opts\": {\"max-size\": \"10m\", \"max-file\": \"3\"},
   \"registry-mirrors\": [$mirrors]
 }"
-mkdir -p "$(dirname "$DAEMON_JSON")"
-restart=no
-if [ "$(cat "$DAEMON_JSON" 2>/dev/null || true)" != "$desired" ]; then
-  log "writing /etc/docker/daemon.json"
-  tmp=$(mktemp "$DAEMON_JSON.XXXXXX")
-  if ! { printf '%s\n' "$desired" > "$tmp" && chmod 0644 "$tmp" && mv "$tmp" "$DAEMON_JSON"; }; then
-    rm -f "$tmp"
-    fatal "cannot write /etc/docker/daemon.json"
-  fi
-  restart=yes
-fi
+put_file "$DAEMON_JSON" 0644 "writing /etc/docker/daemon.json" <<<"$desired"
+restart=$file_changed
 
 systemctl is-enabled --quiet docker 2>/dev/null || systemctl enable docker >/dev/null 2>&1 || true
 if [ "$restart" = yes ] && systemctl is-active --quiet docker; then
