@@ -218,9 +218,9 @@ def go_binaries(build: GoBuild) -> dict[str, Path]:
     return wanted
 
 
-def base_layer() -> bytes:
-    """A Debian 12 minbase root filesystem with BASE_PACKAGES, as a layer."""
-    digest = hashlib.sha256(BASE_PACKAGES.encode()).hexdigest()[:12]
+def base_layer(packages: str = BASE_PACKAGES) -> bytes:
+    """A Debian 12 minbase root filesystem with `packages` (comma-separated), as a layer."""
+    digest = hashlib.sha256(packages.encode()).hexdigest()[:12]
     cached = CACHE / "ci-base" / f"bookworm-{digest}.tar"
     if not cached.exists():
         with tempfile.TemporaryDirectory() as tmp:
@@ -229,7 +229,7 @@ def base_layer() -> bytes:
             # debootstrap refuses a --cache-dir that does not exist yet (a first run)
             (CACHE / "debs").mkdir(parents=True, exist_ok=True)
             bootstrap = subprocess.run(
-                ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", f"--cache-dir={CACHE / 'debs'}",
+                ["debootstrap", "--variant=minbase", f"--include={packages}", f"--cache-dir={CACHE / 'debs'}",
                  "bookworm", str(root), "http://deb.debian.org/debian"], text=True, capture_output=True)
             if bootstrap.returncode != 0:
                 log_tail = (root / "debootstrap" / "debootstrap.log")

@@ -52,6 +52,10 @@ def command_line() -> argparse.ArgumentParser:
     p = sub.add_parser("ci-images", help="build Gitea, Drone and its runner here; write them as docker-archives "
                                          "to OUT and print the dockyard:ciImages settings for them as JSON")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("preview-image", help="build the preview pipeline's image (the engine, its plugins and "
+                                             "the Python requirements' wheels) here; write it as a docker-archive "
+                                             "to OUT and print its tag")
+    p.add_argument("--out", required=True)
     p = sub.add_parser("platform-images", help="build traefik here; write it as a docker-archive to OUT and "
                                                "print the dockyard:platformImages settings for it as JSON")
     p.add_argument("--out", required=True)
@@ -95,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             from localcloud.ci_images import build_ci_images
 
             print(json.dumps(build_ci_images(Path(args.out))))
+        elif args.command == "preview-image":
+            from localcloud.preview_image import build_preview_image
+
+            print(build_preview_image(Path(args.out)))
         elif args.command == "platform-images":
             from localcloud.platform_images import build_platform_images
 

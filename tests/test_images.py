@@ -146,3 +146,33 @@ def test_a_first_base_layer_build_makes_debootstraps_package_cache_and_reports_i
     with pytest.raises(LocalCloudError, match="Couldn't download packages: git"):
         ci.base_layer()
     assert seen == {"cache_dir_existed": True}
+
+
+def test_the_preview_image_carries_the_pinned_engine_plugins_and_wheels_for_pip_without_an_index(tmp_path):
+    from localcloud.preview_image import PULUMI_HOME, WHEELS, pins, preview_image
+    from localcloud.system import LocalCloudError
+
+    cli, plugins, wheels = tmp_path / "cli", tmp_path / "plugins", tmp_path / "wheels"
+    for directory in (cli, wheels):
+        directory.mkdir()
+    (cli / "pulumi").write_text("cli")
+    (wheels / "pulumi-3-py3-none-any.whl").write_text("wheel")
+    versions = pins()
+    assert versions["cli"] == "3.259.0" and "policy" not in versions and versions["digitalocean"] == "4.76.0"
+    with pytest.raises(LocalCloudError, match="plugins missing"):
+        preview_image(layer_of({}), cli, plugins, wheels)
+    for name, version in versions.items():
+        if name != "cli":
+            (plugins / f"resource-{name}-v{version}").mkdir(parents=True)
+            (plugins / f"resource-{name}-v{version}" / f"pulumi-resource-{name}").write_text(name)
+    (plugins / "resource-tls-v99.0.0").mkdir()  # another version beside the pinned one
+    spec = preview_image(layer_of({}), cli, plugins, wheels)
+    assert spec.repo_tag == "dockyard/pulumi-python:3.259.0"
+    env = dict(item.split("=", 1) for item in spec.env)
+    assert env["PIP_NO_INDEX"] == "1" and env["PIP_FIND_LINKS"] == WHEELS and env["PULUMI_HOME"] == PULUMI_HOME
+    assert env["PATH"].startswith("/usr/local/pulumi:")
+    with tarfile.open(fileobj=io.BytesIO(spec.base_layers[1])) as tar:
+        names = set(tar.getnames())
+    assert "usr/local/pulumi/pulumi" in names and f"{WHEELS.strip('/')}/pulumi-3-py3-none-any.whl" in names
+    assert f"{PULUMI_HOME.strip('/')}/plugins/resource-digitalocean-v4.76.0/pulumi-resource-digitalocean" in names
+    assert not any("resource-tls-v99" in name for name in names), "only the pinned versions"
