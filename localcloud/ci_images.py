@@ -103,7 +103,7 @@ exec setpriv --reuid=git --regid=git --init-groups env HOME=/data/git USER=git g
 
 
 # Bump when the pipeline image's content changes.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 PIPELINE_TAG = f"dockyard/drone-pipeline:{PIPELINE_VERSION}"
 
 DRONE_CLONE = """#!/bin/sh
@@ -114,6 +114,7 @@ DRONE_CLONE = """#!/bin/sh
 #   DRONE_REMOTE_URL     the repository
 #   DRONE_COMMIT_REF     what to fetch (refs/heads/main); else DRONE_COMMIT_BRANCH
 #   DRONE_COMMIT_SHA     the commit to check out; else what was fetched
+#   DRONE_TARGET_BRANCH  for a pull request, the branch it goes into: fetched as origin/<it>
 #   DRONE_NETRC_MACHINE, DRONE_NETRC_USERNAME, DRONE_NETRC_PASSWORD  credentials, if private
 #   PLUGIN_DEPTH         clone depth (pipeline `clone: depth:`)
 set -eu
@@ -139,6 +140,13 @@ fi
 commit=${DRONE_COMMIT_SHA:-FETCH_HEAD}
 echo "+ git checkout $commit"
 git checkout -q -f "$commit"
+# a pull request's steps compare it with the branch it goes into (origin/<target>), and only
+# this step has the credentials to fetch it
+target=${DRONE_TARGET_BRANCH:-}
+if [ -n "$target" ] && [ "$ref" != "refs/heads/$target" ]; then
+  echo "+ git fetch origin $target"
+  git fetch -q origin "+refs/heads/$target:refs/remotes/origin/$target"
+fi
 """
 
 

@@ -28,7 +28,10 @@ GITEA_TOKEN=${GITEA_TOKEN:-}
 command -v pulumi >/dev/null 2>&1 || fatal "the pulumi CLI is missing"
 PYTHON=${PYTHON:-.venv/bin/python}
 
+# the clone step fetched it where this step has no credentials (a private repository on Drone)
 git fetch -q origin "$BASE_REF" 2>/dev/null || true
+git rev-parse -q --verify "origin/$BASE_REF" >/dev/null ||
+  fatal "no origin/$BASE_REF to compare the pull request with: the clone step must fetch the branch it goes into"
 stacks=$(git diff --name-only "origin/$BASE_REF"...HEAD | "$PYTHON" -m previews.touched --plain)
 mkdir -p "$OUT_DIR"
 failed=

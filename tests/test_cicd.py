@@ -182,11 +182,11 @@ def test_an_image_bump_is_a_change_of_the_pulled_image():
 
 def test_a_clone_image_for_hosts_without_docker_hub_is_pulled_and_given_to_the_runner():
     run = run_program(stack="ci-clone", tier="default", workers="1",
-                      ciImages={"droneClone": "dockyard/drone-pipeline:1"})
+                      ciImages={"droneClone": "dockyard/drone-pipeline:2"})
     names = {i.inputs["name"] for i in run.of_type("docker:index/remoteImage:RemoteImage")}
-    assert "dockyard/drone-pipeline:1" in names
+    assert "dockyard/drone-pipeline:2" in names
     (runner,) = [c for c in run.of_type(CONTAINER) if c.inputs["name"] == "drone-runner"]
-    assert envs(runner)["DRONE_RUNNER_CLONE_IMAGE"] == "dockyard/drone-pipeline:1"
+    assert envs(runner)["DRONE_RUNNER_CLONE_IMAGE"] == "dockyard/drone-pipeline:2"
 
 
 def test_the_ci_host_opens_registry_to_the_vpc_and_the_web_uis_to_admins():

@@ -103,3 +103,19 @@ def test_a_pull_request_that_touches_no_stack_previews_nothing(origin, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((tmp_path / "out").iterdir()) == []
     assert "for: no stack" in result.stderr
+
+
+def test_a_pull_request_that_breaks_a_policy_gets_the_violation_in_its_comment_and_fails(origin, tmp_path):
+    def a_size_the_pack_does_not_price(clone: Path):
+        stack_file = clone / "stacks" / "Pulumi.default.yaml"
+        settings = yaml.safe_load(stack_file.read_text())
+        settings["config"]["dockyard:sizes"] = {"worker": "s-32vcpu-192gb"}
+        stack_file.write_text(yaml.safe_dump(settings))
+
+    clone = pull_request(origin, tmp_path, a_size_the_pack_does_not_price)
+    result = run_pipeline(clone, tmp_path)
+    assert result.returncode != 0, "the check is red"
+    assert "the preview failed for: default" in result.stderr
+    comment = (tmp_path / "out" / "default.md").read_text()
+    assert "#### Policy violations:" in comment and "droplet-size-allowed" in comment
+    assert "s-32vcpu-192gb" in comment

@@ -176,3 +176,18 @@ def test_the_preview_image_carries_the_pinned_engine_plugins_and_wheels_for_pip_
     assert "usr/local/pulumi/pulumi" in names and f"{WHEELS.strip('/')}/pulumi-3-py3-none-any.whl" in names
     assert f"{PULUMI_HOME.strip('/')}/plugins/resource-digitalocean-v4.76.0/pulumi-resource-digitalocean" in names
     assert not any("resource-tls-v99" in name for name in names), "only the pinned versions"
+
+
+def test_the_clone_step_of_a_pull_request_fetches_the_branch_it_goes_into(tmp_path, origin):
+    git("checkout", "-q", "-b", "feature", cwd=origin)
+    (origin / "index.html").write_text("dockyard web 3\n")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "web 3", cwd=origin)
+    git("update-ref", "refs/pull/1/head", "HEAD", cwd=origin)
+    git("checkout", "-q", "main", cwd=origin)
+    result, workspace = clone(tmp_path, DRONE_REMOTE_URL=f"file://{origin}", DRONE_COMMIT_REF="refs/pull/1/head",
+                              DRONE_TARGET_BRANCH="main")
+    assert result.returncode == 0, result.stderr
+    assert (workspace / "index.html").read_text() == "dockyard web 3\n"
+    assert git("rev-parse", "origin/main", cwd=workspace) == git("rev-parse", "main", cwd=origin)
+    changed = git("diff", "--name-only", "origin/main...HEAD", cwd=workspace)
+    assert changed == "index.html"

@@ -16,6 +16,12 @@ Drone builds the image, pushes it to the registry and creates the swarm service;
 push rolls the new version out. The example's Docker Hub images are swapped for the ones
 built here (busybox and the pipeline image), which is all that changes in it.
 
+Then pull-request previews (issue 19): this project goes into a private Gitea repository
+that Drone builds with .drone.yml and the preview-only secrets, its step image built here
+(`python3 -m localcloud preview-image`). A pull request that adds a worker gets one comment
+for `default`, replaced by a second push; one that touches no stack file gets none; one that
+breaks a policy gets the violation in its comment and a failed build.
+
 Last, backups (restic's REST server on this machine): a and b back up on demand, the stack
 is destroyed and brought up again with `restoreFrom: latest`, and the repository clones at
 the same commit, the built image pulls by its digest, a file on the export reads back with
@@ -37,11 +43,13 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.stack import LocalStack, shows
 from tests.e2e.test_local_stack import leftovers, start_backup_server, tear_down, timed, wait_for
-from tests.engine import Engine
+from tests.engine import ROOT, Engine
+from tests.test_engine_pipeline import origin  # noqa: F401  (a fixture)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -85,7 +93,11 @@ def stack(tmp_path_factory):
         ["python3", "-m", "localcloud", "ci-images", "--out", str(images)], check=True, stdout=subprocess.PIPE,
         text=True))
     settings = json.loads(built.stdout.strip().splitlines()[-1])
-    archives = ("gitea", "drone", "drone-runner", "drone-pipeline", "busybox")
+    archives = ("gitea", "drone", "drone-runner", "drone-pipeline", "busybox", "pulumi-python")
+    # the pull-request previews' step image (engine, plugins, the requirements' wheels)
+    timed("preview image (build)", lambda: subprocess.run(
+        ["python3", "-m", "localcloud", "preview-image", "--out", str(images / "pulumi-python.tar")],
+        check=True, stdout=subprocess.PIPE))
     backup_server = start_backup_server(tmp_path_factory.mktemp("backups"), NET, CONFIG["vpcCidr"], BACKUP_LISTEN)
     engine = Engine.in_tmp(tmp_path_factory.mktemp("engine"))
     stack = LocalStack.create(engine, NET, {**CONFIG, "ciImages": settings,
@@ -218,21 +230,39 @@ def push(stack, workdir: Path, message: str) -> None:
     git("push", "-q", f"{stack.outputs['gitea_url']}/dockyard/web.git", "main")
 
 
-def finished_build(stack, number: int) -> dict:
+def ended_build(stack, number: int, repo: str = "dockyard/web") -> dict:
+    """Drone's build `number` of `repo`, once it has ended, whatever its status."""
     def done():
-        builds = drone_api(stack, "GET", "/repos/dockyard/web/builds")
+        builds = drone_api(stack, "GET", f"/repos/{repo}/builds")
         build = next((b for b in builds if b["number"] == number), None)
         return build if build and build["status"] not in ("pending", "running") else None
-    build = wait_for(f"Drone build {number}", done, timeout=900, every=10)
+    return wait_for(f"Drone build {number} of {repo}", done, timeout=1200, every=10)
+
+
+def pull_request_build(stack, repo: str, pull: int, commit: str) -> dict:
+    """The ended build of pull request `pull` at `commit`."""
+    def done():
+        builds = drone_api(stack, "GET", f"/repos/{repo}/builds")
+        build = next((b for b in builds if b["ref"] == f"refs/pull/{pull}/head" and b["after"] == commit), None)
+        return build if build and build["status"] not in ("pending", "running") else None
+    return wait_for(f"Drone's build of pull request {pull} at {commit[:8]}", done, timeout=1200, every=10)
+
+
+def build_logs(stack, number: int, repo: str = "dockyard/web") -> str:
+    detail = drone_api(stack, "GET", f"/repos/{repo}/builds/{number}")
+    logs = []
+    for stage in detail.get("stages", []):
+        for step in stage.get("steps", []):
+            lines = drone_api(stack, "GET", f"/repos/{repo}/builds/{number}/logs/{stage['number']}/"
+                                             f"{step['number']}") or []
+            logs.append(f"--- {step['name']} ({step['status']})\n" + "".join(line["out"] for line in lines))
+    return "\n".join(logs)
+
+
+def finished_build(stack, number: int, repo: str = "dockyard/web") -> dict:
+    build = ended_build(stack, number, repo)
     if build["status"] != "success":
-        detail = drone_api(stack, "GET", f"/repos/dockyard/web/builds/{number}")
-        logs = []
-        for stage in detail.get("stages", []):
-            for step in stage.get("steps", []):
-                lines = drone_api(stack, "GET", f"/repos/dockyard/web/builds/{number}/logs/{stage['number']}/"
-                                                 f"{step['number']}") or []
-                logs.append(f"--- {step['name']} ({step['status']})\n" + "".join(line["out"] for line in lines))
-        raise AssertionError(f"build {number} ended {build['status']}:\n" + "\n".join(logs)[-6000:])
+        raise AssertionError(f"build {number} ended {build['status']}:\n" + build_logs(stack, number, repo)[-6000:])
     return build
 
 
@@ -313,6 +343,122 @@ def test_no_ci_secret_is_in_clear(stack):
     cmdlines = stack.ssh(MASTER, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '").stdout
     assert not any(s in cmdlines for s in secrets)
     TIMINGS.append(f"[e2e-cicd] secrets checked: {len(secrets)}")
+
+
+def gitea_api(stack, method: str, path: str, body=None):
+    """Gitea's API as the admin."""
+    request = urllib.request.Request(f"{stack.outputs['gitea_url']}/api/v1{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    credentials = f"dockyard:{stack.outputs['gitea_admin_password']}"
+    request.add_header("Authorization", "Basic " + b64encode(credentials.encode()).decode())
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        text = response.read().decode()
+        return json.loads(text) if text else None
+
+
+def preview_comments(stack, number: int) -> list[dict]:
+    return [c for c in gitea_api(stack, "GET", f"/repos/dockyard/platform/issues/{number}/comments")
+            if c["body"].startswith("<!-- dockyard-preview:")]
+
+
+def planned(comment: str) -> int:
+    """N of the comment's "**N to create" line."""
+    line = next(line for line in comment.splitlines() if line.startswith("**") and "to create" in line)
+    return int(line.strip("*").split()[0])
+
+
+def test_a_pull_request_gets_one_preview_comment_per_touched_stack_from_drone(stack, origin, tmp_path):
+    """Issue 19: this project in the platform's Gitea, its .drone.yml run by Drone on pull
+    requests with the preview-only secrets README tells a maintainer to add."""
+    gitea, drone = stack.outputs["gitea_url"], stack.outputs["drone_url"]
+    log_in_to_drone_through_gitea(gitea, drone, "dockyard", stack.outputs["gitea_admin_password"])
+    gitea_api(stack, "POST", "/user/repos", {"name": "platform", "private": True, "default_branch": "main"})
+    drone_api(stack, "POST", "/user/repos?async=false")
+    assert drone_api(stack, "POST", "/repos/dockyard/platform")["active"] is True
+    assert drone_api(stack, "PATCH", "/repos/dockyard/platform", {"ignore_forks": True})["ignore_forks"] is True
+    token = gitea_api(stack, "POST", "/users/dockyard/tokens",
+                      {"name": "previews", "scopes": ["write:issue", "read:repository"]})["sha1"]
+    for name, data in (("preview_pulumi_backend_url", "file:///tmp"),
+                       ("preview_pulumi_config_passphrase", os.urandom(12).hex()),
+                       ("digitalocean_read_token", "dummy-read-token"), ("gitea_token", token)):
+        drone_api(stack, "POST", "/repos/dockyard/platform/secrets",
+                  {"name": name, "data": data, "pull_request": True})
+
+    # the project as its maintainer keeps it (tests/test_engine_pipeline.origin), with the step
+    # image built here: the CI host reaches neither Docker Hub nor PyPI
+    work = tmp_path / "platform"
+    subprocess.run(["git", "clone", "-q", str(origin), str(work)], check=True)
+    pipeline = (ROOT / ".drone.yml").read_text()
+    assert "image: pulumi/pulumi-python:3.259.0" in pipeline
+    (work / ".drone.yml").write_text(pipeline.replace("pulumi/pulumi-python:3.259.0", "dockyard/pulumi-python:3.259.0"))
+    env = git_env(stack)
+    remote = f"{gitea}/dockyard/platform.git"
+
+    def commit_and_push(message: str, branch: str) -> str:
+        for args in (["add", "-A"], ["-c", "user.name=dockyard", "-c", "user.email=dockyard@localhost", "commit",
+                                     "-q", "-m", message], ["push", "-q", remote, f"HEAD:refs/heads/{branch}"]):
+            subprocess.run(["git", *args], cwd=work, env=env, check=True, capture_output=True)
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    def previewed(pull: int, commit: str, status: str = "success") -> dict:
+        build = pull_request_build(stack, "dockyard/platform", pull, commit)
+        assert build["event"] == "pull_request"
+        assert build["status"] == status, build_logs(stack, build["number"], "dockyard/platform")[-6000:]
+        return build
+
+    def set_workers(count: str) -> None:
+        stack_file = work / "stacks" / "Pulumi.default.yaml"
+        settings = yaml.safe_load(stack_file.read_text())
+        settings["config"]["dockyard:workers"] = count
+        stack_file.write_text(yaml.safe_dump(settings))
+
+    commit_and_push("the platform, previewed on pull requests", "main")
+
+    # 1. one more worker: one comment, for `default`
+    subprocess.run(["git", "checkout", "-q", "-b", "more-workers"], cwd=work, check=True)
+    set_workers("3")
+    commit = commit_and_push("one more worker", "more-workers")
+    start = time.monotonic()
+    pull = gitea_api(stack, "POST", "/repos/dockyard/platform/pulls",
+                     {"head": "more-workers", "base": "main", "title": "One more worker"})["number"]
+    timed("pull request -> preview comment", lambda: previewed(pull, commit))
+    TIMINGS.append(f"[e2e-cicd] pull request opened to its preview comment: {time.monotonic() - start:.0f} s")
+    (comment,) = preview_comments(stack, pull)
+    assert comment["body"].startswith("<!-- dockyard-preview:default -->"), comment["body"][:200]
+    first = planned(comment["body"])
+
+    # 2. a second push to it replaces that comment
+    set_workers("4")
+    commit = commit_and_push("and another", "more-workers")
+    timed("second push -> comment replaced", lambda: previewed(pull, commit))
+    (again,) = preview_comments(stack, pull)
+    assert again["id"] == comment["id"] and planned(again["body"]) > first, "the same comment, the new plan"
+
+    # 3. no stack file touched: no preview
+    subprocess.run(["git", "checkout", "-q", "main"], cwd=work, check=True)
+    subprocess.run(["git", "checkout", "-q", "-b", "docs"], cwd=work, check=True)
+    (work / "NOTES.md").write_text("How the platform is run.\n")
+    commit = commit_and_push("notes", "docs")
+    docs = gitea_api(stack, "POST", "/repos/dockyard/platform/pulls",
+                     {"head": "docs", "base": "main", "title": "Notes"})["number"]
+    previewed(docs, commit)
+    assert preview_comments(stack, docs) == []
+
+    # 4. a policy broken: the comment shows it and the build fails
+    subprocess.run(["git", "checkout", "-q", "main"], cwd=work, check=True)
+    subprocess.run(["git", "checkout", "-q", "-b", "big-workers"], cwd=work, check=True)
+    stack_file = work / "stacks" / "Pulumi.default.yaml"
+    settings = yaml.safe_load(stack_file.read_text())
+    settings["config"]["dockyard:sizes"] = {"worker": "s-32vcpu-192gb"}
+    stack_file.write_text(yaml.safe_dump(settings))
+    commit = commit_and_push("bigger workers", "big-workers")
+    big = gitea_api(stack, "POST", "/repos/dockyard/platform/pulls",
+                    {"head": "big-workers", "base": "main", "title": "Bigger workers"})["number"]
+    previewed(big, commit, status="failure")
+    (refused,) = preview_comments(stack, big)
+    assert "#### Policy violations:" in refused["body"] and "droplet-size-allowed" in refused["body"]
 
 
 def test_destroy_and_recreate_from_a_backup_brings_back_gitea_drone_the_registry_and_the_export(stack, tmp_path):
