@@ -10,6 +10,9 @@ PULUMI_ENABLE_STREAMING_JSON_PREVIEW), trimmed by `previews.comment --save`:
 - preview-small-bad-config.jsonl: `small` with `dockyard:workers many`.
 tests/test_engine_previews.py renders fresh streams of the engine too."""
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -174,3 +177,28 @@ def test_touched_prints_a_matrix_or_plain_lines(monkeypatch, capsys):
         monkeypatch.setattr("sys.stdin", io.StringIO("stacks/Pulumi.small.yaml\nREADME.md\n"))
         assert main(argv) == 0
         assert capsys.readouterr().out == expected
+
+
+ACTIONLINT = "github.com/rhysd/actionlint/cmd/actionlint@v1.7.12"
+
+
+def actionlint() -> str:
+    """actionlint, built once from the Go module proxy into the project's cache."""
+    from localcloud.system import CACHE
+
+    binary = CACHE / "ci-bin" / f"actionlint-{ACTIONLINT.rsplit('@', 1)[1]}" / "actionlint"
+    if not binary.exists():
+        assert shutil.which("go"), "actionlint is built with Go: install it (tools/setup.sh lists it)"
+        subprocess.run(["go", "install", ACTIONLINT], check=True, capture_output=True,
+                       env={**os.environ, "GOBIN": str(binary.parent), "GOFLAGS": "-mod=mod"})
+    return str(binary)
+
+
+def test_the_github_workflow_passes_actionlint_and_a_broken_one_does_not(tmp_path):
+    linter = actionlint()
+    result = subprocess.run([linter, str(ROOT / ".github/workflows/preview.yml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = (ROOT / ".github/workflows/preview.yml").read_text().replace("runs-on:", "runs_on:", 1)
+    (tmp_path / "preview.yml").write_text(broken)
+    result = subprocess.run([linter, str(tmp_path / "preview.yml")], capture_output=True, text=True)
+    assert result.returncode != 0 and "runs_on" in result.stdout
