@@ -58,12 +58,21 @@ def pull_request(origin: Path, tmp: Path, change) -> Path:
     return clone
 
 
-def one_more_worker(clone: Path) -> None:
-    """The pull request's change: the default stack gets a third worker."""
+def set_default_stack(clone: Path, key: str, value) -> None:
+    """A pull request's change to the default stack's file: `dockyard:<key>` set to `value`."""
     stack_file = clone / "stacks" / "Pulumi.default.yaml"
     settings = yaml.safe_load(stack_file.read_text())
-    settings["config"]["dockyard:workers"] = "3"
+    settings["config"][f"dockyard:{key}"] = value
     stack_file.write_text(yaml.safe_dump(settings))
+
+
+def one_more_worker(clone: Path) -> None:
+    """The pull request's change: the default stack gets a third worker."""
+    set_default_stack(clone, "workers", "3")
+
+
+# a worker size the policy pack has no price for: droplet-size-allowed refuses it
+UNPRICED_WORKERS = ("sizes", {"worker": "s-32vcpu-192gb"})
 
 
 def run_pipeline(clone: Path, tmp: Path) -> subprocess.CompletedProcess:
@@ -106,13 +115,7 @@ def test_a_pull_request_that_touches_no_stack_previews_nothing(origin, tmp_path)
 
 
 def test_a_pull_request_that_breaks_a_policy_gets_the_violation_in_its_comment_and_fails(origin, tmp_path):
-    def a_size_the_pack_does_not_price(clone: Path):
-        stack_file = clone / "stacks" / "Pulumi.default.yaml"
-        settings = yaml.safe_load(stack_file.read_text())
-        settings["config"]["dockyard:sizes"] = {"worker": "s-32vcpu-192gb"}
-        stack_file.write_text(yaml.safe_dump(settings))
-
-    clone = pull_request(origin, tmp_path, a_size_the_pack_does_not_price)
+    clone = pull_request(origin, tmp_path, lambda clone: set_default_stack(clone, *UNPRICED_WORKERS))
     result = run_pipeline(clone, tmp_path)
     assert result.returncode != 0, "the check is red"
     assert "the preview failed for: default" in result.stderr

@@ -43,13 +43,12 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.stack import LocalStack, shows
 from tests.e2e.test_local_stack import leftovers, start_backup_server, tear_down, timed, wait_for
 from tests.engine import ROOT, Engine
-from tests.test_engine_pipeline import origin  # noqa: F401  (a fixture)
+from tests.test_engine_pipeline import UNPRICED_WORKERS, origin, set_default_stack  # noqa: F401  (a fixture)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -408,17 +407,11 @@ def test_a_pull_request_gets_one_preview_comment_per_touched_stack_from_drone(st
         assert build["status"] == status, build_logs(stack, build["number"], "dockyard/platform")[-6000:]
         return build
 
-    def set_workers(count: str) -> None:
-        stack_file = work / "stacks" / "Pulumi.default.yaml"
-        settings = yaml.safe_load(stack_file.read_text())
-        settings["config"]["dockyard:workers"] = count
-        stack_file.write_text(yaml.safe_dump(settings))
-
     commit_and_push("the platform, previewed on pull requests", "main")
 
     # 1. one more worker: one comment, for `default`
     subprocess.run(["git", "checkout", "-q", "-b", "more-workers"], cwd=work, check=True)
-    set_workers("3")
+    set_default_stack(work, "workers", "3")
     commit = commit_and_push("one more worker", "more-workers")
     start = time.monotonic()
     pull = gitea_api(stack, "POST", "/repos/dockyard/platform/pulls",
@@ -430,7 +423,7 @@ def test_a_pull_request_gets_one_preview_comment_per_touched_stack_from_drone(st
     first = planned(comment["body"])
 
     # 2. a second push to it replaces that comment
-    set_workers("4")
+    set_default_stack(work, "workers", "4")
     commit = commit_and_push("and another", "more-workers")
     timed("second push -> comment replaced", lambda: previewed(pull, commit))
     (again,) = preview_comments(stack, pull)
@@ -449,10 +442,7 @@ def test_a_pull_request_gets_one_preview_comment_per_touched_stack_from_drone(st
     # 4. a policy broken: the comment shows it and the build fails
     subprocess.run(["git", "checkout", "-q", "main"], cwd=work, check=True)
     subprocess.run(["git", "checkout", "-q", "-b", "big-workers"], cwd=work, check=True)
-    stack_file = work / "stacks" / "Pulumi.default.yaml"
-    settings = yaml.safe_load(stack_file.read_text())
-    settings["config"]["dockyard:sizes"] = {"worker": "s-32vcpu-192gb"}
-    stack_file.write_text(yaml.safe_dump(settings))
+    set_default_stack(work, *UNPRICED_WORKERS)
     commit = commit_and_push("bigger workers", "big-workers")
     big = gitea_api(stack, "POST", "/repos/dockyard/platform/pulls",
                     {"head": "big-workers", "base": "main", "title": "Bigger workers"})["number"]
