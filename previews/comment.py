@@ -80,6 +80,15 @@ def summary(events: Iterable[dict]) -> dict:
     return (found[-1].get("resourceChanges") or {}) if found else {}
 
 
+def by_type(found: Iterable[Change]) -> list[tuple[str, str]]:
+    """(type, "N to create, M to update") for each type with changes, by type."""
+    per_type: dict[str, Counter] = {}
+    for change in found:
+        per_type.setdefault(change.type, Counter())[change.op] += 1
+    return [(typ, ", ".join(f"{ops[op]} {VERBS[op]}" for op in OPS if ops[op]))
+            for typ, ops in sorted(per_type.items())]
+
+
 def marker(stack: str) -> str:
     """An invisible first line, so that a new preview replaces the stack's last comment."""
     return f"<!-- dockyard-preview:{stack} -->"
@@ -103,6 +112,12 @@ def render(stack: str, events: list[dict]) -> str:
         lines.append("**No changes**" + (f" ({unchanged} resources unchanged)" if unchanged else ""))
     if counts["replace"] or counts["delete"]:
         lines += ["", "> :warning: This change replaces or deletes resources; check that no data lives on them."]
+
+    if found:
+        # whole, where the table below may be cut: how many droplets, volumes and firewalls
+        # the change makes is what a reviewer compares with table 5.1
+        lines += ["", "#### By type", ""]
+        lines += [f"- `{typ}`: {text}" for typ, text in by_type(found)]
 
     if found:
         lines += ["", "| | Resource | Type | Because of |", "|---|---|---|---|"]

@@ -99,7 +99,8 @@ def test_a_pull_request_that_adds_a_worker_gets_the_default_stacks_preview_from_
     droplets = [c for c in changes(events) if c.type == DROPLET]
     assert {c.op for c in droplets} == {"create"} and len(droplets) == TABLE_5_1_DEFAULT_HOSTS + 3
     comment = (tmp_path / "out" / "default.md").read_text()
-    assert "### `pulumi preview` of stack `default`" in comment and "to create" in comment
+    assert "### `pulumi preview` of stack `default`" in comment
+    assert f"- `{DROPLET}`: {TABLE_5_1_DEFAULT_HOSTS + 3} to create\n" in comment, "the reviewer sees table 5.1's count"
 
 
 def test_a_pull_request_that_touches_no_stack_previews_nothing(origin, tmp_path):

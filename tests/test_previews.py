@@ -45,6 +45,7 @@ def test_the_comment_counts_each_logical_change_once():
     assert "| `+-` replace | `b-manager-labels` | `command:remote:Command` | `stdin`, `triggers` |" in text
     assert "| `~` update | `a-master-bastion` | `command:remote:Command` | `create` |" in text
     assert text.count("b-manager-labels") == 1, "the replacement's halves are not listed again"
+    assert "\n- `command:remote:Command`: 1 to update, 1 to replace, 5 to delete\n" in text.split("#### By type")[1]
     assert "replaces or deletes resources" in text
     assert "dockyard-local" not in text.split("####")[0], "the stack itself is no change"
 
@@ -78,6 +79,7 @@ def test_long_previews_are_cut_with_a_count():
               for i in range(75)]
     text = render("medium", events)
     assert "… and 15 more" in text and text.count("| `+` create |") == 60
+    assert "- `docker:index/container:Container`: 75 to create" in text, "the counts by type are whole"
 
 
 def test_what_is_kept_of_a_stream_has_no_debug_output_and_no_states():

@@ -48,7 +48,7 @@ from tests.e2e.conftest import TIMINGS
 from tests.e2e.stack import LocalStack, shows
 from tests.e2e.test_local_stack import leftovers, start_backup_server, tear_down, timed, wait_for
 from tests.engine import ROOT, Engine
-from tests.test_engine_pipeline import UNPRICED_WORKERS, origin, set_default_stack  # noqa: F401  (a fixture)
+from tests.test_engine_pipeline import TABLE_5_1_DEFAULT_HOSTS, UNPRICED_WORKERS, origin, set_default_stack  # noqa: F401  (a fixture)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -361,10 +361,12 @@ def preview_comments(stack, number: int) -> list[dict]:
             if c["body"].startswith("<!-- dockyard-preview:")]
 
 
-def planned(comment: str) -> int:
-    """N of the comment's "**N to create" line."""
-    line = next(line for line in comment.splitlines() if line.startswith("**") and "to create" in line)
-    return int(line.strip("*").split()[0])
+def droplets_planned(comment: str) -> int:
+    """N of the comment's "- `digitalocean:index/droplet:Droplet`: N to create" line."""
+    prefix = "- `digitalocean:index/droplet:Droplet`: "
+    line = next(line for line in comment.splitlines() if line.startswith(prefix))
+    counts = dict(reversed(part.split(" ", 1)) for part in line[len(prefix):].split(", "))
+    return int(counts["to create"])
 
 
 def test_a_pull_request_gets_one_preview_comment_per_touched_stack_from_drone(stack, origin, tmp_path):
@@ -420,14 +422,17 @@ def test_a_pull_request_gets_one_preview_comment_per_touched_stack_from_drone(st
     TIMINGS.append(f"[e2e-cicd] pull request opened to its preview comment: {time.monotonic() - start:.0f} s")
     (comment,) = preview_comments(stack, pull)
     assert comment["body"].startswith("<!-- dockyard-preview:default -->"), comment["body"][:200]
-    first = planned(comment["body"])
+    # the preview backend is empty in each build's container: the whole default tier is
+    # planned, table 5.1's two hosts and the pull request's workers
+    assert droplets_planned(comment["body"]) == TABLE_5_1_DEFAULT_HOSTS + 3, comment["body"][:3000]
 
     # 2. a second push to it replaces that comment
     set_default_stack(work, "workers", "4")
     commit = commit_and_push("and another", "more-workers")
     timed("second push -> comment replaced", lambda: previewed(pull, commit))
     (again,) = preview_comments(stack, pull)
-    assert again["id"] == comment["id"] and planned(again["body"]) > first, "the same comment, the new plan"
+    assert again["id"] == comment["id"], "the same comment"
+    assert droplets_planned(again["body"]) == TABLE_5_1_DEFAULT_HOSTS + 4, "with the new plan"
 
     # 3. no stack file touched: no preview
     subprocess.run(["git", "checkout", "-q", "main"], cwd=work, check=True)
