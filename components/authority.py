@@ -1,9 +1,9 @@
-"""The stack's own certificate authority (pulumi-tls): the registry and the ingress serve
-certificates it signs, and every host trusts it. Its key stays a secret in the state."""
+"""The stack's own certificate authority (pulumi-tls): the registry, Gitea, Drone and the
+ingress serve certificates it signs, and every host trusts it. Its key stays a secret in the state."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import pulumi
 import pulumi_tls as tls
@@ -52,7 +52,8 @@ class StackAuthority(pulumi.ComponentResource):
         self.register_outputs({"cert_pem": self.cert_pem})
 
     def issue(self, name: str, parent: pulumi.Resource, common_name: str, dns_names: Sequence[str] = (),
-              ip_addresses: Sequence[pulumi.Input[str]] = (), moved_from: Optional[pulumi.Resource] = None) -> Issued:
+              ip_addresses: Union[Sequence[pulumi.Input[str]], pulumi.Output[list[str]]] = (),
+              moved_from: Optional[pulumi.Resource] = None) -> Issued:
         """A server key and certificate, children of `parent` (and before that of `moved_from`,
         whose state they keep), renewed by an update in their last CERT_RENEW_DAYS days."""
         child = pulumi.ResourceOptions(parent=parent,
@@ -62,7 +63,7 @@ class StackAuthority(pulumi.ComponentResource):
             f"{name}-csr",
             private_key_pem=key.private_key_pem,
             subject=tls.CertRequestSubjectArgs(common_name=common_name, organization="dockyard"),
-            ip_addresses=list(ip_addresses),
+            ip_addresses=ip_addresses if isinstance(ip_addresses, pulumi.Output) else list(ip_addresses),
             dns_names=list(dns_names),
             opts=child,
         )

@@ -14,6 +14,15 @@ GITEA_PORT = 3000
 DRONE_PORT = 8000
 NETWORK = "dockyard-ci"
 HEALTH = dict(interval="30s", timeout="5s", retries=3, start_period="20s")
+# ci-tls.sh's files: on the host, and where Gitea, Drone and the runner see them
+TLS_DIR = f"{CI_ROOT}/tls"
+TLS_MOUNT = "/etc/dockyard/tls"
+# what Go (Gitea, Drone, the runner) and curl trust: the host's roots and the stack's CA
+TRUST_ENV = f"SSL_CERT_FILE={TLS_MOUNT}/ca-bundle.crt"
+
+
+def tls_volume() -> docker.ContainerVolumeArgs:
+    return docker.ContainerVolumeArgs(host_path=TLS_DIR, container_path=TLS_MOUNT, read_only=True)
 
 
 def moved_child(parent: pulumi.Resource, moved_from: Optional[pulumi.Resource],

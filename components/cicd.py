@@ -6,6 +6,7 @@ the CI network, the pulled images and the secrets kept with Gitea's and Drone's 
 The docker provider for the CI/CD host comes in through `opts.providers`."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -37,7 +38,7 @@ class CiCdArgs:
     logins: list[str]                  # hosts whose docker CLI logs in to the registry
     # per host: what must exist before anything uses its engine (the engine, preloaded images)
     engine_ready: dict[str, list[pulumi.Resource]] = field(default_factory=dict)
-    # signs the registry's certificate; needed when the registry runs
+    # signs the registry's, Gitea's and Drone's certificates; needed when one of them runs
     authority: Optional[StackAuthority] = None
 
 
@@ -79,6 +80,8 @@ class CiCd(pulumi.ComponentResource):
             files_written = [registry.files]
 
         if s.runs("gitea"):
+            if args.authority is None:
+                raise ValueError("Gitea's and Drone's certificate needs the stack's authority (CiCdArgs.authority)")
             # kept on the CI volume with the data they protect, not made by the stack: a
             # recreated stack that adopts the volume must decrypt what is on it
             self.data_secrets = run_script(
@@ -86,11 +89,12 @@ class CiCd(pulumi.ComponentResource):
                 env={"CI_ROOT": CI_ROOT}, secret_stdout=True,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=files_written))
             data_secrets = pulumi.Output.secret(self.data_secrets.stdout.apply(parse_data_secrets))
+            tls_files, tls_digest = self._web_tls(name, host, args)
             gitea = Gitea(name, GiteaArgs(
                 host=host, admin_user=s.admin_user, admin_email=s.admin_email, image=images["gitea"].image_id,
                 network=self.network.name, url_address=args.url_address,
-                secret_key=data_secrets.apply(lambda d: d["GITEA_SECRET_KEY"]), after=files_written,
-                moved_from=self), opts=services)
+                secret_key=data_secrets.apply(lambda d: d["GITEA_SECRET_KEY"]), after=[*files_written, tls_files],
+                tls_digest=tls_digest, moved_from=self), opts=services)
             self.gitea_url, self.drone_url, self.admin_password = gitea.url, gitea.drone_url, gitea.admin_password
 
             if s.runs("drone"):
@@ -99,7 +103,8 @@ class CiCd(pulumi.ComponentResource):
                     runner_image=images["droneRunner"].image_id, network=self.network.name,
                     url_address=args.url_address, gitea_url=gitea.url, oauth_app=gitea.oauth_app,
                     database_secret=data_secrets.apply(lambda d: d["DRONE_DATABASE_SECRET"]), after=[gitea.setup],
-                    clone_image=s.images.get("droneClone"), registry_login=s.runs("registry"), moved_from=self),
+                    clone_image=s.images.get("droneClone"), registry_login=s.runs("registry"),
+                    tls_digest=tls_digest, moved_from=self),
                     opts=services)
                 self.drone_admin_token = drone.admin_token
 
@@ -108,3 +113,21 @@ class CiCd(pulumi.ComponentResource):
             "gitea_url": self.gitea_url,
             "drone_url": self.drone_url,
         })
+
+    def _web_tls(self, name: str, host: Host, args: CiCdArgs) -> tuple[pulumi.Resource, pulumi.Output[str]]:
+        """The certificate Gitea and Drone serve, on the CI volume with the CA bundle their
+        clients trust (ci-tls.sh); and its digest, which restarts them when it is renewed.
+        Its names: users' address, the private one (the swarm's monitoring), loopback (the
+        setup script, the health checks), the names on the CI network (the runner)."""
+        addresses = pulumi.Output.all(host.private_ip, args.url_address).apply(
+            lambda found: sorted({*found, "127.0.0.1"}))
+        issued = args.authority.issue(f"{name}-web", self, "gitea", dns_names=["gitea", "drone", "localhost"],
+                                      ip_addresses=addresses)
+        files = run_script(
+            f"{name}-tls-files", connection=host.connection, script="ci-tls.sh",
+            env={"CI_ROOT": CI_ROOT, "CA_CERT": args.authority.cert_pem},
+            secret_env={"WEB_CERT": issued.cert_pem, "WEB_KEY": issued.private_key_pem},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.engine_ready.get(host.name, [])))
+        digest = pulumi.Output.all(issued.cert_pem, args.authority.cert_pem).apply(
+            lambda pems: hashlib.sha256("".join(pems).encode()).hexdigest()[:16])
+        return files, digest

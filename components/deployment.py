@@ -124,9 +124,10 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform,
     engine_and_images = {name: [cluster.preloads[name].load] if name in cluster.preloads else cluster.engine_up(name)
                          for name in cluster.engines}
     ci_hosts = topology.with_role(Role.CICD)
-    runs_registry = bool(ci_hosts) and config.ci.runs("registry")
+    # the registry, Gitea and Drone serve certificates it signs, and so does the ingress
+    serves_tls = bool(ci_hosts) and any(config.ci.runs(service) for service in ("registry", "gitea"))
     authority = None
-    if runs_registry or config.platform.runs("ingress"):
+    if serves_tls or config.platform.runs("ingress"):
         authority = StackAuthority("ca", StackAuthorityArgs(
             stack=config.stack,
             # it was the CiCd component's until the ingress needed it too
@@ -176,8 +177,9 @@ def deploy(config: DockyardConfig, topology: Topology, platform: Platform,
                 if cicd is not None and cicd.registry_address is not None else None,
                 # from the managers, over the private network the firewall lets through
                 gitea_url=platform.hosts[ci_hosts[0].name].private_ip.apply(
-                    lambda ip: f"http://{ip}:{GITEA_PORT}/api/healthz")
+                    lambda ip: f"https://{ip}:{GITEA_PORT}/api/healthz")
                 if cicd is not None and config.ci.runs("gitea") else None,
+                ca_certificate=authority.cert_pem if authority is not None else None,
                 depends_on=[*swarm_formed, *images_on_managers], deleted_with=platform.hosts[first].machine,
                 after=(panel or ingress).last),
                 opts=on_swarm)

@@ -1,6 +1,8 @@
 """Drone on the CI/CD host: the server, logged in to through Gitea's OAuth2 application, and
 one docker runner beside it. The admin's API token is made here (DRONE_USER_CREATE), for
-scripts and the drone CLI."""
+scripts and the drone CLI. The server serves HTTPS only (ci-tls.sh's certificate, which
+Gitea's shares); the runner reaches it over HTTPS too, and every pipeline step trusts the
+stack's CA (the clone step fetches from Gitea with it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +12,8 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from .ci_common import CI_ROOT, DRONE_PORT, HEALTH, moved_child, service_container
+from .ci_common import (CI_ROOT, DRONE_PORT, HEALTH, TLS_DIR, TLS_MOUNT, TRUST_ENV, moved_child, service_container,
+                        tls_volume)
 from .hosts import Host
 
 
@@ -26,6 +29,7 @@ class DroneArgs:
     oauth_app: pulumi.Input[dict]            # secret: client_id and client_secret in Gitea
     database_secret: pulumi.Input[str]       # encrypts the secrets in Drone's database
     after: list[pulumi.Resource]             # what must exist before the server starts (Gitea's setup)
+    tls_digest: pulumi.Input[str]            # of its certificate and the CA: a new one restarts the server
     clone_image: Optional[str] = None        # the clone step's image, where Docker Hub is out of reach
     # pipelines pull private images from the stack's registry with the credentials ci-files.sh wrote
     registry_login: bool = False
@@ -49,15 +53,19 @@ class Drone(pulumi.ComponentResource):
         self.admin_token: pulumi.Output[str] = secret("drone-admin-token")
         self.server = service_container(
             name, "drone", args.image, args.network, moved_child(self, args.moved_from, depends_on=args.after),
-            ports=[docker.ContainerPortArgs(internal=80, external=DRONE_PORT)],
-            volumes=[docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/drone/data", container_path="/data")],
+            # with a certificate Drone serves HTTPS on 443 (and redirects 80 there)
+            ports=[docker.ContainerPortArgs(internal=443, external=DRONE_PORT)],
+            volumes=[docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/drone/data", container_path="/data"),
+                     tls_volume()],
+            labels=[docker.ContainerLabelArgs(label="dockyard.certificate", value=args.tls_digest)],
             envs=[
+                f"DRONE_TLS_CERT={TLS_MOUNT}/web.crt", f"DRONE_TLS_KEY={TLS_MOUNT}/web.key", TRUST_ENV,
                 pulumi.Output.from_input(args.gitea_url).apply(lambda u: f"DRONE_GITEA_SERVER={u}"),
                 oauth.apply(lambda o: f"DRONE_GITEA_CLIENT_ID={o['client_id']}"),
                 oauth.apply(lambda o: f"DRONE_GITEA_CLIENT_SECRET={o['client_secret']}"),
                 rpc_secret.apply(lambda r: f"DRONE_RPC_SECRET={r}"),
                 address.apply(lambda a: f"DRONE_SERVER_HOST={a}:{DRONE_PORT}"),
-                "DRONE_SERVER_PROTO=http",
+                "DRONE_SERVER_PROTO=https",
                 self.admin_token.apply(
                     lambda token: f"DRONE_USER_CREATE=username:{args.admin_user},admin:true,token:{token}"),
                 "DRONE_DATABASE_DRIVER=sqlite3",
@@ -65,11 +73,18 @@ class Drone(pulumi.ComponentResource):
                 pulumi.Output.from_input(args.database_secret).apply(lambda s: f"DRONE_DATABASE_SECRET={s}"),
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/healthz"], **HEALTH),
+                # busybox's wget (the official image's) has no option for a CA file; on
+                # loopback the answer is what counts
+                tests=["CMD", "wget", "-q", "-O", "/dev/null", "--no-check-certificate", "https://localhost/healthz"],
+                **HEALTH),
         )
-        volumes = [docker.ContainerVolumeArgs(host_path="/var/run/docker.sock", container_path="/var/run/docker.sock")]
+        volumes = [docker.ContainerVolumeArgs(host_path="/var/run/docker.sock", container_path="/var/run/docker.sock"),
+                   tls_volume()]
         envs = [
-            "DRONE_RPC_PROTO=http", "DRONE_RPC_HOST=drone",
+            "DRONE_RPC_PROTO=https", "DRONE_RPC_HOST=drone", TRUST_ENV,
+            # every step's CA bundle is the host's roots and the stack's CA
+            # (its own ":ro" suffix is refused by its parser; ci-tls.sh makes the file immutable)
+            f"DRONE_RUNNER_VOLUMES={TLS_DIR}/ca-bundle.crt:/etc/ssl/certs/ca-certificates.crt",
             rpc_secret.apply(lambda r: f"DRONE_RPC_SECRET={r}"),
             f"DRONE_RUNNER_NAME={args.host.name}", "DRONE_RUNNER_CAPACITY=2",
             # the clone credentials (the user's Gitea token) go to the clone step only

@@ -1,6 +1,7 @@
-"""Gitea on the CI/CD host, installed without its web installer. gitea-setup.sh makes the
-admin and the OAuth2 application Drone logs in with, and prints that application's client
-id and secret for Drone's container."""
+"""Gitea on the CI/CD host, installed without its web installer, serving HTTPS only with the
+certificate ci-tls.sh put on the CI volume (the stack's CA signs it). gitea-setup.sh makes
+the admin and the OAuth2 application Drone logs in with, and prints that application's
+client id and secret for Drone's container."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from .ci_common import CI_ROOT, DRONE_PORT, GITEA_PORT, HEALTH, moved_child, service_container
+from .ci_common import (CI_ROOT, DRONE_PORT, GITEA_PORT, HEALTH, TLS_DIR, TLS_MOUNT, TRUST_ENV, moved_child,
+                        service_container, tls_volume)
 from .hosts import Host
 from .remote import run_script
 
@@ -38,7 +40,8 @@ class GiteaArgs:
     network: pulumi.Input[str]              # the CI network's name
     url_address: pulumi.Input[str]          # where users reach Gitea and Drone
     secret_key: pulumi.Input[str]           # Gitea's SECRET_KEY, kept with its data
-    after: list[pulumi.Resource]            # what must exist before Gitea starts
+    after: list[pulumi.Resource]            # what must exist before Gitea starts (ci-tls.sh's files among it)
+    tls_digest: pulumi.Input[str]           # of its certificate and the CA: a new one restarts Gitea
     moved_from: Optional[pulumi.Resource] = None   # where stacks made before the split keep its state
 
 
@@ -49,8 +52,8 @@ class Gitea(pulumi.ComponentResource):
     def __init__(self, name: str, args: GiteaArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:ci:Gitea", name, None, opts)
         address = pulumi.Output.from_input(args.url_address)
-        self.url: pulumi.Output[str] = address.apply(lambda a: f"http://{a}:{GITEA_PORT}")
-        self.drone_url: pulumi.Output[str] = address.apply(lambda a: f"http://{a}:{DRONE_PORT}")
+        self.url: pulumi.Output[str] = address.apply(lambda a: f"https://{a}:{GITEA_PORT}")
+        self.drone_url: pulumi.Output[str] = address.apply(lambda a: f"https://{a}:{DRONE_PORT}")
         # letters and digits only: it goes into a JSON body unquoted
         admin_password = random.RandomPassword(f"{name}-gitea-admin-password", length=24, special=False,
                                                opts=moved_child(self, args.moved_from))
@@ -58,8 +61,14 @@ class Gitea(pulumi.ComponentResource):
         self.container = service_container(
             name, "gitea", args.image, args.network, moved_child(self, args.moved_from, depends_on=args.after),
             ports=[docker.ContainerPortArgs(internal=3000, external=GITEA_PORT)],
-            volumes=[docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/gitea", container_path="/data")],
+            volumes=[docker.ContainerVolumeArgs(host_path=f"{CI_ROOT}/gitea", container_path="/data"), tls_volume()],
+            labels=[docker.ContainerLabelArgs(label="dockyard.certificate", value=args.tls_digest)],
             envs=[
+                "GITEA__server__PROTOCOL=https",
+                f"GITEA__server__CERT_FILE={TLS_MOUNT}/web.crt",
+                f"GITEA__server__KEY_FILE={TLS_MOUNT}/web.key",
+                # Drone's webhooks and OAuth2 token calls go to a server the stack's CA signed
+                TRUST_ENV,
                 "USER_UID=1000", "USER_GID=1000",
                 "GITEA__security__INSTALL_LOCK=true",
                 pulumi.Output.from_input(args.secret_key).apply(lambda key: f"GITEA__security__SECRET_KEY={key}"),
@@ -72,13 +81,15 @@ class Gitea(pulumi.ComponentResource):
                 address.apply(lambda a: f"GITEA__webhook__ALLOWED_HOST_LIST={a},loopback,private"),
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:3000/api/healthz"], **HEALTH),
+                tests=["CMD", "curl", "-fsS", "-o", "/dev/null", "--cacert", f"{TLS_MOUNT}/ca.crt",
+                       "https://localhost:3000/api/healthz"], **HEALTH),
         )
         self.setup = run_script(
             f"{name}-gitea-setup",
             connection=args.host.connection,
             script="gitea-setup.sh",
-            env={"GITEA_CONTAINER": "gitea", "GITEA_URL": f"http://127.0.0.1:{GITEA_PORT}",
+            env={"GITEA_CONTAINER": "gitea", "GITEA_URL": f"https://localhost:{GITEA_PORT}",
+                 "CA_FILE": f"{TLS_DIR}/ca.crt",
                  "ADMIN_USER": args.admin_user, "ADMIN_EMAIL": args.admin_email, "DRONE_URL": self.drone_url,
                  "CI_ROOT": CI_ROOT},
             secret_env={"ADMIN_PASSWORD": admin_password.result},

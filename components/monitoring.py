@@ -107,6 +107,7 @@ class MonitoringArgs(PlatformServiceArgs):
     managers: list[Host]
     registry_url: Optional[pulumi.Input[str]] = None
     gitea_url: Optional[pulumi.Input[str]] = None
+    ca_certificate: Optional[pulumi.Input[str]] = None   # the stack's CA, which signed both
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -118,7 +119,8 @@ class Monitoring(pulumi.ComponentResource):
                                                 opts=chain.opts()))
         self._agents(name, settings, chain)
         self._servers(name, settings, chain, args)
-        env = {"REGISTRY_URL": args.registry_url or "", "GITEA_URL": args.gitea_url or ""}
+        env = {"REGISTRY_URL": args.registry_url or "", "GITEA_URL": args.gitea_url or "",
+               "CA_CERT": args.ca_certificate or ""}
         self.swarm_metrics = [
             run_script(f"{name}-{host.name}-swarm-metrics", connection=host.connection, script="swarm-metrics.sh",
                        env=env, delete_env={"REMOVE": "1"},

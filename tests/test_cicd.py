@@ -1,6 +1,9 @@
 """Gitea, Drone and the registry on the CI/CD host, on mocks, per tier: where they run, how
 they are wired, that the CA reaches every host and that no secret is in clear."""
 import json
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,9 @@ from components.config import ConfigError, parse_config
 from components.hosts.firewall import inbound_rules
 from components.topology import Role, build_topology
 from policies import dockyard_policies as policies
+from tests.certs import make_authority
 from tests.harness import (BASE_CONFIG, DRONE_DATABASE_SECRET, GENERATED_PREFIX, GITEA_SECRET_KEY, OAUTH_SECRET,
-                           TEST_KEY, run_program)
+                           TEST_KEY, run_program, script_command)
 from tests.test_policies import resource_args, violations
 
 CONTAINER = "docker:index/container:Container"
@@ -80,7 +84,7 @@ def test_drone_is_wired_to_gitea_with_the_oauth_app_and_a_shared_rpc_secret(tier
     drone, runner = containers["drone"], containers["drone-runner"]
     server = envs(drone)
     address = RESERVED_IP if CI_HOST[tier] == "a" else run.named(f"{CI_HOST[tier]}-docker").inputs["connection"]["host"]
-    assert server["DRONE_GITEA_SERVER"] == f"http://{address}:3000"
+    assert server["DRONE_GITEA_SERVER"] == f"https://{address}:3000"
     assert server["DRONE_GITEA_CLIENT_ID"] == "test-client-id"
     assert server["DRONE_GITEA_CLIENT_SECRET"] == OAUTH_SECRET
     assert server["DRONE_SERVER_HOST"] == f"{address}:8000"
@@ -92,7 +96,7 @@ def test_drone_is_wired_to_gitea_with_the_oauth_app_and_a_shared_rpc_secret(tier
         assert "envs" in container.secret_inputs and "envs" in container.additional_secret_outputs
     (setup,) = run.commands("gitea-setup.sh")
     assert set(setup.additional_secret_outputs) >= {"stdout", "stderr"} and setup.inputs["logging"] == "none"
-    assert f"DRONE_URL=http://{address}:8000" in setup.inputs["create"]
+    assert f"DRONE_URL=https://{address}:8000" in setup.inputs["create"]
     assert run.depends_on(drone, setup) and run.depends_on(setup, run.named("cicd-gitea"))
     assert server["DRONE_USER_CREATE"] == f"username:dockyard,admin:true,token:{run.outputs['drone_admin_token']}", \
         "the admin can script Drone with the stack's token"
@@ -109,6 +113,47 @@ def test_drone_is_wired_to_gitea_with_the_oauth_app_and_a_shared_rpc_secret(tier
     assert "gitea-secret-key" not in {r.name.removeprefix("cicd-") for r in run.registrations}
     assert gitea["GITEA__service__DISABLE_REGISTRATION"] == "true"
     assert "envs" in containers["gitea"].secret_inputs
+
+
+def test_gitea_and_drone_serve_https_only_with_a_certificate_of_the_stacks_ca(tier_run):
+    """Issue 14: passwords, tokens and code travel to Gitea and Drone over TLS; their clients
+    (Drone, the runner, the pipelines' steps, the setup script) check the stack's CA."""
+    tier, run = tier_run
+    containers = {c.inputs["name"]: c for c in run.of_type(CONTAINER)}
+    gitea, drone, runner = (envs(containers[n]) for n in ("gitea", "drone", "drone-runner"))
+    address = RESERVED_IP if CI_HOST[tier] == "a" else run.named(f"{CI_HOST[tier]}-docker").inputs["connection"]["host"]
+    assert run.outputs["gitea_url"] == f"https://{address}:3000" and run.outputs["drone_url"] == f"https://{address}:8000"
+    assert gitea["GITEA__server__PROTOCOL"] == "https" and gitea["GITEA__server__ROOT_URL"].startswith("https://")
+    assert gitea["GITEA__server__CERT_FILE"] == "/etc/dockyard/tls/web.crt"
+    assert (drone["DRONE_SERVER_PROTO"], drone["DRONE_TLS_CERT"]) == ("https", "/etc/dockyard/tls/web.crt")
+    assert [p["internal"] for p in containers["drone"].inputs["ports"]] == [443], "8000 is Drone's HTTPS, no HTTP"
+    assert runner["DRONE_RPC_PROTO"] == "https"
+    for env in (gitea, drone, runner):
+        assert env["SSL_CERT_FILE"] == "/etc/dockyard/tls/ca-bundle.crt", "Go clients trust the stack's CA"
+    assert runner["DRONE_RUNNER_VOLUMES"] == "/srv/ci/tls/ca-bundle.crt:/etc/ssl/certs/ca-certificates.crt"
+    # the runner's envconfig refuses a map item that is not exactly KEY:VALUE (":ro" included:
+    # `invalid map item`, seen with drone-runner-docker 1.8.3)
+    assert all(len(item.split(":")) == 2 for item in runner["DRONE_RUNNER_VOLUMES"].split(","))
+    for name in ("gitea", "drone", "drone-runner"):
+        mounts = {v["hostPath"]: v for v in containers[name].inputs["volumes"]}
+        assert mounts["/srv/ci/tls"]["readOnly"] is True
+    health = containers["gitea"].inputs["healthcheck"]["tests"]
+    assert "https://localhost:3000/api/healthz" in health and "--cacert" in health
+    # one certificate for both, for every name they are reached by
+    csr = run.named("cicd-web-csr")
+    private_ip = run.named("cicd-registry-csr").inputs["ipAddresses"][0]
+    assert sorted(csr.inputs["ipAddresses"]) == sorted({address, private_ip, "127.0.0.1"})
+    assert set(csr.inputs["dnsNames"]) == {"gitea", "drone", "localhost"}
+    (files,) = run.commands("ci-tls.sh")
+    assert "stdin" in files.secret_inputs and "BEGIN PRIVATE KEY" in files.inputs["stdin"]
+    assert "BEGIN PRIVATE KEY" not in files.inputs["create"]
+    (setup,) = run.commands("gitea-setup.sh")
+    assert "CA_FILE=/srv/ci/tls/ca.crt" in setup.inputs["create"] and "GITEA_URL=https://localhost:3000" in setup.inputs["create"]
+    for name in ("gitea", "drone"):
+        container = containers[name]
+        assert run.depends_on(container, files), f"{name} starts with its certificate in place"
+        labels = {label["label"]: label["value"] for label in container.inputs["labels"]}
+        assert len(labels["dockyard.certificate"]) == 16, "a renewed certificate restarts it"
 
 
 def test_the_registry_serves_tls_with_htpasswd_and_passes_the_policy(tier_run):
@@ -273,3 +318,46 @@ def test_a_stack_made_before_the_services_had_components_keeps_every_resource(ti
     assert sorted(kept) == sorted(name for _, name in before)
     services = {r.type for r in run.registrations if r.parent == cicd.urn}
     assert {"dockyard:ci:Registry", "dockyard:ci:Gitea", "dockyard:ci:Drone"} <= services
+
+
+def run_ci_tls(tmp_path: Path, roots: Path, tls, **env) -> subprocess.CompletedProcess:
+    values = {"PATH": os.environ["PATH"], "CI_ROOT": str(tmp_path / "srv-ci"), "CA_CERT": tls.ca.read_text(),
+              "WEB_CERT": tls.cert.read_text(), "WEB_KEY": tls.key.read_text(), "SYSTEM_ROOTS": str(roots),
+              "WEB_OWNER": f"{os.getuid()}:{os.getgid()}", **env}
+    return subprocess.run(script_command("ci-tls.sh"), env=values, capture_output=True, text=True, timeout=60)
+
+
+def test_ci_tls_puts_the_certificate_the_key_for_gitea_only_and_the_bundle_the_pipelines_trust(tmp_path):
+    tls = make_authority(tmp_path / "ca")
+    roots = make_authority(tmp_path / "public").ca  # stands for the host's bundle of public roots
+    first = run_ci_tls(tmp_path, roots, tls)
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "srv-ci" / "tls"
+    assert (out / "web.crt").read_text() == tls.cert.read_text()
+    assert stat.S_IMODE((out / "web.key").stat().st_mode) == 0o600, "the key is Gitea's user's alone"
+    assert stat.S_IMODE((out / "web.crt").stat().st_mode) == 0o644
+    bundle = (out / "ca-bundle.crt").read_text()
+    assert bundle.startswith(roots.read_text()) and bundle.rstrip("\n").endswith(tls.ca.read_text().rstrip("\n"))
+    # what Gitea and Drone serve is what their clients' bundle verifies
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(out / "ca-bundle.crt"), str(out / "web.crt")],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    try:
+        # the runner mounts it into every step, read-write: not even a step's root may change it
+        with pytest.raises(PermissionError):
+            (out / "ca-bundle.crt").open("a").close()
+        again = run_ci_tls(tmp_path, roots, tls)
+        assert again.returncode == 0 and "writing" not in again.stderr, "safe to run twice"
+        assert tls.key.read_text().strip() not in first.stderr + first.stdout, "the key is in no log"
+        renewed = make_authority(tmp_path / "new-ca")
+        moved = run_ci_tls(tmp_path, roots, renewed)
+        assert moved.returncode == 0 and (out / "ca-bundle.crt").read_text().rstrip("\n").endswith(
+            renewed.ca.read_text().rstrip("\n")), "a new CA replaces the immutable bundle"
+        with pytest.raises(PermissionError):
+            (out / "ca-bundle.crt").open("a").close()
+        no_roots = run_ci_tls(tmp_path, tmp_path / "none.crt", tls)
+        assert no_roots.returncode == 0 and "trust the stack's CA only" in no_roots.stderr
+        broken = run_ci_tls(tmp_path, roots, tls, WEB_KEY="not a key")
+        assert broken.returncode != 0 and "WEB_KEY is no PEM private key" in broken.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(out / "ca-bundle.crt")], check=False)

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import ssl
 import stat
 import subprocess
 import threading
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import Authority, make_authority
 from tests.harness import script_command
 
 PASSWORD = "s3cret-admin-password"
-DRONE = "http://10.0.0.11:8000"
+DRONE = "https://10.0.0.11:8000"
 
 # `docker exec -u git gitea gitea admin user list --admin`: the admin is there
 FAKE_DOCKER = """#!/bin/sh
@@ -30,7 +32,7 @@ printf 'ID   Username Email\\n1    dockyard dockyard@localhost\\n'
 class FakeGitea:
     """The endpoints gitea-setup.sh calls, with the applications it holds and what was asked."""
 
-    def __init__(self):
+    def __init__(self, tls: Authority):
         self.apps: dict[int, dict] = {}
         self.next_id = 1
         self.calls: list[str] = []
@@ -98,18 +100,28 @@ class FakeGitea:
 
             do_GET = do_POST = do_DELETE = do_PATCH = handle_any
 
+        # HTTPS only, as Gitea serves it, with a certificate for localhost
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert, tls.key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"https://localhost:{self.server.server_address[1]}"
+        self.ca = tls.ca
 
     @staticmethod
     def public(app: dict) -> dict:
         return {**app, "client_secret": ""}  # Gitea shows a secret only when it makes one
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory) -> Authority:
+    return make_authority(tmp_path_factory.mktemp("tls"))
+
+
 @pytest.fixture
-def gitea():
-    fake = FakeGitea()
+def gitea(tls):
+    fake = FakeGitea(tls)
     yield fake
     fake.server.shutdown()
 
@@ -125,9 +137,10 @@ def ci_root(tmp_path) -> Path:
     return root
 
 
-def run_setup(gitea: FakeGitea, ci_root: Path, drone: str = DRONE) -> subprocess.CompletedProcess:
+def run_setup(gitea: FakeGitea, ci_root: Path, drone: str = DRONE, ca: Path | None = None) -> subprocess.CompletedProcess:
     env = {"PATH": f"{ci_root.parent / 'bin'}:{os.environ['PATH']}", "GITEA_CONTAINER": "gitea",
-           "GITEA_URL": gitea.url, "ADMIN_USER": "dockyard", "ADMIN_EMAIL": "dockyard@localhost",
+           "GITEA_URL": gitea.url, "CA_FILE": str(ca or gitea.ca), "ADMIN_USER": "dockyard",
+           "ADMIN_EMAIL": "dockyard@localhost",
            "DRONE_URL": drone, "CI_ROOT": str(ci_root), "ADMIN_PASSWORD": PASSWORD}
     return subprocess.run(script_command("gitea-setup.sh"), env=env, capture_output=True, text=True, timeout=60)
 
@@ -164,13 +177,13 @@ def test_a_second_run_keeps_the_application_and_so_the_logins_drone_holds(gitea,
 def test_drone_at_a_new_address_gets_a_new_application(gitea, ci_root):
     first = setup(gitea, ci_root)
     gitea.calls.clear()
-    moved = setup(gitea, ci_root, drone="http://10.0.0.99:8000")
+    moved = setup(gitea, ci_root, drone="https://10.0.0.99:8000")
     assert moved["client_id"] != first["client_id"]
     assert changes(gitea) == ["DELETE /api/v1/user/applications/oauth2/1", "POST /api/v1/user/applications/oauth2"]
-    assert [a["redirect_uris"] for a in gitea.apps.values()] == [["http://10.0.0.99:8000/login"]]
+    assert [a["redirect_uris"] for a in gitea.apps.values()] == [["https://10.0.0.99:8000/login"]]
     # and that one is kept from then on
     gitea.calls.clear()
-    assert setup(gitea, ci_root, drone="http://10.0.0.99:8000") == moved and changes(gitea) == []
+    assert setup(gitea, ci_root, drone="https://10.0.0.99:8000") == moved and changes(gitea) == []
 
 
 def test_credentials_kept_for_an_application_gitea_no_longer_has_are_replaced(gitea, ci_root):
@@ -199,3 +212,14 @@ def test_gitea_failing_to_answer_stops_the_run_and_keeps_the_application(gitea, 
     assert changes(gitea) == [] and list(gitea.apps) == [1], "no Drone user is logged out by a passing error"
     assert "gto_secret_1" in (ci_root / "secrets" / "drone_oauth").read_text()
     assert "gto_secret_1" not in ran.stderr + ran.stdout
+
+
+def test_gitea_is_reached_over_tls_checked_against_the_stacks_ca_only(gitea, ci_root, tmp_path):
+    """Passwords go to Gitea only once its certificate is the one the stack's CA signed."""
+    stranger = make_authority(tmp_path / "stranger")
+    refused = run_setup(gitea, ci_root, ca=stranger.ca)
+    assert refused.returncode != 0 and "not signed by the stack's CA" in refused.stderr
+    assert gitea.calls == [], "no call, the admin's password least of all"
+    missing = run_setup(gitea, ci_root, ca=tmp_path / "none.crt")
+    assert missing.returncode != 0 and "no CA certificate at" in missing.stderr
+    assert set(setup(gitea, ci_root)) == {"client_id", "client_secret"}

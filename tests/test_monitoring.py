@@ -223,7 +223,10 @@ case "$*" in
   *) echo "unexpected: docker $*" >&2; exit 1 ;;
 esac
 """
+STACK_CA = "-----BEGIN CERTIFICATE-----\nMIIBstackca\n-----END CERTIFICATE-----"
+# an HTTPS server whose certificate only the stack's CA verifies: without --cacert, curl's 60
 FAKE_CURL = """#!/bin/bash
+case "$*" in *https://*) [[ "$*" == *"--cacert /etc/dockyard/stack-ca.crt "* ]] || { printf 000; exit 60; } ;; esac
 case "$*" in *registry-host*) printf 401 ;; *) printf 000; exit 7 ;; esac
 """
 
@@ -240,8 +243,8 @@ def manager(tmp_path) -> dict:
 
 def install(manager: dict, **env: str) -> subprocess.CompletedProcess:
     return run("swarm-metrics.sh", manager["bin"], manager["logs"], SYSROOT=str(manager["root"]),
-               **{"REGISTRY_URL": "https://registry-host:5000/v2/", "GITEA_URL": "http://gitea-host:3000/api/healthz",
-                  **env})
+               **{"REGISTRY_URL": "https://registry-host:5000/v2/", "GITEA_URL": "https://gitea-host:3000/api/healthz",
+                  "CA_CERT": STACK_CA, **env})
 
 
 def test_swarm_metrics_installs_a_one_minute_timer_once(manager):
@@ -276,7 +279,8 @@ def test_the_collector_writes_the_swarms_view_for_node_exporter(manager, tmp_pat
     result = subprocess.run([str(collector)], capture_output=True, text=True, timeout=60,
                             env={"PATH": str(manager["bin"]), "METRICS_DIR": str(metrics), "LOG_DIR": str(tmp_path),
                                  "REGISTRY_URL": "https://registry-host:5000/v2/",
-                                 "GITEA_URL": "http://gitea-host:3000/api/healthz"})
+                                 "GITEA_URL": "https://gitea-host:3000/api/healthz",
+                                 "CA_FILE": "/etc/dockyard/stack-ca.crt"})
     assert result.returncode == 0, result.stderr
     text = (metrics / "swarm.prom").read_text()
     lines = set(text.splitlines())
@@ -288,6 +292,8 @@ def test_the_collector_writes_the_swarms_view_for_node_exporter(manager, tmp_pat
     assert 'dockyard_swarm_service_failed_tasks_15m{service="web"} 1' in lines
     assert 'dockyard_swarm_service_failed_tasks_15m{service="site"} 0' in lines
     assert {'dockyard_service_up{service="registry"} 1', 'dockyard_service_up{service="gitea"} 0'} <= lines
+    assert "CA_FILE=/etc/dockyard/stack-ca.crt" in (manager["root"] / "etc/dockyard/swarm-metrics.env").read_text()
+    assert (manager["root"] / "etc/dockyard/stack-ca.crt").read_text() == STACK_CA + "\n"
     assert not [p for p in metrics.iterdir() if p.name != "swarm.prom"], "no temp file left for node-exporter"
     # a busy host pays for four docker calls, however many services there are
     assert len([c for c in (tmp_path / "calls").read_text().splitlines() if c.startswith("docker ")]) == 4
@@ -357,7 +363,9 @@ def test_retention_and_receivers_come_from_the_stack():
     ci_ip = run.outputs["registry"].split(":")[0]  # the registry listens on the CI host's private address
     (metrics,) = run.commands("swarm-metrics.sh")
     assert f"REGISTRY_URL=https://{ci_ip}:5000/v2/" in metrics.inputs["create"]
-    assert f"GITEA_URL=http://{ci_ip}:3000/api/healthz" in metrics.inputs["create"]
+    assert f"GITEA_URL=https://{ci_ip}:3000/api/healthz" in metrics.inputs["create"]
+    # both are checked against the stack's CA, which signed their certificates
+    assert "BEGIN CERTIFICATE" in metrics.inputs["create"].split("CA_CERT=", 1)[1]
 
 
 # --- Grafana: its provisioning files (its image cannot be had here) --------------------------

@@ -5,7 +5,8 @@
 #
 # Inputs (environment):
 #   GITEA_CONTAINER  name of the Gitea container on this host, e.g. gitea
-#   GITEA_URL        Gitea's API base as reached from this host, e.g. http://127.0.0.1:3000
+#   GITEA_URL        Gitea's API base as reached from this host, e.g. https://localhost:3000
+#   CA_FILE          the CA that signed Gitea's certificate, e.g. /srv/ci/tls/ca.crt
 #   ADMIN_USER       admin user name
 #   ADMIN_EMAIL      admin email
 #   DRONE_URL        Drone's public URL; the OAuth2 redirect is DRONE_URL/login
@@ -24,7 +25,10 @@
 
 : "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell gitea-setup.sh | bash -s}"
 
-require_env GITEA_CONTAINER GITEA_URL ADMIN_USER ADMIN_EMAIL DRONE_URL CI_ROOT ADMIN_PASSWORD
+require_env GITEA_CONTAINER GITEA_URL CA_FILE ADMIN_USER ADMIN_EMAIL DRONE_URL CI_ROOT ADMIN_PASSWORD
+[ -r "$CA_FILE" ] || fatal "no CA certificate at $CA_FILE (ci-tls.sh writes it)"
+# every curl below checks Gitea's certificate against it
+export CURL_CA_BUNDLE=$CA_FILE
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -43,7 +47,11 @@ printf 'user = "%s:%s"\n' "$ADMIN_USER" "$ADMIN_PASSWORD" > "$work/basic"
 
 log "waiting for Gitea at $GITEA_URL"
 for attempt in $(seq 1 60); do
-  curl -fsS "$GITEA_URL/api/healthz" >/dev/null 2>&1 && break
+  answered=0
+  curl -fsS "$GITEA_URL/api/healthz" >/dev/null 2>"$work/health" || answered=$?
+  [ "$answered" != 0 ] || break
+  # 60: a certificate the CA did not sign; waiting does not change it
+  [ "$answered" != 60 ] || fatal "Gitea's certificate is not signed by the stack's CA in $CA_FILE: $(cat "$work/health")"
   [ "$attempt" -lt 60 ] || fatal "Gitea did not become healthy in 5 minutes; see docker logs $GITEA_CONTAINER"
   sleep 5
 done

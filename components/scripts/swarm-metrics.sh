@@ -11,7 +11,9 @@
 #
 # Inputs (environment):
 #   REGISTRY_URL   e.g. https://10.210.0.21:5000/v2/ (401 without a password is an answer); "" for none
-#   GITEA_URL      e.g. http://10.210.0.21:3000/api/healthz; "" for none
+#   GITEA_URL      e.g. https://10.210.0.21:3000/api/healthz; "" for none
+#   CA_CERT        PEM certificate of the stack's CA, which signed both (written to
+#                  /etc/dockyard/stack-ca.crt; a certificate it did not sign is "down"); "" for none
 #   REMOVE         1: stop the timer and remove what this script installs (monitoring turned
 #                  off: the command's delete), and nothing else
 # For tests only:
@@ -22,7 +24,7 @@
 
 : "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-metrics.sh | bash -s}"
 
-default_env REGISTRY_URL GITEA_URL REMOVE=0 SYSROOT
+default_env REGISTRY_URL GITEA_URL CA_CERT REMOVE=0 SYSROOT
 for url in "$REGISTRY_URL" "$GITEA_URL"; do
   case "$url" in "" | http://* | https://*) ;; *) fatal "not a URL: '$url'" ;; esac
   case "$url" in *[!A-Za-z0-9:/._-]*) fatal "URL with characters it cannot hold: '$url'" ;; esac
@@ -38,7 +40,8 @@ if [ "$REMOVE" = 1 ]; then
     systemctl disable --now dockyard-swarm-metrics.timer >/dev/null 2>&1
   fi
   for file in "$SYSROOT/usr/local/sbin/dockyard-swarm-metrics" "$SYSROOT/etc/dockyard/swarm-metrics.env" \
-      "$UNITS/dockyard-swarm-metrics.service" "$UNITS/dockyard-swarm-metrics.timer" "$SYSROOT$METRICS_DIR/swarm.prom"; do
+      "$UNITS/dockyard-swarm-metrics.service" "$UNITS/dockyard-swarm-metrics.timer" "$SYSROOT$METRICS_DIR/swarm.prom" \
+      "$SYSROOT/etc/dockyard/stack-ca.crt"; do
     if [ -e "$file" ]; then
       log "removing $file"
       rm -f "$file"
@@ -51,7 +54,7 @@ fi
 put_file "$SYSROOT/usr/local/sbin/dockyard-swarm-metrics" 755 <<'COLLECTOR'
 #!/bin/sh
 # dockyard-swarm-metrics: the swarm's nodes and services as Prometheus text, for
-# node-exporter's textfile collector (METRICS_DIR, REGISTRY_URL, GITEA_URL from the unit).
+# node-exporter's textfile collector (METRICS_DIR, REGISTRY_URL, GITEA_URL, CA_FILE from the unit).
 set -eu
 : "${METRICS_DIR:?}"
 mkdir -p "$METRICS_DIR"
@@ -101,8 +104,10 @@ now=$(date +%s)
   for pair in "registry=${REGISTRY_URL:-}" "gitea=${GITEA_URL:-}"; do
     url=${pair#*=}
     [ -n "$url" ] || continue
-    # any HTTP answer is an answer (the registry asks for a password); no answer is 000
-    code=$(curl --silent --output /dev/null --max-time 10 --write-out '%{http_code}' "$url" || true)
+    # any HTTP answer is an answer (the registry asks for a password); no answer is 000, and
+    # so is a certificate the stack's CA did not sign
+    code=$(curl --silent --output /dev/null --max-time 10 --write-out '%{http_code}' \
+      ${CA_FILE:+--cacert "$CA_FILE"} "$url" || true)
     [ "${code:-000}" != 000 ] && up=1 || up=0
     echo "dockyard_service_up{service=\"${pair%%=*}\"} $up"
   done
@@ -112,10 +117,16 @@ mv "$out" "$METRICS_DIR/swarm.prom"
 trap - EXIT
 COLLECTOR
 
+if [ -n "$CA_CERT" ]; then
+  case "$CA_CERT" in *"BEGIN CERTIFICATE"*) ;; *) fatal "CA_CERT is no PEM certificate" ;; esac
+  put_file "$SYSROOT/etc/dockyard/stack-ca.crt" 644 <<<"$(printf '%s' "$CA_CERT")"
+fi
+
 put_file "$SYSROOT/etc/dockyard/swarm-metrics.env" 644 <<EOF
 METRICS_DIR=$METRICS_DIR
 REGISTRY_URL=$REGISTRY_URL
 GITEA_URL=$GITEA_URL
+CA_FILE=${CA_CERT:+/etc/dockyard/stack-ca.crt}
 EOF
 
 put_file "$UNITS/dockyard-swarm-metrics.service" 644 <<'EOF'

@@ -31,6 +31,7 @@ key (README) a third push is built and served by the new swarm."""
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import tarfile
 import time
@@ -67,6 +68,24 @@ CONFIG["backupRepository"] = f"rest:http://{BACKUP_LISTEN}/{NET}"
 BACKUP_PASSWORD = "e2e-backup-" + os.urandom(12).hex()
 
 
+# Gitea and Drone serve HTTPS only, with certificates of the stack's CA: this machine trusts
+# that CA as README tells a user to (`pulumi stack output ca_certificate`), a new one after
+# the stack is recreated
+TRUST: dict = {}
+
+
+def trust_the_stacks_ca(stack, where: Path) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    ca = where / "ca.crt"
+    ca.write_text(stack.outputs["ca_certificate"])
+    TRUST.update(ca=str(ca), context=ssl.create_default_context(cafile=str(ca)))
+    urllib.request.install_opener(urllib.request.build_opener(https_handler()))
+
+
+def https_handler() -> urllib.request.HTTPSHandler:
+    return urllib.request.HTTPSHandler(context=TRUST["context"])
+
+
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
@@ -76,7 +95,7 @@ def http(url, user=None, password=None, follow=True):
     request = urllib.request.Request(url)
     if user:
         request.add_header("Authorization", "Basic " + b64encode(f"{user}:{password}".encode()).decode())
-    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(NoRedirect)
+    opener = urllib.request.build_opener(https_handler(), *([] if follow else [NoRedirect]))
     try:
         with opener.open(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read().decode()
@@ -104,6 +123,7 @@ def stack(tmp_path_factory):
                               secrets={"backupPassword": BACKUP_PASSWORD})
     try:
         timed("up with Gitea and Drone", stack.up)
+        trust_the_stacks_ca(stack, tmp_path_factory.mktemp("trust"))
         stack.preview("--expect-no-changes")
         yield stack
     finally:
@@ -127,6 +147,18 @@ def test_gitea_is_installed_with_the_generated_admin_password(stack):
     assert status == 200 and json.loads(body)["is_admin"] is True
     assert http(f"{url}/api/v1/user", "dockyard", "wrong")[0] == 401
     assert http(f"{url}/user/sign_up")[0] in (403, 404) or "disabled" in http(f"{url}/user/sign_up")[2].lower()
+
+
+def test_gitea_and_drone_answer_only_over_tls_with_the_stacks_certificate(stack):
+    """Issue 14: no password, token or code crosses the network in clear."""
+    for url in (stack.outputs["gitea_url"], stack.outputs["drone_url"]):
+        assert url.startswith("https://")
+        plain = http(url.replace("https://", "http://", 1) + "/")
+        assert plain[0] == 400 and "HTTPS server" in plain[2], f"{url}: no plain HTTP"
+        with pytest.raises(urllib.error.URLError) as refused:
+            urllib.request.urlopen(url + "/", timeout=10, context=ssl.create_default_context())
+        assert isinstance(refused.value.reason, ssl.SSLCertVerificationError), "public roots do not vouch for it"
+        assert http(url + ("/api/healthz" if ":3000" in url else "/healthz"))[0] == 200, "the stack's CA does"
 
 
 def drone_application(stack) -> dict:
@@ -183,7 +215,7 @@ def hidden_inputs(page: str) -> dict[str, str]:
 def log_in_to_drone_through_gitea(gitea: str, drone: str, user: str, password: str) -> None:
     """What a user does once in a browser: Drone's login sends them to Gitea, they sign in
     and grant Drone access, and Gitea sends them back to Drone with a code."""
-    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), https_handler())
 
     def post(url, fields):
         return browser.open(urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode()), timeout=30)
@@ -215,7 +247,8 @@ def git_env(stack) -> dict:
     no command line."""
     token = b64encode(f"dockyard:{stack.outputs['gitea_admin_password']}".encode()).decode()
     return {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}", "GIT_TERMINAL_PROMPT": "0"}
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}", "GIT_TERMINAL_PROMPT": "0",
+            "GIT_SSL_CAINFO": TRUST["ca"]}
 
 
 def push(stack, workdir: Path, message: str) -> None:
@@ -490,6 +523,7 @@ def test_destroy_and_recreate_from_a_backup_brings_back_gitea_drone_the_registry
     assert leftovers(NET) == []
     stack.set("restoreFrom", "latest")
     recreated = timed("up after destroy, restoring the backup", stack.up)
+    trust_the_stacks_ca(stack, tmp_path / "trust")  # the recreated stack has a CA of its own
     for host in ("a", "b"):
         said = [line for line in recreated.printed(f"{host}-backup-restic").splitlines() if "restored" in line]
         assert said, f"{host} restored its data"
