@@ -163,7 +163,8 @@ class Cluster(pulumi.ComponentResource):
         cfg, platform = self._config, self.platform
         return pulumi.Output.all(*[self._hosts[n].ssh_address for n in names]).apply(
             lambda addrs: ssh_config(cfg.stack, names, self._topology.master.name, addrs, cfg.ssh.user,
-                                     platform.identity_file, batch_ssh_options(platform.known_hosts_file)))
+                                     platform.identity_file,
+                                     batch_ssh_options(platform.known_hosts_file, platform.known_hosts_accept_new)))
 
     def _manager_access(self) -> ManagerAccess:
         """How the memberships reach the managers from the operator's machine."""

@@ -46,6 +46,9 @@ class Deployment:
             "nfs_exports": c.nfs_exports,
             "ssh_config": c.ssh_config,
         }
+        if c.platform.known_hosts is not None:
+            # public keys: what `ssh -o UserKnownHostsFile=...` checks the hosts against
+            result["known_hosts"] = pulumi.Output.unsecret(c.platform.known_hosts)
         if self.cicd is not None:
             optional = {
                 "registry": self.cicd.registry_address,
@@ -81,12 +84,13 @@ def docker_ssh_options(platform: Platform, user: str, jump_host: Optional[pulumi
     """ssh options for the docker provider (it runs the system ssh): the stack's key, the
     hosts' keys when the cloud reported them, and for a host behind the master, a hop
     through the master with the same key."""
-    identity, known_hosts = platform.identity_file, platform.known_hosts_file
+    identity, known_hosts, accept_new = platform.identity_file, platform.known_hosts_file, \
+        platform.known_hosts_accept_new
     mux = str(ssh_mux_dir())
     if jump_host is None:
-        return docker_ssh_argv(identity, user, None, known_hosts, mux)
+        return docker_ssh_argv(identity, user, None, known_hosts, mux, accept_new)
     return pulumi.Output.from_input(jump_host).apply(
-        lambda master: docker_ssh_argv(identity, user, master, known_hosts, mux))
+        lambda master: docker_ssh_argv(identity, user, master, known_hosts, mux, accept_new))
 
 
 def ssh_mux_dir() -> Path:

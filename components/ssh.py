@@ -20,14 +20,16 @@ UNSEEN_HOST_KEYS = (("StrictHostKeyChecking", "no"), ("UserKnownHostsFile", "/de
 NO_PROMPT = (("BatchMode", "yes"),)
 
 
-def host_key_checks(known_hosts: Optional[str]) -> tuple[tuple[str, str], ...]:
-    """Where the cloud reports each host's key (local VMs), ssh accepts only the keys in the
-    stack's known_hosts file; elsewhere the hosts' keys are unseen (above)."""
+def host_key_checks(known_hosts: Optional[str], accept_new: bool = False) -> tuple[tuple[str, str], ...]:
+    """Where the cloud knows each host's key (local VMs report theirs, droplets get the
+    stack's), ssh checks it against the stack's known_hosts file: only the file's keys, or
+    with `accept_new` a host missing from it accepted (and added); with no file, the hosts'
+    keys are unseen (above)."""
     if known_hosts is None:
         return UNSEEN_HOST_KEYS
     # ssh expands %-tokens in UserKnownHostsFile: a literal % is written %%
-    return (("StrictHostKeyChecking", "yes"), ("UserKnownHostsFile", known_hosts.replace("%", "%%")),
-            ("LogLevel", "ERROR"))
+    return (("StrictHostKeyChecking", "accept-new" if accept_new else "yes"),
+            ("UserKnownHostsFile", known_hosts.replace("%", "%%")), ("LogLevel", "ERROR"))
 
 
 def as_argv(options: Sequence[tuple[str, str]]) -> list[str]:
@@ -40,10 +42,10 @@ def as_config_lines(options: Sequence[tuple[str, str]]) -> list[str]:
     return [f"{key} {value}" for key, value in options]
 
 
-def batch_ssh_options(known_hosts: Optional[str] = None) -> list[str]:
+def batch_ssh_options(known_hosts: Optional[str] = None, accept_new: bool = False) -> list[str]:
     """For the operator's machine's own ssh to the hosts (memberships, preloads): no prompt,
     and a bounded wait on a host that is gone or goes away."""
-    return as_config_lines(NO_PROMPT + host_key_checks(known_hosts) + (
+    return as_config_lines(NO_PROMPT + host_key_checks(known_hosts, accept_new) + (
         ("ConnectTimeout", "10"), ("ServerAliveInterval", "10"), ("ServerAliveCountMax", "3")))
 
 
@@ -51,7 +53,8 @@ BATCH_SSH_OPTIONS = batch_ssh_options()
 
 
 def docker_ssh_argv(identity_file: Optional[str], user: str, jump_host: Optional[str],
-                    known_hosts: Optional[str] = None, mux_dir: Optional[str] = None) -> list[str]:
+                    known_hosts: Optional[str] = None, mux_dir: Optional[str] = None,
+                    accept_new: bool = False) -> list[str]:
     """ssh options for the docker provider, which runs the system ssh: the stack's key and,
     for a host behind the master, a hop through the master (`jump_host`) with the same key.
 
@@ -63,7 +66,7 @@ def docker_ssh_argv(identity_file: Optional[str], user: str, jump_host: Optional
     # longer than the 15 s the bootstrap's own ssh allows
     # a shared connection to a host that died (a destroyed VM whose address comes back) must
     # end within 30 s, not hang every session sent through it
-    options = as_argv(host_key_checks(known_hosts) + NO_PROMPT + (("ConnectTimeout", "60"),
+    options = as_argv(host_key_checks(known_hosts, accept_new) + NO_PROMPT + (("ConnectTimeout", "60"),
                                                                   ("ServerAliveInterval", "15"),
                                                                   ("ServerAliveCountMax", "2")))
     # ssh expands %-tokens in IdentityFile and ProxyCommand: a literal % is written %%

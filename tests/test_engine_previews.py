@@ -65,6 +65,13 @@ def test_every_tier_previews_with_its_hosts_and_passes_the_policy_pack(engine, s
     assert preview.policies_passed == {policy.name for policy in POLICIES}
     notes = [d["message"] for d in preview.of_kind("diagnosticEvent") if "can't run policy" in d["message"]]
     assert notes == []
+    # each droplet is made with the stack's host key (issue 14): its user data holds the
+    # private key, so the preview shows a secret, never the text
+    for step in preview.steps("create"):
+        if step["type"] == DROPLET:
+            data = step["new"]["inputs"]["userData"]
+            assert data == UNKNOWN or (isinstance(data, dict) and SECRET_SIG in data and "plaintext" not in data), data
+    assert "OPENSSH PRIVATE KEY" not in preview.run.stdout
     master_rules = next(s for s in preview.steps("create") if s["urn"].endswith("::do-master-firewall"))
     ssh = [r for r in master_rules["new"]["inputs"]["inboundRules"] if r.get("portRange") == "22"]
     assert ssh[0]["sourceAddresses"] == [ADMIN_CIDR]

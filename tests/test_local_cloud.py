@@ -138,9 +138,3 @@ def test_the_system_ssh_checks_the_keys_the_vms_reported(run):
         assert "StrictHostKeyChecking yes" in config and f"UserKnownHostsFile {path}" in config
         assert "StrictHostKeyChecking no" not in config
         assert run.depends_on(membership, known_hosts)
-
-
-def test_on_digitalocean_the_hosts_keys_are_still_unseen():
-    do = run_program(stack="do", tier="minimal", workers="0")
-    for membership in [c for c in do.of_type(LOCAL) if c.name.endswith("-membership")]:
-        assert "StrictHostKeyChecking no" in membership.inputs["environment"]["SSH_CONFIG"]

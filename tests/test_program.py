@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pulumi
 import pytest
+import yaml
 
 from components.ports import CONTROL_PORTS
 from components.shell import SCRIPTS_DIR, script_digest, script_text
 from components.topology import build_topology
-from tests.harness import docker_archive, MANAGER_TOKEN, WORKER_TOKEN, Mocks, RecordingMonitor, run_program
+from tests.harness import (docker_archive, MANAGER_TOKEN, TEST_KEY, WORKER_TOKEN, Mocks, RecordingMonitor,
+                           run_program)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = {"minimal": 1, "default": 2, "small": 5, "medium": 11}
@@ -39,7 +41,67 @@ def test_one_droplet_per_host_in_the_vpc_with_monitoring_and_tags(tier_run):
         tags = droplet.inputs["tags"]
         assert f"dockyard-stack:t-{tier}" in tags
         assert {f"dockyard-role:{r.value}" for r in host.roles} <= set(tags)
-        assert "userData" not in droplet.inputs, "user_data changes replace droplets; keep it out"
+        # its host key only, and ignored once made: a change would replace the droplet
+        assert droplet.inputs["userData"].startswith("#cloud-config\n") and "userData" in droplet.secret_inputs
+        assert {"image", "sshKeys", "userData"} <= set(droplet.ignore_changes)
+
+
+def test_each_droplet_gets_the_stacks_host_key_and_every_ssh_checks_it():
+    """Issue 14: no connection to a droplet accepts a key unseen; each is made with a host
+    key of the stack's (cloud-init installs it before sshd starts), and the bootstrap, the
+    hop through the master, the docker provider and the memberships check it."""
+    run = run_program(stack="keys", tier="small", workers="1")
+    droplets = {d.name.removeprefix("do-"): d for d in run.of_type(DROPLET)}
+    public = {}
+    for name, droplet in droplets.items():
+        key = run.named(f"do-{name}-host-key")
+        assert key.inputs["algorithm"] == "ED25519"
+        public[name] = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5do{name}host" + "key"
+        cloud_config = yaml.safe_load(droplet.inputs["userData"])
+        assert cloud_config == {"ssh_deletekeys": True, "ssh_genkeytypes": [],
+                                "ssh_keys": {"ed25519_private": TEST_KEY, "ed25519_public": public[name]}}
+    private = {name: pulumi.runtime.sync_await._sync_await(host.private_ip.future())
+               for name, host in run.cluster.platform.hosts.items()}
+    by_address = {ip: name for name, ip in private.items()}
+    master_public = set()
+    for command in run.of_type("command:remote:Command"):
+        connection = command.inputs["connection"]
+        # only the master is reached on its public address
+        host = by_address.get(connection["host"], "a")
+        if host == "a" and connection["host"] not in by_address:
+            master_public.add(connection["host"])
+        assert connection["hostKey"] == public[host], command.name
+        if "proxy" in connection:
+            assert connection["proxy"]["hostKey"] == public["a"], "the hop through the master checks it too"
+    (master_ip,) = master_public
+    known_hosts = run.named("do-known-hosts")
+    path = known_hosts.inputs["delete"].removeprefix("rm -f ")
+    lines = known_hosts.inputs["stdin"].splitlines()
+    assert f"{private['a']},203.0.113.10,{master_ip} {public['a']}" in lines
+    assert f"{private['w1']} {public['w1']}" in lines
+    assert run.outputs["known_hosts"] == known_hosts.inputs["stdin"], "exported for ssh on other machines"
+    assert len(lines) == len(droplets)
+    for provider in run.of_type("pulumi:providers:docker"):
+        options = provider.inputs["sshOpts"]
+        assert "StrictHostKeyChecking=accept-new" in options and f"UserKnownHostsFile={path}" in options
+        assert run.depends_on(provider, known_hosts)
+    memberships = [c for c in run.of_type("command:local:Command") if c.name.endswith("-membership")]
+    assert memberships
+    for membership in memberships:
+        config = membership.inputs["environment"]["SSH_CONFIG"]
+        assert "StrictHostKeyChecking accept-new" in config and f"UserKnownHostsFile {path}" in config
+        assert run.depends_on(membership, known_hosts)
+
+
+def test_the_host_key_user_data_is_cloud_config_cloud_init_reads():
+    from components.hosts.digitalocean import host_key_user_data
+
+    private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    text = host_key_user_data(private, "ssh-ed25519 AAAAkey\n")
+    assert text.splitlines()[0] == "#cloud-config"
+    parsed = yaml.safe_load(text)
+    assert parsed["ssh_keys"]["ed25519_private"] == private, "the key's lines, whole"
+    assert parsed["ssh_keys"]["ed25519_public"] == "ssh-ed25519 AAAAkey"
 
 
 def test_roles_are_placed_as_table_5_1(tier_run):

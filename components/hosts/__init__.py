@@ -54,8 +54,13 @@ class Platform:
     # provider, the memberships); None when the user's ssh agent holds it.
     identity_file: Optional[str] = None
     # A known_hosts file with every host's key, when the cloud learns them (local VMs report
-    # theirs); None: those tools accept a host's key unseen.
+    # theirs, DigitalOcean's are made by the stack); None: those tools accept a host's key unseen.
     known_hosts_file: Optional[str] = None
+    # True: a host missing from that file is accepted unseen (and added), one in it must
+    # match (droplets made before the stack made host keys); False: only the file's keys.
+    known_hosts_accept_new: bool = False
+    # That file's lines ("address[,address] type key"), exported for ssh on other machines.
+    known_hosts: Optional[pulumi.Output[str]] = None
     # What writes those files: ssh waits for them.
     ssh_files_written: list[pulumi.Resource] = field(default_factory=list)
 

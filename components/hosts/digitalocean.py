@@ -1,15 +1,22 @@
 """DigitalOcean hosts: one VPC per stack, a droplet per host, block volumes for stateful
 hosts, a cloud firewall per role, a reserved IP for the master and a project that groups
-it all. Nothing here looks anything up at preview time."""
+it all. Nothing here looks anything up at preview time.
+
+Each droplet's SSH host key is made by the stack (pulumi-tls) and installed by cloud-init
+before sshd first starts, so every connection checks it, the first one included."""
 from __future__ import annotations
 
+import os
 import re
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import pulumi
 import pulumi_digitalocean as do
-from pulumi_command import remote
+import pulumi_tls as tls
+from pulumi_command import local, remote
 
 from ..config import DockyardConfig
 from ..topology import HostSpec, Role, Topology
@@ -34,6 +41,26 @@ def droplet_tags(stack: str, roles) -> list[str]:
 
 def volume_device(volume_name: str) -> str:
     return f"/dev/disk/by-id/scsi-0DO_Volume_{volume_name}"
+
+
+def host_key_user_data(private_key_openssh: str, public_key_openssh: str) -> str:
+    """cloud-init's user data that makes a droplet's only SSH host key the stack's: the
+    image's keys deleted, none generated. cloud-init writes it before sshd first starts."""
+    indented = "\n".join(f"    {line}" for line in private_key_openssh.strip().splitlines())
+    return ("#cloud-config\n"
+            "ssh_deletekeys: true\n"
+            "ssh_genkeytypes: []\n"
+            "ssh_keys:\n"
+            "  ed25519_private: |\n"
+            f"{indented}\n"
+            f"  ed25519_public: {public_key_openssh.strip()}\n")
+
+
+def known_hosts_path(stack: str) -> Path:
+    """Where the operator's machine keeps the droplets' host keys for the system ssh (the
+    docker provider, the memberships): per stack, beside the local VMs' state."""
+    base = Path(os.environ.get("DOCKYARD_STATE_DIR", Path.home() / ".local" / "state" / "dockyard"))
+    return base / "digitalocean" / stack / "known_hosts"
 
 
 @dataclass
@@ -77,8 +104,14 @@ class DigitalOceanCloud(pulumi.ComponentResource):
             + [self.reserved_ip.reserved_ip_urn],
             opts=self._child,
         )
+        self.known_hosts = self._known_hosts()
+        # accept-new: a droplet made before the stack made host keys has no line, and is
+        # accepted unseen as before; one with a line is refused any other key
         self.platform = Platform(hosts=self._hosts(args.private_key), private_cidr=cfg.vpc_cidr,
-                                 master_address=self.reserved_ip.ip_address, identity_file=cfg.ssh.private_key_path)
+                                 master_address=self.reserved_ip.ip_address, identity_file=cfg.ssh.private_key_path,
+                                 known_hosts_file=str(known_hosts_path(cfg.stack)), known_hosts_accept_new=True,
+                                 known_hosts=self.known_hosts_lines,
+                                 ssh_files_written=[self.known_hosts])
 
         self.register_outputs({
             **declared,
@@ -101,9 +134,12 @@ class DigitalOceanCloud(pulumi.ComponentResource):
         name, cfg, prefix = self._cloud_name, self._config, self._prefix
         ssh_key_ref = self._ssh_key_ref()
         self.droplets: dict[str, do.Droplet] = {}
+        self.host_keys: dict[str, tls.PrivateKey] = {}
         self.volumes: dict[str, do.Volume] = {}
         self.attachments: dict[str, do.VolumeAttachment] = {}
         for spec in self._topology.hosts:
+            host_key = tls.PrivateKey(f"{name}-{spec.name}-host-key", algorithm="ED25519", opts=self._child)
+            self.host_keys[spec.name] = host_key
             droplet = do.Droplet(
                 f"{name}-{spec.name}",
                 name=f"{prefix}-{spec.name}",
@@ -115,10 +151,15 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                 ipv6=False,
                 ssh_keys=[ssh_key_ref],
                 tags=droplet_tags(cfg.stack, spec.roles),
-                # A new image or key would replace the droplet, and a replaced first manager
-                # starts a new swarm: they apply to new droplets only. To rebuild one on
-                # purpose: `pulumi up --replace <its URN>`.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["image", "sshKeys"]),
+                # a secret: it holds the host's private key
+                user_data=pulumi.Output.secret(pulumi.Output.all(
+                    host_key.private_key_openssh, host_key.public_key_openssh).apply(
+                    lambda keys: host_key_user_data(*keys))),
+                # A new image, key or user data would replace the droplet, and a replaced first
+                # manager starts a new swarm: they apply to new droplets only (a droplet made
+                # before the stack made host keys keeps its own, accepted unseen). To rebuild
+                # one on purpose: `pulumi up --replace <its URN>`.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["image", "sshKeys", "userData"]),
             )
             self.droplets[spec.name] = droplet
             if spec.volume:
@@ -176,20 +217,52 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                 opts=self._child,
             )
 
+    def host_key(self, name: str) -> pulumi.Output[Optional[str]]:
+        """The public host key droplet `name` was made with ("ssh-ed25519 AAAA..."); None for a
+        droplet made before the stack made host keys (its user data is empty)."""
+        return pulumi.Output.all(self.droplets[name].user_data, self.host_keys[name].public_key_openssh).apply(
+            lambda values: values[1].strip() if values[0] else None)
+
     def _connection(self, spec: HostSpec, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
-        """How the bootstrap reaches a droplet: the master directly, the others through it."""
+        """How the bootstrap reaches a droplet: the master directly, the others through it;
+        each checks the host key the droplet was made with."""
         droplet, user = self.droplets[spec.name], self._config.ssh.user
         common = dict(user=user, private_key=private_key,
                       dial_error_limit=SSH_DIAL_ATTEMPTS, per_dial_timeout=15)
         if spec.has(Role.MASTER):
-            return remote.ConnectionArgs(host=droplet.ipv4_address, **common)
-        master_droplet = self.droplets[self._topology.master.name]
+            return remote.ConnectionArgs(host=droplet.ipv4_address, host_key=self.host_key(spec.name), **common)
+        master = self._topology.master.name
         return remote.ConnectionArgs(
             host=droplet.ipv4_address_private,
-            proxy=remote.ProxyConnectionArgs(host=master_droplet.ipv4_address, user=user,
-                                             private_key=private_key,
+            host_key=self.host_key(spec.name),
+            proxy=remote.ProxyConnectionArgs(host=self.droplets[master].ipv4_address, user=user,
+                                             private_key=private_key, host_key=self.host_key(master),
                                              dial_error_limit=SSH_DIAL_ATTEMPTS, per_dial_timeout=15),
             **common,
+        )
+
+    def _known_hosts(self) -> local.Command:
+        """The droplets' host keys in a known_hosts file on this machine, for the tools that
+        run the system ssh: the master under its reserved and its own public address, every
+        droplet under its private one."""
+        path = known_hosts_path(self._config.stack)
+        master = self._topology.master.name
+        entries = []
+        for spec in self._topology.hosts:
+            droplet = self.droplets[spec.name]
+            addresses = [droplet.ipv4_address_private]
+            if spec.name == master:
+                addresses += [self.reserved_ip.ip_address, droplet.ipv4_address]
+            entries.append(pulumi.Output.all(self.host_key(spec.name), *addresses).apply(
+                lambda values: f"{','.join(values[1:])} {values[0]}\n" if values[0] else ""))
+        self.known_hosts_lines = pulumi.Output.all(*entries).apply("".join)
+        return local.Command(
+            f"{self._cloud_name}-known-hosts",
+            create=f"mkdir -p {shlex.quote(str(path.parent))} && cat > {shlex.quote(str(path))}",
+            # new droplets change it: `create` runs again and writes the whole file
+            stdin=self.known_hosts_lines,
+            delete=f"rm -f {shlex.quote(str(path))}",
+            opts=self._child,
         )
 
     def _hosts(self, private_key: pulumi.Input[str]) -> dict[str, Host]:

@@ -105,19 +105,20 @@ class LocalCloud(pulumi.ComponentResource):
         # provider, the memberships, the preloads): they accept no other
         known_hosts = known_hosts_file(net)
         vm_ips = [addresses[spec.name].split("/")[0] for spec in topo.hosts]
+        lines = pulumi.Output.all(*[self.vms[spec.name].stdout for spec in topo.hosts]).apply(
+            lambda outputs: "".join(f"{ip} {host_key_of(out)}\n" for ip, out in zip(vm_ips, outputs)
+                                    if host_key_of(out)))
         self.known_hosts = local.Command(
             f"{name}-known-hosts",
             create=f"mkdir -p {shlex.quote(str(known_hosts.parent))} && cat > {shlex.quote(str(known_hosts))}",
-            stdin=pulumi.Output.all(*[self.vms[spec.name].stdout for spec in topo.hosts]).apply(
-                lambda outputs: "".join(f"{ip} {host_key_of(out)}\n" for ip, out in zip(vm_ips, outputs)
-                                        if host_key_of(out))),
+            stdin=lines,
             delete=f"rm -f {shlex.quote(str(known_hosts))}",
             opts=child,
         )
         master_ip = hosts[topo.master.name].private_ip
         self.platform = Platform(hosts=hosts, private_cidr=network_cidr, master_address=master_ip,
                                  ssh_private_key=private_key, identity_file=str(key_path),
-                                 known_hosts_file=str(known_hosts),
+                                 known_hosts_file=str(known_hosts), known_hosts=lines,
                                  ssh_files_written=[self.key_file, self.known_hosts])
         self.register_outputs({**declared, "master_address": master_ip})
 

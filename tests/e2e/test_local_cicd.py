@@ -5,7 +5,9 @@ on 2 cores the first time). Not part of `.ci/run`: run it with
     sudo DOCKYARD_E2E_CICD=1 .venv/bin/python -m pytest -m e2e tests/e2e/test_local_cicd.py
 
 It brings up A (master + CI) and B (NFS + manager) through the real engine, checks that
-Gitea is installed with the generated admin password, that the OAuth2 application Drone
+Gitea and Drone answer only over HTTPS with a certificate of the stack's CA (this machine
+trusts it from the stack's output, as README tells a user to), that Gitea is installed with
+the generated admin password, that the OAuth2 application Drone
 logs in with exists and is the one Drone uses, that Drone sends a login to Gitea with it,
 that the runner reached Drone with the shared RPC secret, and that no secret is in clear.
 
