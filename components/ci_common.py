@@ -19,6 +19,8 @@ TLS_DIR = f"{CI_ROOT}/tls"
 TLS_MOUNT = "/etc/dockyard/tls"
 # what Go (Gitea, Drone, the runner) and curl trust: the host's roots and the stack's CA
 TRUST_ENV = f"SSL_CERT_FILE={TLS_MOUNT}/ca-bundle.crt"
+# the same roots for the pipelines' steps: a copy no step can change (ci-tls.sh)
+STEPS_BUNDLE = f"{TLS_DIR}/steps/ca-bundle.crt"
 
 
 def tls_volume() -> docker.ContainerVolumeArgs:

@@ -12,8 +12,8 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from .ci_common import (CI_ROOT, DRONE_PORT, HEALTH, TLS_DIR, TLS_MOUNT, TRUST_ENV, moved_child, service_container,
-                        tls_volume)
+from .ci_common import (CI_ROOT, DRONE_PORT, HEALTH, STEPS_BUNDLE, TLS_DIR, TLS_MOUNT, TRUST_ENV, moved_child,
+                        service_container, tls_volume)
 from .hosts import Host
 
 
@@ -50,6 +50,9 @@ class Drone(pulumi.ComponentResource):
             return pulumi.Output.secret(made.result)
 
         rpc_secret = secret("drone-rpc-secret")
+        # signs the session cookies: without one Drone makes a new one at each start, and every
+        # restart (an image bump, a renewed certificate) logs every user out
+        cookie_secret = secret("drone-cookie-secret")
         self.admin_token: pulumi.Output[str] = secret("drone-admin-token")
         self.server = service_container(
             name, "drone", args.image, args.network, moved_child(self, args.moved_from, depends_on=args.after),
@@ -64,6 +67,7 @@ class Drone(pulumi.ComponentResource):
                 oauth.apply(lambda o: f"DRONE_GITEA_CLIENT_ID={o['client_id']}"),
                 oauth.apply(lambda o: f"DRONE_GITEA_CLIENT_SECRET={o['client_secret']}"),
                 rpc_secret.apply(lambda r: f"DRONE_RPC_SECRET={r}"),
+                cookie_secret.apply(lambda c: f"DRONE_COOKIE_SECRET={c}"),
                 address.apply(lambda a: f"DRONE_SERVER_HOST={a}:{DRONE_PORT}"),
                 "DRONE_SERVER_PROTO=https",
                 self.admin_token.apply(
@@ -78,13 +82,19 @@ class Drone(pulumi.ComponentResource):
                 tests=["CMD", "wget", "-q", "-O", "/dev/null", "--no-check-certificate", "https://localhost/healthz"],
                 **HEALTH),
         )
+        # the runner needs the bundle only, not the key beside it
         volumes = [docker.ContainerVolumeArgs(host_path="/var/run/docker.sock", container_path="/var/run/docker.sock"),
-                   tls_volume()]
+                   docker.ContainerVolumeArgs(host_path=f"{TLS_DIR}/ca-bundle.crt",
+                                              container_path=f"{TLS_MOUNT}/ca-bundle.crt", read_only=True)]
+        step_bundle = "/etc/ssl/certs/ca-certificates.crt"
         envs = [
             "DRONE_RPC_PROTO=https", "DRONE_RPC_HOST=drone", TRUST_ENV,
-            # every step's CA bundle is the host's roots and the stack's CA
-            # (its own ":ro" suffix is refused by its parser; ci-tls.sh makes the file immutable)
-            f"DRONE_RUNNER_VOLUMES={TLS_DIR}/ca-bundle.crt:/etc/ssl/certs/ca-certificates.crt",
+            # every step's CA bundle is the host's roots and the stack's CA (the runner's parser
+            # refuses a ":ro" suffix; ci-tls.sh makes the file immutable), and the tools that
+            # keep roots of their own (Python's requests, Node) are pointed at it
+            f"DRONE_RUNNER_VOLUMES={STEPS_BUNDLE}:{step_bundle}",
+            f"DRONE_RUNNER_ENVIRON=SSL_CERT_FILE:{step_bundle},REQUESTS_CA_BUNDLE:{step_bundle},"
+            f"NODE_EXTRA_CA_CERTS:{step_bundle},GIT_SSL_CAINFO:{step_bundle}",
             rpc_secret.apply(lambda r: f"DRONE_RPC_SECRET={r}"),
             f"DRONE_RUNNER_NAME={args.host.name}", "DRONE_RUNNER_CAPACITY=2",
             # the clone credentials (the user's Gitea token) go to the clone step only
@@ -101,6 +111,8 @@ class Drone(pulumi.ComponentResource):
             name, "drone-runner", args.runner_image, args.network,
             moved_child(self, args.moved_from, depends_on=[self.server]),
             volumes=volumes, envs=envs,
+            # Go reads its roots once: a new CA restarts the runner too
+            labels=[docker.ContainerLabelArgs(label="dockyard.certificate", value=args.tls_digest)],
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3000/healthz"], **HEALTH),
         )

@@ -130,13 +130,20 @@ def test_gitea_and_drone_serve_https_only_with_a_certificate_of_the_stacks_ca(ti
     assert runner["DRONE_RPC_PROTO"] == "https"
     for env in (gitea, drone, runner):
         assert env["SSL_CERT_FILE"] == "/etc/dockyard/tls/ca-bundle.crt", "Go clients trust the stack's CA"
-    assert runner["DRONE_RUNNER_VOLUMES"] == "/srv/ci/tls/ca-bundle.crt:/etc/ssl/certs/ca-certificates.crt"
+    # the steps get a copy of the roots no step can change; the services' own stays out of them
+    assert runner["DRONE_RUNNER_VOLUMES"] == "/srv/ci/tls/steps/ca-bundle.crt:/etc/ssl/certs/ca-certificates.crt"
+    environ = dict(item.split(":") for item in runner["DRONE_RUNNER_ENVIRON"].split(","))
+    assert environ["REQUESTS_CA_BUNDLE"] == environ["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"
     # the runner's envconfig refuses a map item that is not exactly KEY:VALUE (":ro" included:
     # `invalid map item`, seen with drone-runner-docker 1.8.3)
-    assert all(len(item.split(":")) == 2 for item in runner["DRONE_RUNNER_VOLUMES"].split(","))
-    for name in ("gitea", "drone", "drone-runner"):
+    for setting in ("DRONE_RUNNER_VOLUMES", "DRONE_RUNNER_ENVIRON"):
+        assert all(len(item.split(":")) == 2 for item in runner[setting].split(","))
+    for name in ("gitea", "drone"):
         mounts = {v["hostPath"]: v for v in containers[name].inputs["volumes"]}
         assert mounts["/srv/ci/tls"]["readOnly"] is True
+    runner_mounts = {v["hostPath"]: v for v in containers["drone-runner"].inputs["volumes"]}
+    assert "/srv/ci/tls" not in runner_mounts, "the runner does not see the key"
+    assert runner_mounts["/srv/ci/tls/ca-bundle.crt"]["readOnly"] is True
     health = containers["gitea"].inputs["healthcheck"]["tests"]
     assert "https://localhost:3000/api/healthz" in health and "--cacert" in health
     # one certificate for both, for every name they are reached by
@@ -149,7 +156,8 @@ def test_gitea_and_drone_serve_https_only_with_a_certificate_of_the_stacks_ca(ti
     assert "BEGIN PRIVATE KEY" not in files.inputs["create"]
     (setup,) = run.commands("gitea-setup.sh")
     assert "CA_FILE=/srv/ci/tls/ca.crt" in setup.inputs["create"] and "GITEA_URL=https://localhost:3000" in setup.inputs["create"]
-    for name in ("gitea", "drone"):
+    assert drone["DRONE_COOKIE_SECRET"].startswith(GENERATED_PREFIX), "a restart logs nobody out"
+    for name in ("gitea", "drone", "drone-runner"):
         container = containers[name]
         assert run.depends_on(container, files), f"{name} starts with its certificate in place"
         labels = {label["label"]: label["value"] for label in container.inputs["labels"]}
@@ -321,43 +329,50 @@ def test_a_stack_made_before_the_services_had_components_keeps_every_resource(ti
 
 
 def run_ci_tls(tmp_path: Path, roots: Path, tls, **env) -> subprocess.CompletedProcess:
-    values = {"PATH": os.environ["PATH"], "CI_ROOT": str(tmp_path / "srv-ci"), "CA_CERT": tls.ca.read_text(),
+    values = {"PATH": os.environ["PATH"], "CI_ROOT": str(tmp_path / "srv-ci"), "CI_ROOT_IS_DIR": "yes",
+              "CA_CERT": tls.ca.read_text(),
               "WEB_CERT": tls.cert.read_text(), "WEB_KEY": tls.key.read_text(), "SYSTEM_ROOTS": str(roots),
               "WEB_OWNER": f"{os.getuid()}:{os.getgid()}", **env}
     return subprocess.run(script_command("ci-tls.sh"), env=values, capture_output=True, text=True, timeout=60)
 
 
-def test_ci_tls_puts_the_certificate_the_key_for_gitea_only_and_the_bundle_the_pipelines_trust(tmp_path):
+def test_ci_tls_puts_the_certificate_the_key_for_gitea_only_and_the_roots_the_pipelines_trust(tmp_path):
     tls = make_authority(tmp_path / "ca")
     roots = make_authority(tmp_path / "public").ca  # stands for the host's bundle of public roots
-    first = run_ci_tls(tmp_path, roots, tls)
-    assert first.returncode == 0, first.stderr
     out = tmp_path / "srv-ci" / "tls"
-    assert (out / "web.crt").read_text() == tls.cert.read_text()
-    assert stat.S_IMODE((out / "web.key").stat().st_mode) == 0o600, "the key is Gitea's user's alone"
-    assert stat.S_IMODE((out / "web.crt").stat().st_mode) == 0o644
-    bundle = (out / "ca-bundle.crt").read_text()
-    assert bundle.startswith(roots.read_text()) and bundle.rstrip("\n").endswith(tls.ca.read_text().rstrip("\n"))
-    # what Gitea and Drone serve is what their clients' bundle verifies
-    verified = subprocess.run(["openssl", "verify", "-CAfile", str(out / "ca-bundle.crt"), str(out / "web.crt")],
-                              capture_output=True, text=True)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    steps = out / "steps" / "ca-bundle.crt"
     try:
-        # the runner mounts it into every step, read-write: not even a step's root may change it
+        first = run_ci_tls(tmp_path, roots, tls)
+        assert first.returncode == 0, first.stderr
+        assert (out / "web.crt").read_text() == tls.cert.read_text()
+        assert stat.S_IMODE((out / "web.key").stat().st_mode) == 0o600, "the key is Gitea's user's alone"
+        assert stat.S_IMODE((out / "web.crt").stat().st_mode) == 0o644
+        bundle = (out / "ca-bundle.crt").read_text()
+        assert bundle.startswith(roots.read_text()) and bundle.rstrip("\n").endswith(tls.ca.read_text().rstrip("\n"))
+        assert steps.read_text() == bundle
+        # what Gitea and Drone serve is what their clients' bundle verifies
+        for trusted in (out / "ca-bundle.crt", steps):
+            verified = subprocess.run(["openssl", "verify", "-CAfile", str(trusted), str(out / "web.crt")],
+                                      capture_output=True, text=True)
+            assert verified.returncode == 0, verified.stdout + verified.stderr
+        # the runner mounts the steps' copy into every step, read-write: not even a step's root
+        # may change it
         with pytest.raises(PermissionError):
-            (out / "ca-bundle.crt").open("a").close()
+            steps.open("a").close()
         again = run_ci_tls(tmp_path, roots, tls)
         assert again.returncode == 0 and "writing" not in again.stderr, "safe to run twice"
         assert tls.key.read_text().strip() not in first.stderr + first.stdout, "the key is in no log"
         renewed = make_authority(tmp_path / "new-ca")
         moved = run_ci_tls(tmp_path, roots, renewed)
-        assert moved.returncode == 0 and (out / "ca-bundle.crt").read_text().rstrip("\n").endswith(
-            renewed.ca.read_text().rstrip("\n")), "a new CA replaces the immutable bundle"
+        assert moved.returncode == 0, moved.stderr
+        assert steps.read_text().rstrip("\n").endswith(renewed.ca.read_text().rstrip("\n")), "a new CA replaces it"
         with pytest.raises(PermissionError):
-            (out / "ca-bundle.crt").open("a").close()
+            steps.open("a").close()
         no_roots = run_ci_tls(tmp_path, tmp_path / "none.crt", tls)
         assert no_roots.returncode == 0 and "trust the stack's CA only" in no_roots.stderr
         broken = run_ci_tls(tmp_path, roots, tls, WEB_KEY="not a key")
         assert broken.returncode != 0 and "WEB_KEY is no PEM private key" in broken.stderr
+        unmounted = run_ci_tls(tmp_path, roots, tls, CI_ROOT_IS_DIR="")
+        assert unmounted.returncode != 0 and "is not mounted" in unmounted.stderr
     finally:
-        subprocess.run(["chattr", "-i", str(out / "ca-bundle.crt")], check=False)
+        subprocess.run(["chattr", "-i", str(steps)], check=False, capture_output=True)

@@ -37,6 +37,7 @@ class FakeGitea:
         self.next_id = 1
         self.calls: list[str] = []
         self.failing = False  # every API call answers 500, as a Gitea whose database is locked
+        self.secrets_made = 0
         gitea = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,6 +97,14 @@ class FakeGitea:
                     if self.command == "DELETE":
                         del gitea.apps[int(found.group(1))]
                         return self.reply(204)
+                    if self.command == "PATCH":
+                        # as Gitea 1.22: the same application and client id, the new
+                        # redirects, a new secret (its grants are kept)
+                        app = gitea.apps[int(found.group(1))]
+                        gitea.secrets_made += 1
+                        app.update(name=body["name"], redirect_uris=body["redirect_uris"],
+                                   client_secret=f"gto_secret_patched_{gitea.secrets_made}")
+                        return self.reply(200, app)
                 return self.reply(404, {"message": "not found"})
 
             do_GET = do_POST = do_DELETE = do_PATCH = handle_any
@@ -174,13 +183,17 @@ def test_a_second_run_keeps_the_application_and_so_the_logins_drone_holds(gitea,
     assert len(gitea.apps) == 1
 
 
-def test_drone_at_a_new_address_gets_a_new_application(gitea, ci_root):
-    first = setup(gitea, ci_root)
+def test_drone_at_a_new_address_keeps_its_application_with_the_new_redirect(gitea, ci_root):
+    """Drone moved, or went from http to https (a stack upgraded to TLS): the application
+    stays, so Gitea keeps its grants (Drone's logins and the tokens its builds clone with);
+    only its redirect and its secret are new."""
+    first = setup(gitea, ci_root, drone="http://10.0.0.11:8000")
     gitea.calls.clear()
     moved = setup(gitea, ci_root, drone="https://10.0.0.99:8000")
-    assert moved["client_id"] != first["client_id"]
-    assert changes(gitea) == ["DELETE /api/v1/user/applications/oauth2/1", "POST /api/v1/user/applications/oauth2"]
+    assert moved["client_id"] == first["client_id"] and moved["client_secret"] != first["client_secret"]
+    assert changes(gitea) == ["PATCH /api/v1/user/applications/oauth2/1"], "nothing deleted"
     assert [a["redirect_uris"] for a in gitea.apps.values()] == [["https://10.0.0.99:8000/login"]]
+    assert f"client_secret={moved['client_secret']}" in (ci_root / "secrets" / "drone_oauth").read_text()
     # and that one is kept from then on
     gitea.calls.clear()
     assert setup(gitea, ci_root, drone="https://10.0.0.99:8000") == moved and changes(gitea) == []

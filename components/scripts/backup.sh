@@ -121,7 +121,8 @@ if [ "$RESTORE" = latest ] && [ -n "$BACKUP_PATHS" ] && [ ! -f "$MARKER" ]; then
   if [ ! -f "$RESTORING" ]; then
     for path in $BACKUP_PATHS; do
       if [ -d "$path" ] && [ -n "$(find "$path" -mindepth 1 -maxdepth 1 ! -name lost+found | head -n 1)" ]; then
-        fatal "$path already holds data: a restore never writes over it; unset dockyard:restoreFrom, or empty $path"
+        fatal "$path already holds data: a restore never writes over it; unset dockyard:restoreFrom, or empty $path" \
+          "(if rm refuses a file, chattr -R -i $path first: the CI volume keeps one immutable)"
       fi
     done
   fi

@@ -19,8 +19,10 @@
 # when it no longer matches. Gitea shows a client secret only when it makes one, so the
 # application's credentials are kept on the CI volume with the data: a run that finds the
 # kept application in Gitea, with Drone's redirect, keeps it (and the logins Drone holds
-# through it), also on a stack restored from a backup; otherwise the application named
-# "drone" is replaced by a new one (Drone gets the new secret, its users log in again).
+# through it), also on a stack restored from a backup. Drone at a new address (http to
+# https included) keeps the application: its redirect is changed, and Gitea gives it a new
+# secret (Drone gets it; the logins stay). Otherwise the application named "drone" is
+# replaced by a new one (Drone gets the new secret, its users log in again).
 # Passwords and tokens go to curl in a private config file, never on a command line.
 
 : "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell gitea-setup.sh | bash -s}"
@@ -95,7 +97,8 @@ kept_is_current() {
   esac
   app=$(cat "$work/app")
   case "$app" in *"\"client_id\":\"$client_id\""*) ;; *) return 1 ;; esac
-  case "$app" in *"\"redirect_uris\":[\"$DRONE_URL/login\"]"*) ;; *) return 1 ;; esac
+  # Drone at a new address (or now over https): the same application gets the new redirect
+  case "$app" in *"\"redirect_uris\":[\"$DRONE_URL/login\"]"*) ;; *) moved=yes; return 1 ;; esac
   # Gitea never shows the secret again, but its token endpoint checks it before the (made-up)
   # code: a secret regenerated in Gitea's UI is found here
   printf 'grant_type=authorization_code&code=dockyard-check&client_id=%s&client_secret=%s' \
@@ -109,27 +112,41 @@ kept_is_current() {
   log "warning: Gitea's token endpoint did not say whether the kept secret holds; making a new application"
   return 1
 }
+application='{"name":"drone","redirect_uris":["'"$DRONE_URL"'/login"],"confidential_client":true}'
+# credentials_of JSON: client_id, client_secret and id of the application Gitea returned
+credentials_of() {
+  client_id=$(printf '%s' "$1" | sed -n 's/.*"client_id":"\([^"]*\)".*/\1/p')
+  client_secret=$(printf '%s' "$1" | sed -n 's/.*"client_secret":"\([^"]*\)".*/\1/p')
+  id=$(printf '%s' "$1" | sed -n 's/.*"id":\([0-9]*\),"name":"drone".*/\1/p')
+  if [ -z "$client_id" ] || [ -z "$client_secret" ] || [ -z "$id" ]; then
+    fatal "Gitea did not return the application's credentials"
+  fi
+}
+
+moved=no
 if [ -s "$kept" ]; then
   if kept_is_current; then
     log "OAuth2 application drone ($id) kept for $DRONE_URL"
     printf 'client_id=%s\nclient_secret=%s\n' "$client_id" "$client_secret"
     exit 0
   fi
-  log "the kept OAuth2 application is gone from Gitea, or not for $DRONE_URL: making a new one"
+  if [ "$moved" = no ]; then
+    log "the kept OAuth2 application is gone from Gitea, or its secret changed: making a new one"
+  fi
 fi
 
-for id in $(api "$work/basic" GET /user/applications/oauth2 |
-    grep -o '"id":[0-9]*,"name":"drone"' | sed 's/"id":\([0-9]*\),.*/\1/'); do
-  log "replacing OAuth2 application drone ($id)"
-  api "$work/basic" DELETE "/user/applications/oauth2/$id" >/dev/null
-done
-created=$(api "$work/basic" POST /user/applications/oauth2 \
-  "{\"name\":\"drone\",\"redirect_uris\":[\"$DRONE_URL/login\"],\"confidential_client\":true}")
-client_id=$(printf '%s' "$created" | sed -n 's/.*"client_id":"\([^"]*\)".*/\1/p')
-client_secret=$(printf '%s' "$created" | sed -n 's/.*"client_secret":"\([^"]*\)".*/\1/p')
-id=$(printf '%s' "$created" | sed -n 's/.*"id":\([0-9]*\),"name":"drone".*/\1/p')
-if [ -z "$client_id" ] || [ -z "$client_secret" ] || [ -z "$id" ]; then
-  fatal "Gitea did not return the application's credentials"
+if [ "$moved" = yes ]; then
+  # Gitea keeps the application's grants (Drone's logins, the tokens it builds with) and
+  # gives it a new secret, which Drone gets
+  log "OAuth2 application drone ($id): its redirect becomes $DRONE_URL/login"
+  credentials_of "$(api "$work/basic" PATCH "/user/applications/oauth2/$id" "$application")"
+else
+  for id in $(api "$work/basic" GET /user/applications/oauth2 |
+      grep -o '"id":[0-9]*,"name":"drone"' | sed 's/"id":\([0-9]*\),.*/\1/'); do
+    log "replacing OAuth2 application drone ($id)"
+    api "$work/basic" DELETE "/user/applications/oauth2/$id" >/dev/null
+  done
+  credentials_of "$(api "$work/basic" POST /user/applications/oauth2 "$application")"
 fi
 put_file "$kept" 0600 "keeping the application's credentials in $kept" <<EOF
 id=$id
