@@ -80,22 +80,23 @@ class Deployment:
         return result
 
 
-def docker_ssh_options(platform: Platform, user: str, jump_host: Optional[pulumi.Input[str]]):
+def docker_ssh_options(platform: Platform, stack: str, user: str, jump_host: Optional[pulumi.Input[str]]):
     """ssh options for the docker provider (it runs the system ssh): the stack's key, the
     hosts' keys when the cloud reported them, and for a host behind the master, a hop
     through the master with the same key."""
     identity, known_hosts, accept_new = platform.identity_file, platform.known_hosts_file, \
         platform.known_hosts_accept_new
-    mux = str(ssh_mux_dir())
+    mux = str(ssh_mux_dir(stack))
     if jump_host is None:
         return docker_ssh_argv(identity, user, None, known_hosts, mux, accept_new)
     return pulumi.Output.from_input(jump_host).apply(
         lambda master: docker_ssh_argv(identity, user, master, known_hosts, mux, accept_new))
 
 
-def ssh_mux_dir() -> Path:
-    """Where the docker providers' shared ssh connections keep their sockets (private)."""
-    path = Path(os.environ.get("DOCKYARD_CACHE_DIR", Path.home() / ".cache" / "dockyard")) / "ssh-mux"
+def ssh_mux_dir(stack: str) -> Path:
+    """Where the docker providers' shared ssh connections keep their sockets (private), per
+    stack: ssh's %C names a connection by address, and two stacks can share private ones."""
+    path = Path(os.environ.get("DOCKYARD_CACHE_DIR", Path.home() / ".cache" / "dockyard")) / "ssh-mux" / stack
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
@@ -113,7 +114,7 @@ def host_docker_provider(name: str, config: DockyardConfig, platform: Platform, 
     return docker.Provider(
         name,
         host=address,
-        ssh_opts=docker_ssh_options(platform, config.ssh.user, jump),
+        ssh_opts=docker_ssh_options(platform, config.stack, config.ssh.user, jump),
         opts=pulumi.ResourceOptions(depends_on=[*after, *platform.ssh_files_written]),
     )
 

@@ -3,6 +3,7 @@ inputs (with which of them are secret), its dependencies and its options."""
 from __future__ import annotations
 
 import io
+import hashlib
 import ipaddress
 import json
 import tarfile
@@ -93,9 +94,11 @@ class Registration:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    def __init__(self, vpc_cidr: str, previous_managers: int | None = None):
+    def __init__(self, vpc_cidr: str, previous_managers: int | None = None, legacy_droplets: tuple[str, ...] = ()):
         self.network = ipaddress.ip_network(vpc_cidr)
         self.counter = 0
+        # droplets made before the stack made host keys: the provider holds no user data for them
+        self.legacy_droplets = legacy_droplets
         # the manager count the stack's last update exported; None: a new stack
         self.previous_managers = previous_managers
 
@@ -107,6 +110,11 @@ class Mocks(pulumi.runtime.Mocks):
         self.counter += 1
         n = self.counter
         if args.typ == "digitalocean:index/droplet:Droplet":
+            # as the provider: a droplet's user data is kept as its SHA-1
+            if "userData" in outputs and args.name not in self.legacy_droplets:
+                outputs["userData"] = hashlib.sha1(unwrap(outputs["userData"])[0].encode()).hexdigest()
+            else:
+                outputs.pop("userData", None)
             outputs["ipv4Address"] = f"198.51.100.{n}"
             outputs["ipv4AddressPrivate"] = str(self.network.network_address + n)
             outputs["dropletUrn"] = f"do:droplet:{n}"
@@ -232,14 +240,15 @@ BASE_CONFIG = {
 
 
 
-def run_program(stack: str = "test", previous_managers: int | None = None, **overrides) -> Run:
+def run_program(stack: str = "test", previous_managers: int | None = None, legacy_droplets: tuple[str, ...] = (),
+                **overrides) -> Run:
     """The program of components/program.py on mocks, with BASE_CONFIG and `overrides` as the
     stack's `dockyard:*` values (an override of None removes the key). The stack's
     dockyard:sshPrivateKey is TEST_KEY, a secret; `previous_managers` is the manager count
     of the stack's last update."""
     raw = {k: v for k, v in {**BASE_CONFIG, **overrides}.items() if v is not None}
     config = parse_config(stack, raw)  # a bad configuration fails here, before the mocks
-    mocks = Mocks(config.vpc_cidr, previous_managers)
+    mocks = Mocks(config.vpc_cidr, previous_managers, legacy_droplets)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="dockyard", stack=stack, preview=False, monitor=monitor)
     run = Run(monitor.registrations)

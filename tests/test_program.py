@@ -93,6 +93,19 @@ def test_each_droplet_gets_the_stacks_host_key_and_every_ssh_checks_it():
         assert run.depends_on(membership, known_hosts)
 
 
+def test_a_droplet_made_before_the_stack_made_host_keys_is_not_pinned_to_one_it_does_not_have():
+    """An upgraded stack: its droplets keep their own keys (user data is ignored once made,
+    and the provider holds none for them); only a droplet made now gets the stack's."""
+    run = run_program(stack="upgraded", tier="default", workers="2", legacy_droplets=("do-a", "do-b", "do-w1"))
+    new_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5dow2hostkey"
+    connections = [c.inputs["connection"] for c in run.of_type("command:remote:Command")]
+    keys = {c.get("hostKey") for c in connections}
+    assert keys == {None, new_key}, "the old droplets' keys are accepted unseen, as before"
+    assert all("hostKey" not in c.get("proxy", {}) for c in connections), "the master is an old droplet"
+    lines = run.named("do-known-hosts").inputs["stdin"].splitlines()
+    assert len(lines) == 1 and lines[0].endswith(new_key)
+
+
 def test_the_host_key_user_data_is_cloud_config_cloud_init_reads():
     from components.hosts.digitalocean import host_key_user_data
 

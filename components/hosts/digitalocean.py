@@ -6,6 +6,7 @@ Each droplet's SSH host key is made by the stack (pulumi-tls) and installed by c
 before sshd first starts, so every connection checks it, the first one included."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -54,6 +55,11 @@ def host_key_user_data(private_key_openssh: str, public_key_openssh: str) -> str
             "  ed25519_private: |\n"
             f"{indented}\n"
             f"  ed25519_public: {public_key_openssh.strip()}\n")
+
+
+def user_data_digest(private_key_openssh: str, public_key_openssh: str) -> str:
+    """What the provider keeps of a droplet's user data: its SHA-1, in hex."""
+    return hashlib.sha1(host_key_user_data(private_key_openssh, public_key_openssh).encode()).hexdigest()
 
 
 def known_hosts_path(stack: str) -> Path:
@@ -219,9 +225,14 @@ class DigitalOceanCloud(pulumi.ComponentResource):
 
     def host_key(self, name: str) -> pulumi.Output[Optional[str]]:
         """The public host key droplet `name` was made with ("ssh-ed25519 AAAA..."); None for a
-        droplet made before the stack made host keys (its user data is empty)."""
-        return pulumi.Output.all(self.droplets[name].user_data, self.host_keys[name].public_key_openssh).apply(
-            lambda values: values[1].strip() if values[0] else None)
+        droplet made before the stack made host keys. The provider keeps a droplet's user data
+        as its SHA-1 (hex), so a droplet made with this key's user data has that digest; one
+        made without any has none, and the SDK then hands back the program's own input, which
+        is no digest. Not a secret: a key that is None must stay a plain null."""
+        key = self.host_keys[name]
+        return pulumi.Output.unsecret(pulumi.Output.all(
+            self.droplets[name].user_data, key.private_key_openssh, key.public_key_openssh).apply(
+            lambda values: values[2].strip() if values[0] == user_data_digest(values[1], values[2]) else None))
 
     def _connection(self, spec: HostSpec, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
         """How the bootstrap reaches a droplet: the master directly, the others through it;
@@ -256,9 +267,11 @@ class DigitalOceanCloud(pulumi.ComponentResource):
             entries.append(pulumi.Output.all(self.host_key(spec.name), *addresses).apply(
                 lambda values: f"{','.join(values[1:])} {values[0]}\n" if values[0] else ""))
         self.known_hosts_lines = pulumi.Output.all(*entries).apply("".join)
+        new = shlex.quote(f"{path}.new")
         return local.Command(
             f"{self._cloud_name}-known-hosts",
-            create=f"mkdir -p {shlex.quote(str(path.parent))} && cat > {shlex.quote(str(path))}",
+            # replaced whole: an ssh reading it never sees half a file
+            create=f"mkdir -p {shlex.quote(str(path.parent))} && cat > {new} && mv -f {new} {shlex.quote(str(path))}",
             # new droplets change it: `create` runs again and writes the whole file
             stdin=self.known_hosts_lines,
             delete=f"rm -f {shlex.quote(str(path))}",
