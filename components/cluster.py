@@ -184,7 +184,8 @@ class Cluster(pulumi.ComponentResource):
                                       SwarmManagerArgs(host=hosts[first.name], labels=labels_of(topo, first),
                                                        depends_on=self.engine_up(first.name),
                                                        access=self._manager_access(),
-                                                       heartbeat=self._config.swarm_heartbeat),
+                                                       heartbeat=self._config.swarm_heartbeat,
+                                                       autolock=self._config.swarm_autolock),
                                       opts=child)]
         join = self.managers[0].join
         for spec in others:

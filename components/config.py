@@ -42,7 +42,7 @@ KEYS: dict[str, str] = {
     "sshUser": TEXT, "sshPublicKey": TEXT, "sshKeyId": TEXT, "sshPrivateKeyPath": TEXT, "sshPrivateKey": SECRET,
     # engine (_engine)
     "dockerVersion": TEXT, "registryMirrors": STRUCTURED, "preloadImages": STRUCTURED,
-    "pruneSchedule": TEXT, "pruneAfter": TEXT, "swarmHeartbeat": TEXT,
+    "pruneSchedule": TEXT, "pruneAfter": TEXT, "swarmHeartbeat": TEXT, "swarmAutolock": TEXT,
     # nfs (_nfs)
     "nfs": STRUCTURED,
     # ci (_ci)
@@ -162,6 +162,7 @@ class EngineSettings:
     prune_schedule: str                # systemd OnCalendar= of the nightly Docker prune
     prune_after: str                   # what the prune removes must be older: hours, e.g. 168h
     swarm_heartbeat: str               # how often nodes report to the managers, e.g. 5s
+    swarm_autolock: bool               # managers keep their Raft keys locked with the unlock key
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,7 @@ class DockyardConfig:
     prune_schedule: str
     prune_after: str
     swarm_heartbeat: str
+    swarm_autolock: bool
     ssh: SshSettings
     nfs: NfsSettings
     ci: CiSettings
@@ -381,6 +383,10 @@ def parse_config(
     ci = _ci(p, placement)
     platform = _platform(p, placement, stack, network, platform_services)
     backup = _backup(p, placement, stack)
+    if engine.swarm_autolock and backup.enabled and backup.swarm_state:
+        p.fail("swarmAutolock", "an autolocked manager stays locked after its engine restarts, and the backup of "
+                                "the swarm's Raft state restarts it every night: set dockyard:backupSwarmState "
+                                "false (pulumi up recreates the swarm's services) or leave autolock off")
     if p.errors:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(p.errors))
     sections = (placement, network, machines, engine)
@@ -574,7 +580,7 @@ def _engine(p: _Parser, placement: Placement) -> EngineSettings:
     if not re.fullmatch(r"[1-9][0-9]{0,2}s", heartbeat):
         p.fail("swarmHeartbeat", f"{heartbeat!r} is not a number of seconds such as 5s")
     return EngineSettings(docker_version, registry_mirrors, preload_images, tuple(image_ids), prune_schedule,
-                          prune_after, heartbeat)
+                          prune_after, heartbeat, p.boolean("swarmAutolock", False))
 
 
 def _nfs(p: _Parser) -> NfsSettings:

@@ -46,6 +46,8 @@ class Deployment:
             "nfs_exports": c.nfs_exports,
             "ssh_config": c.ssh_config,
         }
+        if c.managers[0].unlock_key is not None:
+            result["swarm_unlock_key"] = c.managers[0].unlock_key
         if c.platform.known_hosts is not None:
             # public keys: what `ssh -o UserKnownHostsFile=...` checks the hosts against
             result["known_hosts"] = pulumi.Output.unsecret(c.platform.known_hosts)

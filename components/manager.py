@@ -100,6 +100,8 @@ class SwarmManagerArgs:
     join: Optional[SwarmJoin] = None
     # the swarm's node heartbeat (dockyard:swarmHeartbeat), set by the manager that initialises it
     heartbeat: str = "5s"
+    # dockyard:swarmAutolock, set by the manager that initialises the swarm
+    autolock: bool = False
     # memberships of the managers before this one: removals then run one at a time, newest
     # first, so that each demotion leaves a majority of the managers that remain
     membership_after: list[pulumi.Resource] = field(default_factory=list)
@@ -117,8 +119,17 @@ class SwarmManager(pulumi.ComponentResource):
             if args.access is None:
                 raise ValueError("the first manager needs the managers' ssh access for the memberships")
             init = run_script(f"{name}-swarm-init", connection=host.connection, script="swarm-init.sh",
-                              env={"ADVERTISE_ADDR": host.private_ip, "HEARTBEAT": args.heartbeat}, opts=child)
+                              env={"ADVERTISE_ADDR": host.private_ip, "HEARTBEAT": args.heartbeat,
+                                   "AUTOLOCK": "true" if args.autolock else "false"}, opts=child)
             self.node_id = init.stdout.apply(lambda s: s.strip())
+            self.unlock_key: Optional[pulumi.Output[str]] = None
+            if args.autolock:
+                unlock_key = run_script(
+                    f"{name}-swarm-unlock-key", connection=host.connection, script="swarm-unlock-key.sh",
+                    # read again when the swarm or its autolock changes
+                    env={"SWARM_NODE": self.node_id}, secret_stdout=True,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[init]))
+                self.unlock_key = pulumi.Output.secret(unlock_key.stdout.apply(lambda s: s.strip()))
             tokens = run_script(
                 f"{name}-join-tokens",
                 connection=host.connection,
@@ -141,6 +152,7 @@ class SwarmManager(pulumi.ComponentResource):
             self.joined = init
             self.membership = None  # the first manager stays for the swarm's lifetime
         else:
+            self.unlock_key = None
             self.join = args.join
             self.joined, self.node_id = join_swarm(name, host=host, join=self.join, role="manager", parent=self,
                                                    depends_on=args.depends_on)

@@ -23,6 +23,7 @@ from components.shell import script_text
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
+UNLOCK_KEY = "SWMKEY-1-test-unlock-key"
 TEST_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-private-key\n-----END OPENSSH PRIVATE KEY-----\n"
 TEST_BACKUP_PASSWORD = "test-backup-password-kept-by-the-stack"
 TEST_BACKUP_SECRET_KEY = "test-spaces-secret-key"
@@ -148,7 +149,9 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["stderr"] = ""
         if args.typ == "command:remote:Command":
             stdin, _ = unwrap(args.inputs.get("stdin", ""))
-            if "swarm-tokens.sh" in stdin:
+            if "DOCKYARD_SCRIPT='swarm-unlock-key'" in stdin:
+                outputs["stdout"] = f"{UNLOCK_KEY}\n"
+            elif "swarm-tokens.sh" in stdin:
                 outputs["stdout"] = f"{WORKER_TOKEN}\n{MANAGER_TOKEN}\n"
             elif "gitea-setup.sh" in stdin:
                 outputs["stdout"] = f"client_id=test-client-id\nclient_secret={OAUTH_SECRET}\n"

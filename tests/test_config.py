@@ -245,3 +245,13 @@ def test_a_preload_that_is_not_a_docker_archive_is_refused_before_anything_is_ma
     good = docker_archive(tmp_path / "good.tar", "b" * 64)
     config = parse_config("test", {**GOOD, "preloadImages": [str(good)]}, file_exists=lambda path: True)
     assert config.preload_image_ids == ("sha256:" + "b" * 64,)
+
+
+def test_autolock_and_the_nightly_raft_backup_cannot_go_together():
+    base = {"cloud": "local", "tier": "small", "workers": "1", "swarmAutolock": "true",
+            "backupRepository": "rest:http://10.0.0.1:8000/x", "backupPassword": True}
+    with pytest.raises(ConfigError, match="dockyard:swarmAutolock: .*backupSwarmState false"):
+        parse_config("locked", base)
+    config = parse_config("locked", {**base, "backupSwarmState": "false"})
+    assert config.swarm_autolock is True and config.backup.swarm_state is False
+    assert parse_config("plain", {"cloud": "local"}).swarm_autolock is False

@@ -381,6 +381,52 @@ def test_the_swarm_heartbeat_is_set_once_and_only_when_it_differs(tmp_path):
     assert bad.returncode != 0 and "HEARTBEAT must be seconds" in bad.stderr
 
 
+UNLOCK_KEY = "SWMKEY-1-fake-unlock-key"
+FAKE_DOCKER_AUTOLOCK = """#!/bin/bash
+echo "docker $*" >> "$LOG_DIR/calls"
+case "$*" in
+  "info --format {{.Swarm.LocalNodeState}}") cat "$LOG_DIR/state" 2>/dev/null || echo active ;;
+  "info --format {{.Swarm.NodeID}}") echo n0de ;;
+  "info --format {{.Swarm.ControlAvailable}}") echo true ;;
+  "info --format {{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}") echo 5000000000 ;;
+  "info --format {{.Swarm.Cluster.Spec.EncryptionConfig.AutoLockManagers}}")
+    [ -f "$LOG_DIR/autolock" ] && echo true || echo false ;;
+  "swarm update --autolock=true")
+    : > "$LOG_DIR/autolock"
+    printf 'Swarm updated.\nTo unlock a swarm manager after it restarts, run the `docker swarm unlock`\n'
+    printf 'command and provide the following key:\n\n    %s\n' "$UNLOCK_KEY" ;;
+  "swarm update --autolock=false") rm -f "$LOG_DIR/autolock" ;;
+  "swarm unlock-key -q") [ -f "$LOG_DIR/autolock" ] && echo "$UNLOCK_KEY" ;;
+esac
+"""
+
+
+def test_autolock_is_turned_on_and_off_as_the_stack_says_and_its_key_only_printed_by_its_own_script(tmp_path):
+    """Issue 14: dockyard:swarmAutolock. swarm-init.sh turns it on once, without printing the
+    key docker shows; swarm-unlock-key.sh prints it (to a secret output), and nothing when
+    the swarm is not autolocked."""
+    bin_dir = sandbox(tmp_path, {"docker": FAKE_DOCKER_AUTOLOCK})
+    env = {"ADVERTISE_ADDR": "10.210.0.5", "UNLOCK_KEY": UNLOCK_KEY}
+    off = run("swarm-unlock-key.sh", bin_dir, tmp_path, **env)
+    assert off.returncode == 0 and off.stdout == "", "no key while the swarm is not autolocked"
+    on = run("swarm-init.sh", bin_dir, tmp_path, AUTOLOCK="true", **env)
+    assert on.returncode == 0, on.stderr
+    assert on.stdout == "n0de\n" and UNLOCK_KEY not in on.stdout + on.stderr, "the key docker printed is dropped"
+    assert "docker swarm update --autolock=true" in calls(tmp_path)
+    key = run("swarm-unlock-key.sh", bin_dir, tmp_path, **env)
+    assert key.returncode == 0 and key.stdout == f"{UNLOCK_KEY}\n"
+    again = run("swarm-init.sh", bin_dir, tmp_path, AUTOLOCK="true", **env)
+    assert again.returncode == 0 and "autolock" not in again.stderr, "safe to run twice"
+    assert len([c for c in calls(tmp_path) if "--autolock" in c]) == 1
+    default = run("swarm-init.sh", bin_dir, tmp_path, **env)
+    assert default.returncode == 0 and "turning the swarm's autolock off" in default.stderr
+    assert not (tmp_path / "autolock").exists()
+    (tmp_path / "state").write_text("locked\n")
+    locked = run("swarm-init.sh", bin_dir, tmp_path, AUTOLOCK="true", **env)
+    assert locked.returncode != 0 and "docker swarm unlock" in locked.stderr and "swarm_unlock_key" in locked.stderr
+    assert run("swarm-init.sh", bin_dir, tmp_path, AUTOLOCK="yes", **env).returncode != 0
+
+
 FAKE_DOCKER_MEMBER = """#!/bin/bash
 echo "docker $*" >> "$LOG_DIR/calls"
 case "$*" in

@@ -502,3 +502,22 @@ def test_every_host_gets_its_maintenance_after_its_engine_keeping_the_preloaded_
         assert "PRUNE_SCHEDULE=daily" in create and "PRUNE_AFTER=72h" in create
         assert f"KEEP_IMAGES='sha256:{'c' * 64} " in create, "the preloaded image, first"
         assert "registry:2.8.3" in create, "and what CI/CD runs"
+
+
+def test_an_autolocked_swarm_hands_its_unlock_key_to_the_operator_as_a_secret():
+    """Issue 14: dockyard:swarmAutolock; the key that unlocks a restarted manager is a stack
+    secret (README: "Security model"), read once the swarm exists and never logged."""
+    from tests.harness import UNLOCK_KEY
+
+    run = run_program(stack="locked", tier="small", workers="1", swarmAutolock="true")
+    (init,) = run.commands("swarm-init.sh")
+    assert "AUTOLOCK=true" in init.inputs["create"]
+    (key,) = run.commands("swarm-unlock-key.sh")
+    assert set(key.additional_secret_outputs) >= {"stdout", "stderr"} and key.inputs["logging"] == "none"
+    assert run.depends_on(key, init)
+    assert run.outputs["swarm_unlock_key"] == UNLOCK_KEY
+    assert pulumi.runtime.sync_await._sync_await(run.deployment.cluster.managers[0].unlock_key.is_secret())
+    plain = run_program(stack="plain", tier="small", workers="1")
+    assert run.commands("swarm-unlock-key.sh") and not plain.commands("swarm-unlock-key.sh")
+    assert "swarm_unlock_key" not in plain.outputs
+    assert "AUTOLOCK=false" in plain.commands("swarm-init.sh")[0].inputs["create"]

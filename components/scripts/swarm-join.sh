@@ -55,6 +55,10 @@ case "$state" in
       [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ] && break
       sleep 2
     done ;;
+  locked)
+    fatal "this manager is locked (the swarm is autolocked and its engine restarted): unlock it with" \
+      "'pulumi stack output --show-secrets swarm_unlock_key | ssh <this host> docker swarm unlock'," \
+      "then run pulumi up again" ;;
   *) fatal "swarm state is '$state'; fix it by hand (docker swarm leave --force) and run again" ;;
 esac
 docker info --format '{{.Swarm.NodeID}}'
