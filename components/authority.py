@@ -2,6 +2,7 @@
 ingress serve certificates it signs, and every host trusts it. Its key stays a secret in the state."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
@@ -11,6 +12,12 @@ import pulumi_tls as tls
 CA_YEARS = 10
 CERT_DAYS = 730
 CERT_RENEW_DAYS = 30  # `pulumi up` in the last 30 days of a certificate makes a new one
+
+
+def pem_digest(*pems: pulumi.Input[str]) -> pulumi.Output[str]:
+    """A short digest of certificates, for a container label: a new certificate (or CA)
+    changes the label, which replaces the container, which then reads the new files."""
+    return pulumi.Output.all(*pems).apply(lambda values: hashlib.sha256("".join(values).encode()).hexdigest()[:16])
 
 
 @dataclass

@@ -6,14 +6,13 @@ the CI network, the pulled images and the secrets kept with Gitea's and Drone's 
 The docker provider for the CI/CD host comes in through `opts.providers`."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
 
-from .authority import StackAuthority
+from .authority import StackAuthority, pem_digest
 from .ci_common import CI_ROOT, NETWORK
 from .config import CiSettings
 from .drone import Drone, DroneArgs
@@ -128,6 +127,4 @@ class CiCd(pulumi.ComponentResource):
             env={"CI_ROOT": CI_ROOT, "CA_CERT": args.authority.cert_pem},
             secret_env={"WEB_CERT": issued.cert_pem, "WEB_KEY": issued.private_key_pem},
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.engine_ready.get(host.name, [])))
-        digest = pulumi.Output.all(issued.cert_pem, args.authority.cert_pem).apply(
-            lambda pems: hashlib.sha256("".join(pems).encode()).hexdigest()[:16])
-        return files, digest
+        return files, pem_digest(issued.cert_pem, args.authority.cert_pem)

@@ -5,7 +5,6 @@ setting; the hosts in `logins` also log in to it."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Optional
@@ -14,7 +13,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from .authority import StackAuthority
+from .authority import StackAuthority, pem_digest
 from .ci_common import CI_ROOT, HEALTH, REGISTRY_PORT, moved_child, service_container
 from .hosts import Host
 from .remote import run_script
@@ -70,7 +69,7 @@ class Registry(pulumi.ComponentResource):
             opts=moved_child(self, args.moved_from, depends_on=on_ci_host),
         )
         # the registry reads its certificate at start: a new certificate restarts it
-        cert_digest = issued.cert_pem.apply(lambda pem: hashlib.sha256(pem.encode()).hexdigest()[:16])
+        cert_digest = pem_digest(issued.cert_pem)
         self.container = service_container(
             name, "registry", args.image, args.network, moved_child(self, args.moved_from, depends_on=[self.files]),
             secret_envs=False,
