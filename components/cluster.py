@@ -3,6 +3,7 @@
 engine on every host -> its data restored from a backup, when the stack restores
                      -> master inventory and bastion
                      -> NFS exports -> NFS mounts (on every host that mounts them)
+                     -> the encrypted data path on every swarm node (WireGuard)
                      -> swarm init on the first manager -> join tokens (secret)
                         -> other managers join -> workers join -> node labels
 """
@@ -15,6 +16,7 @@ import pulumi
 
 from .backup import Backup, BackupArgs, BackupSecrets, data_paths, paused_during_backup, swarm_state_host
 from .config import DockyardConfig
+from .datapath import SwarmDataPath, SwarmDataPathArgs
 from .docker_host import DockerHost, DockerHostArgs
 from .hosts import Platform
 from .preload import ImagePreload, ImagePreloadArgs
@@ -177,33 +179,60 @@ class Cluster(pulumi.ComponentResource):
             ssh_files_written=list(platform.ssh_files_written),
         )
 
+    def _data_path(self) -> None:
+        """The swarm nodes' WireGuard network, which their overlay traffic crosses, when the
+        stack encrypts it (dockyard:encryptDataPath, the default)."""
+        cfg, topo = self._config, self._topology
+        self.data_path: Optional[SwarmDataPath] = None
+        if cfg.data_path_cidr is None:
+            return
+        nodes = [spec.name for spec in topo.managers + topo.workers]
+        self.data_path = SwarmDataPath(
+            "swarm-data-path",
+            SwarmDataPathArgs(hosts=[self._hosts[n] for n in nodes], private_cidr=self.platform.private_cidr,
+                              data_path_cidr=cfg.data_path_cidr, depends_on={n: self.engine_up(n) for n in nodes}),
+            opts=self._child)
+
+    def swarm_node_ready(self, name: str) -> tuple[list[pulumi.Resource], Optional[pulumi.Output[str]]]:
+        """What a swarm node's init or join waits for, and its data path address (None: its
+        private address)."""
+        if self.data_path is None:
+            return self.engine_up(name), None
+        return self.engine_up(name) + [self.data_path.ready[name]], self.data_path.addresses[name]
+
     def _swarm(self) -> None:
         topo, hosts, child = self._topology, self._hosts, self._child
+        self._data_path()
         first, *others = topo.managers
+        ready, data_path_address = self.swarm_node_ready(first.name)
         self.managers = [SwarmManager(f"{first.name}-manager",
                                       SwarmManagerArgs(host=hosts[first.name], labels=labels_of(topo, first),
-                                                       depends_on=self.engine_up(first.name),
+                                                       depends_on=ready,
                                                        access=self._manager_access(),
                                                        heartbeat=self._config.swarm_heartbeat,
-                                                       autolock=self._config.swarm_autolock),
+                                                       autolock=self._config.swarm_autolock,
+                                                       data_path_address=data_path_address),
                                       opts=child)]
         join = self.managers[0].join
         for spec in others:
             previous = self.managers[-1]
+            ready, data_path_address = self.swarm_node_ready(spec.name)
             self.managers.append(SwarmManager(
                 f"{spec.name}-manager",
                 SwarmManagerArgs(host=hosts[spec.name], labels=labels_of(topo, spec),
-                                 depends_on=self.engine_up(spec.name), join=join,
-                                 membership_after=[previous.membership] if previous.membership else []),
+                                 depends_on=ready, join=join,
+                                 membership_after=[previous.membership] if previous.membership else [],
+                                 data_path_address=data_path_address),
                 opts=child,
             ))
-        self.workers = [
-            SwarmWorker(f"{spec.name}-worker",
-                        SwarmWorkerArgs(host=hosts[spec.name], join=join, labels=labels_of(topo, spec),
-                                        depends_on=self.engine_up(spec.name)),
-                        opts=child)
-            for spec in topo.workers
-        ]
+        self.workers = []
+        for spec in topo.workers:
+            ready, data_path_address = self.swarm_node_ready(spec.name)
+            self.workers.append(SwarmWorker(
+                f"{spec.name}-worker",
+                SwarmWorkerArgs(host=hosts[spec.name], join=join, labels=labels_of(topo, spec),
+                                depends_on=ready, data_path_address=data_path_address),
+                opts=child))
 
     def _outputs(self) -> None:
         cfg, topo, hosts = self._config, self._topology, self._hosts

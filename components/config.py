@@ -36,6 +36,7 @@ KEYS: dict[str, str] = {
     "tier": TEXT, "cloud": TEXT, "workers": TEXT, "managers": TEXT, "allowManagerMajorityLoss": TEXT,
     # network (_network)
     "region": TEXT, "vpcCidr": TEXT, "adminCidrs": STRUCTURED, "publicPorts": STRUCTURED,
+    "encryptDataPath": TEXT, "dataPathCidr": TEXT,
     # machines (_machines)
     "image": TEXT, "sizes": STRUCTURED, "volumeSizes": STRUCTURED, "disposable": TEXT, "keptVolumes": STRUCTURED,
     # ssh (_ssh)
@@ -78,6 +79,9 @@ DOCKER_NETWORKS = {"172.17.0.0/16": "Docker's bridge (docker0)",
 SYSTEM_DIRECTORIES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
                       "/sys", "/tmp", "/usr", "/var/lib/docker", "/var/lib/dockyard", "/srv/ci")
 DEFAULT_VPC_CIDR = {"digitalocean": "10.210.0.0/20", "local": "10.231.0.0/24"}
+# The swarm nodes' WireGuard network, which carries the overlay networks' traffic: shared
+# address space (RFC 6598), which no VPC and no Docker network uses
+DEFAULT_DATA_PATH_CIDR = "100.90.0.0/16"
 
 CI_SERVICES = ("registry", "gitea", "drone")
 # Pinned official images; on local VMs the registry is the one built into the VM image from
@@ -139,6 +143,9 @@ class NetworkSettings:
     vpc_cidr: str                  # the stack's private network
     admin_cidrs: tuple[str, ...]   # who may SSH to the master
     public_ports: tuple[int, ...]  # published on the swarm nodes to the internet
+    # the WireGuard network the overlays' traffic crosses between swarm nodes, encrypted;
+    # None: the overlays' traffic goes in clear over the private network
+    data_path_cidr: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -246,6 +253,7 @@ class DockyardConfig:
     vpc_cidr: str
     admin_cidrs: tuple[str, ...]
     public_ports: tuple[int, ...]
+    data_path_cidr: Optional[str]
     image: str
     sizes: Mapping[str, str]
     volume_gb: Mapping[str, int]
@@ -465,7 +473,38 @@ def _network(p: _Parser, placement: Placement, ingress: bool) -> NetworkSettings
                                   f"never be published to the internet; remove it")
         else:
             public_ports.append(int(port))
-    return NetworkSettings(region, vpc_cidr, admin_cidrs, tuple(public_ports))
+    return NetworkSettings(region, vpc_cidr, admin_cidrs, tuple(public_ports), _data_path(p, vpc_cidr))
+
+
+def _data_path(p: _Parser, vpc_cidr: str) -> Optional[str]:
+    """dockyard:encryptDataPath and dataPathCidr: where the overlays' traffic goes. Each swarm
+    node's WireGuard address is its private address's offset in the VPC, at the same offset
+    in this network, so the network must be at least as large as the VPC."""
+    cidr = p.string("dataPathCidr", DEFAULT_DATA_PATH_CIDR)
+    if not p.boolean("encryptDataPath", True):
+        if "dataPathCidr" in p.raw:
+            p.fail("dataPathCidr", "is used only with dockyard:encryptDataPath true; remove it")
+        return None
+    problem = _cidr_problem(cidr)
+    if problem:
+        p.fail("dataPathCidr", problem)
+        return None
+    network = _network_of(cidr)
+    if network.version != 4 or network.is_global or network.is_loopback or network.is_link_local:
+        p.fail("dataPathCidr", f"{cidr} must be a private IPv4 range such as {DEFAULT_DATA_PATH_CIDR}")
+        return None
+    taken = {**DOCKER_NETWORKS, vpc_cidr: "the stack's VPC (dockyard:vpcCidr)"}
+    for other, what in taken.items():
+        if _cidr_problem(other) is None and network.overlaps(_network_of(other)):
+            p.fail("dataPathCidr", f"{cidr} overlaps {other}, {what}; pick another range, "
+                                   f"e.g. {DEFAULT_DATA_PATH_CIDR}")
+            return None
+    if _cidr_problem(vpc_cidr) is None and network.prefixlen > _network_of(vpc_cidr).prefixlen:
+        p.fail("dataPathCidr", f"{cidr} is smaller than the VPC {vpc_cidr}: each swarm node's address "
+                               f"in it is its private address's place in the VPC; use a /{_network_of(vpc_cidr).prefixlen} "
+                               f"or larger")
+        return None
+    return cidr
 
 
 def _machines(p: _Parser, placement: Placement) -> MachineSettings:

@@ -52,15 +52,22 @@ def node_labels(name: str, *, node_id: pulumi.Output[str], labels: dict[str, str
     )
 
 
+def data_path_env(data_path_address: Optional[pulumi.Output[str]]) -> dict[str, pulumi.Output[str]]:
+    """Where a node's overlay traffic goes, for swarm-init.sh and swarm-join.sh: its address
+    on the encrypted data path; nothing (its private address) when the stack has none."""
+    return {} if data_path_address is None else {"DATA_PATH_ADDR": data_path_address}
+
+
 def join_swarm(name: str, *, host: Host, join: SwarmJoin, role: str, parent: pulumi.Resource,
-               depends_on: list[pulumi.Resource]) -> tuple[remote.Command, pulumi.Output[str]]:
+               depends_on: list[pulumi.Resource], data_path_address: Optional[pulumi.Output[str]] = None
+               ) -> tuple[remote.Command, pulumi.Output[str]]:
     """Join `host` to the swarm as `role`; returns the command and the new node's ID."""
     command = run_script(
         f"{name}-swarm-join",
         connection=host.connection,
         script="swarm-join.sh",
         env={"MANAGER_ADDR": join.manager_address, "ADVERTISE_ADDR": host.private_ip, "JOIN_ROLE": role,
-             "FIRST_MANAGER_ID": join.first_manager_id},
+             "FIRST_MANAGER_ID": join.first_manager_id, **data_path_env(data_path_address)},
         secret_env={"JOIN_TOKEN": join.manager_token if role == "manager" else join.worker_token},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on + join.init_and_tokens),
     )
@@ -105,6 +112,9 @@ class SwarmManagerArgs:
     # memberships of the managers before this one: removals then run one at a time, newest
     # first, so that each demotion leaves a majority of the managers that remain
     membership_after: list[pulumi.Resource] = field(default_factory=list)
+    # the node's address on the encrypted data path (depends_on has what brought it up);
+    # None: its overlay traffic goes over its private address
+    data_path_address: Optional[pulumi.Output[str]] = None
 
 
 class SwarmManager(pulumi.ComponentResource):
@@ -120,7 +130,8 @@ class SwarmManager(pulumi.ComponentResource):
                 raise ValueError("the first manager needs the managers' ssh access for the memberships")
             init = run_script(f"{name}-swarm-init", connection=host.connection, script="swarm-init.sh",
                               env={"ADVERTISE_ADDR": host.private_ip, "HEARTBEAT": args.heartbeat,
-                                   "AUTOLOCK": "true" if args.autolock else "false"}, opts=child)
+                                   "AUTOLOCK": "true" if args.autolock else "false",
+                                   **data_path_env(args.data_path_address)}, opts=child)
             self.node_id = init.stdout.apply(lambda s: s.strip())
             self.unlock_key: Optional[pulumi.Output[str]] = None
             if args.autolock:
@@ -155,7 +166,8 @@ class SwarmManager(pulumi.ComponentResource):
             self.unlock_key = None
             self.join = args.join
             self.joined, self.node_id = join_swarm(name, host=host, join=self.join, role="manager", parent=self,
-                                                   depends_on=args.depends_on)
+                                                   depends_on=args.depends_on,
+                                                   data_path_address=args.data_path_address)
             self.membership = node_membership(
                 name, node_id=self.node_id, join=self.join, parent=self,
                 depends_on=[self.joined] + self.join.init_and_tokens + args.membership_after)

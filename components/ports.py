@@ -6,15 +6,27 @@ from __future__ import annotations
 
 SSH_PORT = 22
 SWARM_MANAGEMENT_PORT = 2377
+VXLAN_PORT = 4789
+# WireGuard between the swarm nodes: the overlays' traffic (VXLAN) goes inside it, encrypted
+DATA_PATH_PORT = 51820
 
 # Ports that must never be reachable from the internet, and what listens on them.
 CONTROL_PORTS = {2375: "Docker API", 2376: "Docker API (TLS)", SWARM_MANAGEMENT_PORT: "swarm management",
-                 7946: "swarm gossip", 4789: "swarm overlay (VXLAN)", 111: "rpcbind", 2049: "NFS"}
+                 7946: "swarm gossip", VXLAN_PORT: "swarm overlay (VXLAN)",
+                 DATA_PATH_PORT: "swarm data path (WireGuard)", 111: "rpcbind", 2049: "NFS"}
 # What no stack may publish to the internet on its swarm nodes (`dockyard:publicPorts`).
 NEVER_PUBLIC = frozenset({SSH_PORT, *CONTROL_PORTS})
 
-# (protocol, port) of what the swarm nodes and the NFS servers open to the private network
-SWARM_PORTS = (("tcp", SWARM_MANAGEMENT_PORT), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
+# (protocol, port) of what the swarm nodes and the NFS servers open to the private network:
+# the overlays' VXLAN goes inside WireGuard when the data path is encrypted, and VXLAN sent
+# to the private address itself is then refused
+SWARM_CONTROL_PORTS = (("tcp", SWARM_MANAGEMENT_PORT), ("tcp", 7946), ("udp", 7946))
+
+
+def swarm_ports(encrypted_data_path: bool) -> tuple[tuple[str, int], ...]:
+    return SWARM_CONTROL_PORTS + ((("udp", DATA_PATH_PORT),) if encrypted_data_path else (("udp", VXLAN_PORT),))
+
+
 NFS_PORTS = (("tcp", 2049),)
 
 # The CI/CD services' ports, and whether the admins reach them too (the web UIs) or only

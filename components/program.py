@@ -17,7 +17,8 @@ from .hosts import Platform
 from .hosts.digitalocean import DigitalOceanCloud, DigitalOceanCloudArgs
 from .hosts.local import LocalCloud, LocalCloudArgs
 from .deployment import Deployment, deploy
-from .quorum import MANAGER_COUNT_OUTPUT, guard_manager_change
+from .datapath import DATA_PATH_OUTPUT, guard_data_path_change
+from .quorum import MANAGER_COUNT_OUTPUT, guard_manager_change, own_stack
 from .topology import Topology, build_topology
 
 
@@ -99,19 +100,23 @@ def run(settings: StackSettings) -> Program:
                               config.nfs.export_root, config.nfs.mount_root)
     cloud = CLOUDS[config.cloud]
     private_key = users_private_key(settings, config) if cloud.takes_users_key else None
-    # refuses, before any change, to remove half of the swarm's managers or more in one update
-    manager_count = guard_manager_change(config.managers, config.allow_manager_majority_loss)
+    # refuse, before any change, to remove half of the swarm's managers or more in one update,
+    # and to move the overlays' traffic of a live swarm
+    own = own_stack()
+    manager_count = guard_manager_change(config.managers, config.allow_manager_majority_loss, own)
+    data_path = guard_data_path_change(own, config.data_path_cidr)
     deployment = deploy(config, topology, cloud.make(config, topology, private_key), settings.backup_secrets())
     return Program(config, topology, private_key, deployment,
-                   stack_exports(config, topology, manager_count, deployment))
+                   stack_exports(config, topology, manager_count, data_path, deployment))
 
 
 def stack_exports(config: DockyardConfig, topology: Topology, manager_count: pulumi.Output[int],
-                  deployment: Deployment) -> dict[str, Any]:
+                  data_path: pulumi.Output[str], deployment: Deployment) -> dict[str, Any]:
     exports: dict[str, Any] = {
         "tier": config.tier,
         "hosts": {h.name: sorted(r.value for r in h.roles) for h in topology.hosts},
         MANAGER_COUNT_OUTPUT: manager_count,
+        DATA_PATH_OUTPUT: data_path,
         **deployment.outputs(),
     }
     platform = deployment.cluster.platform

@@ -37,12 +37,18 @@ def check_manager_change(previous: Optional[int], requested: int, forced: bool =
             f"dockyard:allowManagerMajorityLoss to true for this update")
 
 
-def guard_manager_change(requested: int, forced: bool) -> pulumi.Output:
-    """Check the change against the stack's own last outputs (a StackReference to itself;
-    nothing on a new stack). A refusal fails `pulumi preview`, which `pulumi up` runs first."""
+def own_stack() -> pulumi.StackReference:
+    """The stack's own last outputs (nothing on a new stack), which the guards compare the
+    configuration with. One per program: a second would have the same name."""
     # the file backend's stacks all live in the organization called "organization"
     organization = pulumi.get_organization() or "organization"
-    own = pulumi.StackReference(f"{organization}/{pulumi.get_project()}/{pulumi.get_stack()}")
+    return pulumi.StackReference(f"{organization}/{pulumi.get_project()}/{pulumi.get_stack()}")
+
+
+def guard_manager_change(requested: int, forced: bool, own: Optional[pulumi.StackReference] = None) -> pulumi.Output:
+    """Check the change against the stack's own last outputs. A refusal fails
+    `pulumi preview`, which `pulumi up` runs first."""
+    own = own or own_stack()
 
     def check(previous):
         check_manager_change(None if previous is None else int(previous), requested, forced)

@@ -28,7 +28,7 @@ PRELOAD_DIR=${PRELOAD_DIR:-}
 command -v debootstrap >/dev/null 2>&1 || fatal "debootstrap is missing: apt-get install debootstrap"
 command -v mke2fs >/dev/null 2>&1 || fatal "mke2fs is missing: apt-get install e2fsprogs"
 
-PACKAGES=systemd-sysv,udev,dbus,kmod,iproute2,openssh-server,ca-certificates,linux-image-cloud-amd64,initramfs-tools,docker.io,nfs-kernel-server,nfs-common,iptables,busybox,curl,procps,ipvsadm,rsync,qemu-guest-agent,restic
+PACKAGES=systemd-sysv,udev,dbus,kmod,iproute2,openssh-server,ca-certificates,linux-image-cloud-amd64,initramfs-tools,docker.io,nfs-kernel-server,nfs-common,iptables,busybox,curl,procps,ipvsadm,rsync,qemu-guest-agent,restic,wireguard-tools
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/dockyard-image.XXXXXX")
 root="$work/rootfs"

@@ -2,6 +2,7 @@
 inputs (with which of them are secret), its dependencies and its options."""
 from __future__ import annotations
 
+import base64
 import io
 import hashlib
 import ipaddress
@@ -15,7 +16,8 @@ import pulumi
 from google.protobuf import json_format
 from pulumi.runtime.mocks import MockMonitor
 
-from components.config import parse_config
+from components.config import DEFAULT_DATA_PATH_CIDR, parse_config
+from components.datapath import DATA_PATH_OUTPUT
 from components.program import StackSettings
 from components.program import run as run_the_program
 from components.quorum import MANAGER_COUNT_OUTPUT
@@ -95,17 +97,22 @@ class Registration:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    def __init__(self, vpc_cidr: str, previous_managers: int | None = None, legacy_droplets: tuple[str, ...] = ()):
+    def __init__(self, vpc_cidr: str, previous_managers: int | None = None, legacy_droplets: tuple[str, ...] = (),
+                 previous_data_path: str | None = DEFAULT_DATA_PATH_CIDR):
         self.network = ipaddress.ip_network(vpc_cidr)
         self.counter = 0
         # droplets made before the stack made host keys: the provider holds no user data for them
         self.legacy_droplets = legacy_droplets
         # the manager count the stack's last update exported; None: a new stack
         self.previous_managers = previous_managers
+        # where that last update's overlay traffic went (None: a stack made before it said)
+        self.previous_data_path = previous_data_path
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         if args.typ == "pulumi:pulumi:StackReference":  # the manager guard reads its own stack
             last = {} if self.previous_managers is None else {MANAGER_COUNT_OUTPUT: self.previous_managers}
+            if last and self.previous_data_path is not None:
+                last[DATA_PATH_OUTPUT] = self.previous_data_path
             return args.name, {"name": args.inputs["name"], "outputs": last, "secretOutputNames": []}
         outputs = dict(args.inputs)
         self.counter += 1
@@ -151,6 +158,8 @@ class Mocks(pulumi.runtime.Mocks):
             stdin, _ = unwrap(args.inputs.get("stdin", ""))
             if "DOCKYARD_SCRIPT='swarm-unlock-key'" in stdin:
                 outputs["stdout"] = f"{UNLOCK_KEY}\n"
+            elif "DOCKYARD_SCRIPT='swarm-datapath'" in stdin and "ACTION=key" in unwrap(args.inputs["create"])[0]:
+                outputs["stdout"] = f"{data_path_public_key(args.name)}\n"
             elif "swarm-tokens.sh" in stdin:
                 outputs["stdout"] = f"{WORKER_TOKEN}\n{MANAGER_TOKEN}\n"
             elif "gitea-setup.sh" in stdin:
@@ -166,6 +175,11 @@ class Mocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         raise AssertionError(f"the program called {args.token}: nothing may be looked up at preview time")
+
+
+def data_path_public_key(resource_name: str) -> str:
+    """The WireGuard public key the mocks' `swarm-datapath.sh key` run prints."""
+    return base64.b64encode(hashlib.sha256(resource_name.encode()).digest()).decode()
 
 
 class RecordingMonitor(MockMonitor):
@@ -244,14 +258,14 @@ BASE_CONFIG = {
 
 
 def run_program(stack: str = "test", previous_managers: int | None = None, legacy_droplets: tuple[str, ...] = (),
-                **overrides) -> Run:
+                previous_data_path: str | None = DEFAULT_DATA_PATH_CIDR, **overrides) -> Run:
     """The program of components/program.py on mocks, with BASE_CONFIG and `overrides` as the
     stack's `dockyard:*` values (an override of None removes the key). The stack's
     dockyard:sshPrivateKey is TEST_KEY, a secret; `previous_managers` is the manager count
-    of the stack's last update."""
+    of the stack's last update, `previous_data_path` the data path it exported."""
     raw = {k: v for k, v in {**BASE_CONFIG, **overrides}.items() if v is not None}
     config = parse_config(stack, raw)  # a bad configuration fails here, before the mocks
-    mocks = Mocks(config.vpc_cidr, previous_managers, legacy_droplets)
+    mocks = Mocks(config.vpc_cidr, previous_managers, legacy_droplets, previous_data_path)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="dockyard", stack=stack, preview=False, monitor=monitor)
     run = Run(monitor.registrations)

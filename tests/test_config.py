@@ -255,3 +255,24 @@ def test_autolock_and_the_nightly_raft_backup_cannot_go_together():
     config = parse_config("locked", {**base, "backupSwarmState": "false"})
     assert config.swarm_autolock is True and config.backup.swarm_state is False
     assert parse_config("plain", {"cloud": "local"}).swarm_autolock is False
+
+
+def test_the_data_path_is_encrypted_by_default_on_its_own_network():
+    assert parse().data_path_cidr == "100.90.0.0/16"
+    assert parse(dataPathCidr="100.64.0.0/12").data_path_cidr == "100.64.0.0/12"
+    assert parse(encryptDataPath="false").data_path_cidr is None
+
+
+@pytest.mark.parametrize("changes,hint", [
+    ({"dataPathCidr": "100.90.0.0/24"}, "smaller than the VPC 10.210.0.0/20"),
+    ({"dataPathCidr": "10.210.0.0/16"}, "overlaps 10.210.0.0/20, the stack's VPC"),
+    ({"dataPathCidr": "10.0.0.0/16"}, "overlaps 10.0.0.0/24, the swarm's ingress network"),
+    ({"dataPathCidr": "172.16.0.0/12"}, "overlaps 172.17.0.0/16"),
+    ({"dataPathCidr": "8.8.0.0/16"}, "must be a private IPv4 range"),
+    ({"dataPathCidr": "100.90.0.1/16"}, "dockyard:dataPathCidr"),
+    ({"encryptDataPath": "false", "dataPathCidr": "100.90.0.0/16"}, "only with dockyard:encryptDataPath true"),
+    ({"encryptDataPath": "maybe"}, "dockyard:encryptDataPath"),
+])
+def test_a_data_path_network_that_cannot_work_is_refused(changes, hint):
+    message = error_of(**changes)
+    assert hint in message and "dockyard:" in message

@@ -161,7 +161,7 @@ def test_a_change_that_breaks_a_policy_is_refused_and_the_comment_shows_why(engi
     firewall = engine.workdir / "components/hosts/firewall.py"
     cloud = engine.workdir / "components/hosts/digitalocean.py"
     originals = {path: path.read_text() for path in (firewall, cloud)}
-    safe = "rules += [Rule(proto, port, (private_cidr,)) for proto, port in SWARM_PORTS]"
+    safe = "rules += [Rule(proto, str(port), (private_cidr,)) for proto, port in swarm]"
     kept = "self._retain_volumes = not cfg.disposable"
     assert safe in originals[firewall] and kept in originals[cloud]
     firewall.write_text(originals[firewall].replace(safe, safe.replace("(private_cidr,)", "ANYWHERE")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -273,6 +274,117 @@ def test_what_keeps_data_on_the_volume_does_not_start_without_it(host):
     assert "systemctl daemon-reload" not in calls(host["logs"])
 
 
+
+# --- docker-host.sh: containers cannot reach the metadata service ------------------------------
+
+METADATA_UNIT = "etc/systemd/system/dockyard-metadata-block.service"
+METADATA_RULE = "DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable"
+
+# systemctl that remembers what it enabled and started, so that is-enabled and is-active answer
+# as systemd would ("$LOG_DIR/enabled-UNIT", "$LOG_DIR/active-UNIT")
+FAKE_SYSTEMCTL_STATEFUL = """#!/bin/bash
+echo "systemctl $*" >> "$LOG_DIR/calls"
+unit=${!#}
+case "$1" in
+  cat) exit 1 ;;
+  is-enabled) [ -f "$LOG_DIR/enabled-$unit" ] ;;
+  is-active) [ -f "$LOG_DIR/active-$unit" ] ;;
+  enable) echo > "$LOG_DIR/enabled-$unit" ;;
+  start | restart) echo > "$LOG_DIR/active-$unit" ;;
+esac
+"""
+
+# iptables that keeps its rules in "$LOG_DIR/iptables", one "CHAIN RULESPEC" a line, in order:
+# -C answers from it, -I puts the rule first, -A last; -w (wait for the lock) is taken and ignored
+FAKE_IPTABLES = """#!/bin/bash
+echo "iptables $*" >> "$LOG_DIR/calls"
+rules="$LOG_DIR/iptables"
+touch "$rules"
+[ "$1" = -w ] && shift
+action=$1 chain=$2
+shift 2
+line="$chain $*"
+case "$action" in
+  -C) grep -qxF -- "$line" "$rules" || { echo "iptables: Bad rule (does a matching rule exist in that chain?)." >&2; exit 1; } ;;
+  -I) { echo "$line"; cat "$rules"; } > "$rules.next" && mv "$rules.next" "$rules" ;;
+  -A) echo "$line" >> "$rules" ;;
+  *) echo "fake iptables: $action is not implemented" >&2; exit 2 ;;
+esac
+"""
+
+
+@pytest.fixture
+def metadata_host(host) -> dict:
+    (host["bin"] / "systemctl").write_text(FAKE_SYSTEMCTL_STATEFUL)
+    host["disk"].write_bytes(os.urandom(2 * MIB))
+    (host["logs"] / "fs-type").write_text("ext4\n")
+    return host
+
+
+def unit_settings(text: str) -> dict[str, str]:
+    return {key: value for key, _, value in (line.partition("=") for line in text.splitlines() if "=" in line)}
+
+
+def test_docker_host_installs_and_starts_the_metadata_block_after_docker(metadata_host):
+    result = docker_host(metadata_host)
+    assert result.returncode == 0, result.stderr
+    unit = unit_settings((metadata_host["root"] / METADATA_UNIT).read_text())
+    assert unit["After"] == "docker.service" and unit["PartOf"] == "docker.service"
+    assert unit["WantedBy"] == "docker.service", "enabled, it starts whenever docker does, e.g. after a reboot"
+    assert unit["Type"] == "oneshot" and unit["RemainAfterExit"] == "yes"
+    assert "$" not in unit["ExecStart"], "systemd would expand it"
+    made = calls(metadata_host["logs"])
+    enable = made.index("systemctl enable --quiet dockyard-metadata-block.service")
+    start = next(i for i, c in enumerate(made) if c.endswith(" dockyard-metadata-block.service")
+                 and c.split()[1] in ("start", "restart"))
+    reload = made.index("systemctl daemon-reload")
+    docker_up = max(i for i, c in enumerate(made) if c == "docker info")
+    assert reload < start and docker_up < enable < start, \
+        "systemd reads the new unit first, and DOCKER-USER exists only once dockerd answers"
+
+
+def test_docker_host_run_again_leaves_the_metadata_block_alone(metadata_host):
+    assert docker_host(metadata_host).returncode == 0
+    unit = metadata_host["root"] / METADATA_UNIT
+    written = unit.stat().st_mtime_ns, unit.stat().st_ino
+    (metadata_host["logs"] / "calls").unlink()
+    again = docker_host(metadata_host)
+    assert again.returncode == 0, again.stderr
+    assert (unit.stat().st_mtime_ns, unit.stat().st_ino) == written, "the unit is not written again"
+    made = calls(metadata_host["logs"])
+    touched = [c for c in made if "dockyard-metadata-block" in c and not c.split()[1].startswith("is-")]
+    assert touched == [], "neither enabled nor (re)started again"
+    assert "systemctl daemon-reload" not in made
+    # a block that is not running (e.g. it failed) is started by the next run
+    (metadata_host["logs"] / "active-dockyard-metadata-block.service").unlink()
+    third = docker_host(metadata_host)
+    assert third.returncode == 0, third.stderr
+    assert "systemctl start dockyard-metadata-block.service" in calls(metadata_host["logs"])
+
+
+def test_the_metadata_block_adds_its_rule_once_and_first(metadata_host, tmp_path):
+    """The unit's own ExecStart, as systemd would run it (every start of docker), against an
+    iptables that keeps its rules: one REJECT, ahead of what DOCKER-USER already holds."""
+    assert docker_host(metadata_host).returncode == 0
+    exec_start = unit_settings((metadata_host["root"] / METADATA_UNIT).read_text())["ExecStart"]
+    argv = shlex.split(exec_start)
+    bin_dir = tmp_path / "iptables-bin"
+    bin_dir.mkdir()
+    (bin_dir / "iptables").write_text(FAKE_IPTABLES)
+    (bin_dir / "iptables").chmod(0o755)
+    for tool in ("cat", "grep", "mv", "touch"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    logs = tmp_path / "iptables-logs"
+    logs.mkdir()
+    (logs / "iptables").write_text("DOCKER-USER -j RETURN\n")  # what older Dockers put there
+    for _ in range(3):
+        ran = subprocess.run(argv, env={"PATH": str(bin_dir), "LOG_DIR": str(logs)}, text=True,
+                             capture_output=True, timeout=30)
+        assert ran.returncode == 0, ran.stderr
+    assert (logs / "iptables").read_text().splitlines() == [METADATA_RULE, "DOCKER-USER -j RETURN"]
+    assert all(c.startswith("iptables -w ") for c in calls(logs)), "waits for the xtables lock"
+
+
 # --- ci-secrets.sh ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -367,6 +479,42 @@ def test_the_swarm_data_path_is_the_private_address(tmp_path):
     assert not [c for c in calls(tmp_path) if "SWMTKN" in c], "the token is in no argv"
 
 
+def test_with_an_encrypted_data_path_the_overlays_traffic_goes_to_the_wireguard_address(tmp_path):
+    """Issue 14: the overlays' VXLAN goes to the nodes' data path (WireGuard) addresses; the
+    swarm's control traffic stays on the private ones."""
+    bin_dir = sandbox(tmp_path, {"docker": FAKE_DOCKER_NEW_NODE, "curl": FAKE_CURL})
+    init = run("swarm-init.sh", bin_dir, tmp_path, ADVERTISE_ADDR="10.210.0.5", DATA_PATH_ADDR="100.90.0.5")
+    assert init.returncode == 0, init.stderr
+    assert ("docker swarm init --advertise-addr 10.210.0.5 --listen-addr 10.210.0.5:2377 "
+            "--data-path-addr 100.90.0.5") in calls(tmp_path)
+    (tmp_path / "joined").unlink()
+    join = run("swarm-join.sh", bin_dir, tmp_path, MANAGER_ADDR="10.210.0.5", ADVERTISE_ADDR="10.210.0.6",
+               DATA_PATH_ADDR="100.90.0.6", JOIN_ROLE="worker", JOIN_TOKEN="SWMTKN-1-secret")
+    assert join.returncode == 0, join.stderr
+    request = json.loads((tmp_path / "join-request").read_text())
+    assert (request["AdvertiseAddr"], request["DataPathAddr"]) == ("10.210.0.6", "100.90.0.6")
+
+
+@pytest.mark.parametrize("script", ["swarm-init.sh", "swarm-join.sh"])
+def test_a_node_that_joined_with_another_data_path_stops_the_run(tmp_path, script):
+    """Docker fixes a node's data path when it joins: a stack made with its overlays in clear
+    cannot move them onto WireGuard in place, and says what to do instead."""
+    fake = FAKE_DOCKER_NEW_NODE.replace('echo true ;;', 'echo "${FAKE_MANAGER:-true}" ;;', 1)
+    bin_dir = sandbox(tmp_path, {"docker": fake, "curl": FAKE_CURL})
+    (tmp_path / "joined").write_text("")
+    state = tmp_path / "docker-state.json"
+    state.write_text('{"LocalAddr":"","RemoteAddr":"10.210.0.5:2377","ListenAddr":"0.0.0.0:2377",'
+                     '"AdvertiseAddr":"10.210.0.6","DataPathAddr":"10.210.0.6","DataPathPort":4789}')
+    env = {"ADVERTISE_ADDR": "10.210.0.6", "MANAGER_ADDR": "10.210.0.5", "JOIN_ROLE": "manager",
+           "JOIN_TOKEN": "SWMTKN-1-secret", "DOCKER_SWARM_STATE": str(state)}
+    moved = run(script, bin_dir, tmp_path, DATA_PATH_ADDR="100.90.0.6", **env)
+    assert moved.returncode != 0
+    assert "goes over 10.210.0.6, not 100.90.0.6" in moved.stderr and "dockyard:encryptDataPath" in moved.stderr
+    kept = run(script, bin_dir, tmp_path, **env)  # no DATA_PATH_ADDR: the private address, as it joined
+    assert kept.returncode == 0, kept.stderr
+    assert not [c for c in calls(tmp_path) if "swarm init" in c or "leave" in c]
+
+
 def test_the_swarm_heartbeat_is_set_once_and_only_when_it_differs(tmp_path):
     bin_dir = sandbox(tmp_path, {"docker": FAKE_DOCKER_NEW_NODE})
     assert run("swarm-init.sh", bin_dir, tmp_path, ADVERTISE_ADDR="10.210.0.5").returncode == 0
@@ -451,6 +599,115 @@ def test_a_host_in_another_swarm_leaves_it_and_joins_this_one(tmp_path, managers
     assert (tmp_path / "join-request").exists() == rejoins
     if not rejoins:
         assert "already in the swarm" in join.stderr
+
+
+# --- swarm-datapath.sh ---------------------------------------------------------------------
+
+PRIVATE_KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+PUBLIC_KEY = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+PEER_B = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+PEER_C = "gN65BkIKy1eCE9pP1wdc8ROUtkHLF2PfAqYdEYmtPQo="
+# wg: a fixed key pair; syncconf records the configuration it was given
+FAKE_WG = f"""#!/bin/bash
+echo "wg $*" >> "$LOG_DIR/calls"
+case "$1" in
+  genkey) echo {PRIVATE_KEY} ;;
+  pubkey) read -r key; [ "$key" = {PRIVATE_KEY} ] && echo {PUBLIC_KEY} ;;
+  syncconf) cat "$3" > "$LOG_DIR/synced" ;;
+  *) exit 1 ;;
+esac
+"""
+FAKE_WG_QUICK = """#!/bin/bash
+[ "$1" = strip ] && grep -v '^Address' "$SYSROOT/etc/wireguard/$2.conf"
+"""
+# systemd brings the interface up with the configuration's address
+FAKE_SYSTEMCTL_WG = """#!/bin/bash
+echo "systemctl $*" >> "$LOG_DIR/calls"
+case "$1" in
+  is-enabled) [ -f "$LOG_DIR/enabled" ] ;;
+  enable) : > "$LOG_DIR/enabled" ;;
+  start | restart) sed -n 's/^Address = //p' "$SYSROOT/etc/wireguard/dockyard0.conf" > "$LOG_DIR/address" ;;
+esac
+"""
+FAKE_IP = """#!/bin/bash
+case "$1 $2" in
+  "link show") [ -f "$LOG_DIR/address" ] ;;
+  "-o -4") printf '7: dockyard0    inet %s scope global dockyard0\\       valid_lft forever\n' "$(cat "$LOG_DIR/address")" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def wg_host(tmp_path) -> dict:
+    bin_dir = sandbox(tmp_path, {"id": FAKE_ID, "wg": FAKE_WG, "wg-quick": FAKE_WG_QUICK,
+                                 "systemctl": FAKE_SYSTEMCTL_WG, "ip": FAKE_IP})
+    (tmp_path / "root").mkdir()
+    return {"bin": bin_dir, "logs": tmp_path, "root": tmp_path / "root"}
+
+
+def datapath(host: dict, **env: str) -> subprocess.CompletedProcess:
+    return run("swarm-datapath.sh", host["bin"], host["logs"], SYSROOT=str(host["root"]), **env)
+
+
+def wg_conf(host: dict) -> Path:
+    return host["root"] / "etc/wireguard/dockyard0.conf"
+
+
+def test_the_data_path_key_is_made_once_on_the_host_and_only_its_public_half_printed(wg_host):
+    first = datapath(wg_host, ACTION="key")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == f"{PUBLIC_KEY}\n"
+    key = wg_host["root"] / "etc/wireguard/dockyard0.key"
+    assert key.read_text() == f"{PRIVATE_KEY}\n" and key.stat().st_mode & 0o777 == 0o600
+    assert (wg_host["root"] / "etc/wireguard").stat().st_mode & 0o777 == 0o700
+    again = datapath(wg_host, ACTION="key")
+    assert again.stdout == first.stdout
+    assert calls(wg_host["logs"]).count("wg genkey") == 1, "the key pair is never made again"
+    assert PRIVATE_KEY not in first.stderr + again.stderr
+    assert datapath(wg_host, ACTION="keys").returncode != 0
+
+
+def test_the_data_path_comes_up_with_every_peer_and_changes_peers_in_place(wg_host):
+    assert datapath(wg_host, ACTION="key").returncode == 0
+    peers = f"{PEER_B} 10.210.0.6 100.90.0.6\n{PEER_C} 10.210.0.7 100.90.0.7"
+    up = datapath(wg_host, ACTION="up", ADDRESS="100.90.0.5/16", PORT="51820", PEERS=peers)
+    assert up.returncode == 0, up.stderr
+    conf = wg_conf(wg_host).read_text()
+    assert conf.startswith(f"[Interface]\nAddress = 100.90.0.5/16\nListenPort = 51820\nPrivateKey = {PRIVATE_KEY}\n")
+    assert f"[Peer]\nPublicKey = {PEER_B}\nEndpoint = 10.210.0.6:51820\nAllowedIPs = 100.90.0.6/32" in conf
+    assert f"[Peer]\nPublicKey = {PEER_C}\nEndpoint = 10.210.0.7:51820\nAllowedIPs = 100.90.0.7/32" in conf
+    assert wg_conf(wg_host).stat().st_mode & 0o777 == 0o600
+    after = (wg_host["root"] / "etc/systemd/system/docker.service.d/dockyard-datapath.conf").read_text()
+    assert "After=wg-quick@dockyard0.service" in after, "at boot Docker starts after its data path"
+    log = calls(wg_host["logs"])
+    assert log.index("systemctl daemon-reload") < log.index("systemctl start wg-quick@dockyard0")
+    assert "systemctl enable wg-quick@dockyard0" in log
+    assert PRIVATE_KEY not in up.stdout + up.stderr
+
+    before = len(calls(wg_host["logs"]))
+    same = datapath(wg_host, ACTION="up", ADDRESS="100.90.0.5/16", PORT="51820", PEERS=peers)
+    assert same.returncode == 0 and "peers unchanged" in same.stderr
+    assert [c for c in calls(wg_host["logs"])[before:] if "is-enabled" not in c] == [], "a second run changes nothing"
+
+    # a worker removed: the peers change in place, without taking the interface down
+    fewer = datapath(wg_host, ACTION="up", ADDRESS="100.90.0.5/16", PORT="51820", PEERS=f"{PEER_B} 10.210.0.6 100.90.0.6")
+    assert fewer.returncode == 0, fewer.stderr
+    synced = (wg_host["logs"] / "synced").read_text()
+    assert PEER_B in synced and PEER_C not in synced and "Address" not in synced
+    assert not [c for c in calls(wg_host["logs"])[before:] if "restart" in c or "start wg" in c]
+
+    moved = datapath(wg_host, ACTION="up", ADDRESS="100.91.0.5/16", PORT="51820", PEERS=peers)
+    assert moved.returncode == 0 and "systemctl restart wg-quick@dockyard0" in calls(wg_host["logs"])
+
+
+@pytest.mark.parametrize("peers", [f"{PEER_B} 10.210.0.6", f"x;reboot 10.210.0.6 100.90.0.6",
+                                   f"{PEER_B} 10.210.0.6 100.90.0.6/32", f"{PEER_B} 10.210.0.6 100.90.0.6 more"])
+def test_a_bad_peer_changes_nothing(wg_host, peers):
+    assert datapath(wg_host, ACTION="key").returncode == 0
+    bad = datapath(wg_host, ACTION="up", ADDRESS="100.90.0.5/16", PORT="51820", PEERS=peers)
+    assert bad.returncode != 0 and "PEERS" in bad.stderr
+    assert not wg_conf(wg_host).exists()
 
 
 # --- images-send.sh --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """The whole program on mocks, per tier: hosts, firewalls, ordering and secrets."""
+import ipaddress
 import json
 import runpy
 import shlex
@@ -12,7 +13,7 @@ from components.ports import CONTROL_PORTS
 from components.shell import SCRIPTS_DIR, script_digest, script_text
 from components.topology import build_topology
 from tests.harness import (docker_archive, MANAGER_TOKEN, TEST_KEY, WORKER_TOKEN, Mocks, RecordingMonitor,
-                           run_program)
+                           data_path_public_key, run_program)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = {"minimal": 1, "default": 2, "small": 5, "medium": 11}
@@ -198,11 +199,15 @@ def test_ssh_from_admins_to_master_only_and_from_master_to_the_rest(tier_run):
 
 def test_swarm_and_nfs_ports_only_from_the_vpc(tier_run):
     _, run = tier_run
-    for role, ports in (("manager", {"2377", "7946", "4789"}), ("worker", {"2377", "7946", "4789"}),
-                        ("nfs", {"2049"})):
+    # the overlays' VXLAN goes inside WireGuard (51820/udp): 4789 is not open at all
+    swarm = {"2377", "7946", "51820", "4789"}
+    for role, ports, opened in (("manager", swarm, swarm - {"4789"}), ("worker", swarm, swarm - {"4789"}),
+                                ("nfs", {"2049"}, {"2049"})):
         found = {r["portRange"]: r["sourceAddresses"] for r in rules(run, role) if r.get("portRange") in ports}
-        assert set(found) == ports
+        assert set(found) == opened
         assert all(sources == ["10.210.0.0/20"] for sources in found.values())
+    udp = {r["portRange"] for r in rules(run, "worker") if r["protocol"] == "udp"}
+    assert udp == {"7946", "51820"}
 
 
 def test_every_droplet_is_behind_a_firewall(tier_run):
@@ -521,3 +526,81 @@ def test_an_autolocked_swarm_hands_its_unlock_key_to_the_operator_as_a_secret():
     assert run.commands("swarm-unlock-key.sh") and not plain.commands("swarm-unlock-key.sh")
     assert "swarm_unlock_key" not in plain.outputs
     assert "AUTOLOCK=false" in plain.commands("swarm-init.sh")[0].inputs["create"]
+
+
+def resolved(output):
+    return pulumi.runtime.sync_await._sync_await(output.future())
+
+
+def script_env(command) -> dict[str, str]:
+    """The VAR=value assignments in front of `bash -s` in a command's create."""
+    words = shlex.split(command.inputs["create"])
+    return dict(w.split("=", 1) for w in words[:words.index("bash")])
+
+
+def test_every_swarm_node_carries_its_overlay_traffic_inside_wireguard():
+    """Issue 14: the overlays' traffic between nodes is encrypted. Every swarm node makes its
+    key pair, gets every other node as a peer at its private address, and joins the swarm
+    with its WireGuard address as its data path; the control traffic stays on the private one."""
+    run = run_program(tier="small", workers="2")
+    nodes = {"c1", "c2", "c3", "w1", "w2"}
+    keys = {c.name.split("-")[-2]: c for c in run.commands("swarm-datapath.sh") if script_env(c)["ACTION"] == "key"}
+    ups = {c.name.split("-")[-1]: c for c in run.commands("swarm-datapath.sh") if script_env(c)["ACTION"] == "up"}
+    assert set(keys) == set(ups) == nodes, "the swarm nodes, and only they (not the master, the NFS or CI hosts)"
+
+    address = {}
+    for name in nodes:
+        env = script_env(ups[name])
+        assert env["PORT"] == "51820" and env["ADDRESS"].endswith("/16")
+        address[name] = env["ADDRESS"].split("/")[0]
+        assert keys[name].urn in ups[name].dependencies
+        assert "stdout" not in keys[name].additional_secret_outputs, "only the public key leaves the host"
+    # a node's WireGuard address is its private address's place in the VPC, in 100.90.0.0/16
+    addresses = run.deployment.cluster.data_path.addresses
+    for name in nodes:
+        ip = ipaddress.ip_address(address[name])
+        assert ip in ipaddress.ip_network("100.90.0.0/16") and str(ip).endswith(
+            "." + ".".join(resolved(run.deployment.cluster.platform.hosts[name].private_ip).split(".")[2:]))
+        assert resolved(addresses[name]) == address[name]
+    assert len(set(address.values())) == len(nodes)
+
+    for name in nodes:
+        peers = sorted(line.split() for line in script_env(ups[name])["PEERS"].splitlines())
+        expected = sorted([data_path_public_key(keys[o].name), resolved(run.deployment.cluster.platform.hosts[o].private_ip),
+                           address[o]] for o in nodes - {name})
+        assert peers == expected, name
+
+    (init,) = run.commands("swarm-init.sh")
+    assert script_env(init)["DATA_PATH_ADDR"] == address["c1"]
+    assert script_env(init)["ADVERTISE_ADDR"] != address["c1"]
+    assert ups["c1"].urn in init.dependencies, "the interface is up before Docker is told to use it"
+    for join in run.commands("swarm-join.sh"):
+        node = join.name.split("-")[0]
+        assert script_env(join)["DATA_PATH_ADDR"] == address[node]
+        assert ups[node].urn in join.dependencies
+    assert run.outputs["swarm_data_path"] == "100.90.0.0/16"
+
+
+def test_a_stack_may_keep_its_overlay_traffic_in_clear_on_the_private_network():
+    run = run_program(tier="small", workers="1", encryptDataPath="false")
+    assert run.commands("swarm-datapath.sh") == []
+    for command in run.commands("swarm-init.sh") + run.commands("swarm-join.sh"):
+        assert "DATA_PATH_ADDR" not in script_env(command), "its private address, as before"
+    assert {r["portRange"] for r in rules(run, "worker") if r["protocol"] == "udp"} == {"7946", "4789"}
+    assert run.outputs["swarm_data_path"] == "private network, in clear"
+
+
+def test_a_live_swarm_cannot_move_its_overlay_traffic():
+    """A stack made before the data path was encrypted (it exported no swarm_data_path) keeps
+    its overlays in clear until it is recreated; the preview says so before any change."""
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dockyard:encryptDataPath: this stack's swarm carries its overlay "
+                                          "traffic on the private network, in clear.*encryptDataPath false"):
+        run_program(tier="small", workers="1", previous_managers=3, previous_data_path=None)
+    kept = run_program(tier="small", workers="1", previous_managers=3, previous_data_path=None, encryptDataPath="false")
+    assert kept.outputs["swarm_data_path"] == "private network, in clear"
+    with pytest.raises(ConfigError, match="dataPathCidr 100.90.0.0/16"):
+        run_program(tier="small", workers="1", previous_managers=3, dataPathCidr="100.64.0.0/16")
+    fresh = run_program(tier="small", workers="1", previous_managers=None, previous_data_path=None)
+    assert fresh.outputs["swarm_data_path"] == "100.90.0.0/16", "a new stack is encrypted"

@@ -211,7 +211,7 @@ class DigitalOceanCloud(pulumi.ComponentResource):
                         source_droplet_ids=[master_droplet.id.apply(int)] if rule.from_master else None,
                     )
                     for rule in inbound_rules(role, cfg.vpc_cidr, cfg.admin_cidrs, cfg.public_ports, cfg.ci.services,
-                                              cfg.platform.runs("ingress"))
+                                              cfg.platform.runs("ingress"), cfg.data_path_cidr is not None)
                 ],
                 outbound_rules=[
                     do.FirewallOutboundRuleArgs(protocol="tcp", port_range="1-65535",

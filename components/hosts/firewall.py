@@ -9,7 +9,6 @@ from ..topology import Role
 
 ANYWHERE = ("0.0.0.0/0", "::/0")
 # (protocol, port range) as a firewall rule takes them
-SWARM_PORTS = tuple((proto, str(port)) for proto, port in ports.SWARM_PORTS)
 NFS_PORTS = tuple((proto, str(port)) for proto, port in ports.NFS_PORTS)
 SSH = str(ports.SSH_PORT)
 
@@ -24,7 +23,7 @@ class Rule:
 
 def inbound_rules(role: Role, private_cidr: str, admin_cidrs: tuple[str, ...],
                   public_ports: tuple[int, ...], ci_services: tuple[str, ...] = (),
-                  ingress: bool = False) -> list[Rule]:
+                  ingress: bool = False, encrypted_data_path: bool = True) -> list[Rule]:
     rules = [Rule("icmp", "", (private_cidr,))]
     if role == Role.MASTER:
         rules.append(Rule("tcp", SSH, tuple(admin_cidrs)))
@@ -37,7 +36,8 @@ def inbound_rules(role: Role, private_cidr: str, admin_cidrs: tuple[str, ...],
             port, for_admins = ports.CI_PORTS[service]
             rules.append(Rule("tcp", str(port), (private_cidr, *admin_cidrs) if for_admins else (private_cidr,)))
     if role in (Role.MANAGER, Role.WORKER):
-        rules += [Rule(proto, port, (private_cidr,)) for proto, port in SWARM_PORTS]
+        swarm = ports.swarm_ports(encrypted_data_path)
+        rules += [Rule(proto, str(port), (private_cidr,)) for proto, port in swarm]
         rules += [Rule("tcp", str(port), ANYWHERE) for port in public_ports]
     if role == Role.MANAGER and ingress:
         # traefik publishes these in host mode on the managers only

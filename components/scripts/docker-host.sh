@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
 # docker-host.sh: prepare a dockyard host: its data volume, the Docker engine and its config.
 #
+# Installs:
+#   dockyard-metadata-block.service: containers cannot reach the cloud's metadata service
+#       (169.254.169.254; on DigitalOcean it serves the droplet's user data, which holds its
+#       SSH host key): a REJECT, for every protocol, at the top of Docker's DOCKER-USER
+#       chain, which filters what Docker forwards (bridge networks, the swarm's
+#       docker_gwbridge) but not the host's own traffic, so cloud-init still reads it at
+#       boot (and a container on the host's network still reaches it). Docker leaves
+#       that chain alone but it is empty after a reboot: the unit puts the rule back each
+#       time docker starts, and only when it is missing.
+#
 # Inputs (environment, all optional):
 #   HOST_NAME         name the host should carry (empty: keep the current hostname)
 #   DATA_DEVICE       block device of the host's data volume (empty: the host has none)
@@ -13,7 +23,8 @@
 #                     start, and write to the root disk, while the volume is missing
 # For tests only:
 #   SYSROOT              a directory that stands for / in the paths this script itself writes
-#                        (/etc/fstab and its lock, /etc/docker, /var/lib/dockyard); empty on a host
+#                        (/etc/fstab and its lock, /etc/docker, /etc/systemd/system,
+#                        /var/lib/dockyard); empty on a host
 #   DATA_DEVICE_IS_FILE  yes: DATA_DEVICE may be a regular file (a disk image) instead of a
 #                        block device
 #
@@ -127,6 +138,23 @@ for unit in $DATA_OWNERS; do
 RequiresMountsFor=$DATA_MOUNT
 EOF
 done
+# Only what Docker forwards is refused: the host itself (cloud-init, at every boot) still
+# needs the metadata. No `$` in ExecStart: systemd would expand it before the shell does.
+put_file "$SYSROOT/etc/systemd/system/dockyard-metadata-block.service" 0644 <<'EOF'
+[Unit]
+Description=dockyard: containers cannot reach the metadata service (169.254.169.254)
+After=docker.service
+PartOf=docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'iptables -w -C DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable 2>/dev/null || iptables -w -I DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable'
+
+[Install]
+WantedBy=docker.service
+EOF
+metadata_block_changed=$file_changed
 [ "$units_changed" = no ] || systemctl daemon-reload
 
 # image archives to preload are copied here
@@ -155,6 +183,15 @@ else
 fi
 for _ in $(seq 1 90); do docker info >/dev/null 2>&1 && break; sleep 2; done
 docker info >/dev/null 2>&1 || fatal "dockerd does not answer; see journalctl -u docker"
+# DOCKER-USER exists once dockerd answers. Enabled, the block comes back with every start
+# of docker (WantedBy) and is run again by each restart (PartOf); a changed unit runs now.
+systemctl is-enabled --quiet dockyard-metadata-block.service 2>/dev/null ||
+  systemctl enable --quiet dockyard-metadata-block.service
+if [ "$metadata_block_changed" = yes ]; then
+  systemctl restart dockyard-metadata-block.service || fatal "cannot keep containers from the metadata service; see journalctl -u dockyard-metadata-block"
+elif ! systemctl is-active --quiet dockyard-metadata-block.service; then
+  systemctl start dockyard-metadata-block.service || fatal "cannot keep containers from the metadata service; see journalctl -u dockyard-metadata-block"
+fi
 # Host images that bring container images (dockyard's local VMs) load them at boot; wait
 # for that, so that nothing after this pulls an image that is about to be there.
 if systemctl cat dockyard-preload.service >/dev/null 2>&1; then

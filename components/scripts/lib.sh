@@ -13,6 +13,7 @@
 #   locked LOCK COMMAND [ARG]...   COMMAND holding the lock file LOCK (flock)
 #   apt_install PACKAGE[=VERSION]...  install the packages dpkg does not have
 #   apt_update, apt_get ARG...     apt-get's update (once a run), apt-get without questions
+#   check_data_path_addr           stop when this swarm node's data path is not DATA_PATH_ADDR
 #
 # Runs on Debian 12 and Ubuntu 24.04 as root, and (images-send.sh, swarm-membership.sh,
 # droplet-power-off.sh) on the operator's machine.
@@ -122,4 +123,19 @@ apt_install() {
   apt_update
   # shellcheck disable=SC2086  # one word per package
   apt_get install --no-install-recommends $missing >/dev/null
+}
+
+# check_data_path_addr: Docker fixes a swarm node's data path address (where the overlays'
+# VXLAN goes) when the node joins, and keeps it in its swarm state; a node that joined with
+# another one than DATA_PATH_ADDR cannot be moved, and stops the run. DOCKER_SWARM_STATE
+# stands for that file in tests.
+check_data_path_addr() {
+  local state=${DOCKER_SWARM_STATE:-/var/lib/docker/swarm/docker-state.json} current
+  [ -r "$state" ] || return 0
+  current=$(sed -n 's/.*"DataPathAddr": *"\([^"]*\)".*/\1/p' "$state")
+  [ -n "$current" ] && [ "$current" != "$DATA_PATH_ADDR" ] || return 0
+  fatal "this swarm node's overlay traffic goes over $current, not $DATA_PATH_ADDR, and Docker sets that" \
+    "only when a node joins: set dockyard:encryptDataPath and dataPathCidr back to what the stack was" \
+    "made with (encryptDataPath false for a stack made before dockyard encrypted the overlays), or" \
+    "recreate the stack (pulumi destroy, then pulumi up: backups bring its data back)"
 }

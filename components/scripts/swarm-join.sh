@@ -3,7 +3,11 @@
 #
 # Inputs (environment):
 #   MANAGER_ADDR    private address of a manager of the swarm
-#   ADVERTISE_ADDR  this host's private address; the overlay networks' data goes over it too
+#   ADVERTISE_ADDR  this host's private address; the swarm's managers reach it there
+#   DATA_PATH_ADDR  where the overlay networks' data (VXLAN) comes and goes: the host's
+#                   address on the encrypted data path (swarm-datapath.sh), or its private
+#                   address (the default). Docker fixes it when the node joins: a node in the
+#                   swarm with another one stops the run.
 #   JOIN_ROLE       manager or worker
 #   FIRST_MANAGER_ID  node ID of the swarm's first manager: a host already in a swarm that
 #                   does not have it among its managers is in another swarm (the first
@@ -19,7 +23,7 @@
 : "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-join.sh | bash -s}"
 
 require_env MANAGER_ADDR ADVERTISE_ADDR JOIN_TOKEN
-default_env JOIN_ROLE FIRST_MANAGER_ID
+default_env JOIN_ROLE FIRST_MANAGER_ID DATA_PATH_ADDR="$ADVERTISE_ADDR"
 case "$JOIN_ROLE" in manager|worker) ;; *) fatal "JOIN_ROLE must be manager or worker" ;; esac
 command -v curl >/dev/null 2>&1 || fatal "curl is needed to talk to dockerd's socket"
 
@@ -40,12 +44,13 @@ case "$state" in
     if [ "$JOIN_ROLE" = manager ] && [ "$is_manager" != true ]; then
       fatal "this host is a swarm worker; promote it from a manager (docker node promote) instead"
     fi
+    check_data_path_addr
     log "already in the swarm" ;;
   inactive)
     log "joining the swarm at $MANAGER_ADDR as a $JOIN_ROLE"
     # printf is a shell builtin: the token goes into curl's stdin, not into an argv
     response=$(printf '{"ListenAddr":"%s:2377","AdvertiseAddr":"%s","DataPathAddr":"%s","RemoteAddrs":["%s:2377"],"JoinToken":"%s"}' \
-        "$ADVERTISE_ADDR" "$ADVERTISE_ADDR" "$ADVERTISE_ADDR" "$MANAGER_ADDR" "$JOIN_TOKEN" |
+        "$ADVERTISE_ADDR" "$ADVERTISE_ADDR" "$DATA_PATH_ADDR" "$MANAGER_ADDR" "$JOIN_TOKEN" |
       curl -sS --unix-socket /var/run/docker.sock -o - -w '\n%{http_code}' \
         -H 'Content-Type: application/json' --data-binary @- http://localhost/swarm/join) ||
       fatal "cannot reach dockerd's socket"

@@ -412,6 +412,78 @@ def test_an_image_pushed_to_the_registry_runs_as_a_service_spread_over_both_node
     assert stack.ssh(MASTER, "systemctl list-timers dockyard-registry-gc.timer --no-legend").stdout.strip()
 
 
+# the nodes' addresses on the encrypted data path: their place in the VPC, in dataPathCidr
+DATA_PATH = {MANAGER: "100.90.0.12", WORKER: "100.90.0.13"}
+VXLAN_COUNTERS = ("INPUT -p udp --dport 4789 -i dockyard0", "INPUT -p udp --dport 4789 ! -i dockyard0")
+
+
+def vxlan_packets(stack: LocalStack, ip: str) -> tuple[int, int]:
+    """UDP 4789 (VXLAN) packets the node received inside WireGuard, and outside it: the
+    counters of the two rules VXLAN_COUNTERS inserted (no target, so they only count)."""
+    counts = {}
+    for line in stack.ssh(ip, "iptables -w -S INPUT -v").stdout.splitlines():
+        found = re.search(r"-c (\d+) \d+", line)
+        if "--dport 4789" in line and "dockyard0" in line and found and "-j" not in line:
+            counts["outside" if "! -i dockyard0" in line else "inside"] = int(found.group(1))
+    assert set(counts) == {"inside", "outside"}, counts
+    return counts["inside"], counts["outside"]
+
+
+def test_overlay_traffic_between_nodes_crosses_only_inside_wireguard(stack):
+    """Issue 14: encrypted overlays. Each swarm node joined with its WireGuard address as its
+    data path; containers on an overlay talk across nodes (a 2 MiB download, so full-size
+    frames, which WireGuard's smaller MTU fragments), and every VXLAN packet the nodes get
+    comes in through WireGuard, none on the private network in clear."""
+    for ip, address in DATA_PATH.items():
+        assert f'"DataPathAddr":"{address}"' in stack.ssh(ip, "cat /var/lib/docker/swarm/docker-state.json").stdout
+        other = DATA_PATH[WORKER if ip == MANAGER else MANAGER]
+        shown = stack.ssh(ip, "wg show dockyard0 allowed-ips").stdout
+        assert f"{other}/32" in shown and len(shown.splitlines()) == 1, shown
+        assert stack.ssh(ip, "stat -c %a /etc/wireguard/dockyard0.key").stdout.strip() == "600"
+        for rule in VXLAN_COUNTERS:
+            stack.ssh(ip, f"iptables -w -C {rule} 2>/dev/null || iptables -w -I {rule}")
+    before = {ip: vxlan_packets(stack, ip) for ip in DATA_PATH}
+    stack.ssh(MANAGER, "docker network create --driver overlay --attachable probe >/dev/null")
+    try:
+        stack.ssh(MANAGER, "docker run -d --name probe-a --network probe dockyard/web:1 >/dev/null")
+        stack.ssh(WORKER, "docker run -d --name probe-b --network probe dockyard/web:1 >/dev/null && "
+                          "docker exec probe-b busybox dd if=/dev/urandom of=/www/big bs=1024 count=2048 2>/dev/null")
+        target = stack.ssh(WORKER, "docker inspect probe-b --format "
+                                   "'{{(index .NetworkSettings.Networks \"probe\").IPAddress}}'").stdout.strip()
+        want = stack.ssh(WORKER, "docker exec probe-b busybox md5sum /www/big").stdout.split()[0]
+        got = wait_for("a download across the overlay", lambda: stack.ssh(
+            MANAGER, f"docker exec probe-a sh -c 'busybox wget -q -T 10 -O - http://{target}:8080/big | busybox md5sum'",
+            check=False).stdout.split()[:1], timeout=120, every=5)
+        assert got == [want], "2 MiB crossed the overlay intact"
+        after = {ip: vxlan_packets(stack, ip) for ip in DATA_PATH}
+        for ip in DATA_PATH:
+            inside, outside = after[ip][0] - before[ip][0], after[ip][1] - before[ip][1]
+            assert inside > 100 and outside == 0, (ip, inside, outside)
+        transfer = stack.ssh(WORKER, "wg show dockyard0 transfer").stdout.split()
+        assert int(transfer[2]) > 2 * 1024 * 1024, f"the download left w1 inside WireGuard: {transfer}"
+        TIMINGS.append(f"[e2e] VXLAN packets received inside WireGuard: {after[MANAGER][0] - before[MANAGER][0]} "
+                       f"on b, {after[WORKER][0] - before[WORKER][0]} on w1; outside it: 0")
+    finally:
+        stack.ssh(MANAGER, "docker rm -f probe-a >/dev/null", check=False)
+        stack.ssh(WORKER, "docker rm -f probe-b >/dev/null", check=False)
+        stack.ssh(MANAGER, "docker network rm probe >/dev/null", check=False)
+
+
+def test_a_container_cannot_reach_the_metadata_service(stack):
+    """Issue 14: on DigitalOcean 169.254.169.254 serves the droplet's user data (its host
+    key). What Docker forwards there is refused at once; the host's own traffic is not."""
+    stack.ssh(WORKER, "docker run -d --name metadata-probe dockyard/web:1 >/dev/null")
+    try:
+        tried = stack.ssh(WORKER, "docker exec metadata-probe busybox wget -q -T 10 -O - http://169.254.169.254/",
+                          check=False)
+        assert tried.returncode != 0 and "refused" in tried.stderr.lower(), tried.stderr
+    finally:
+        stack.ssh(WORKER, "docker rm -f metadata-probe >/dev/null", check=False)
+    rules = stack.ssh(WORKER, "iptables -w -S DOCKER-USER").stdout
+    assert rules.count("169.254.169.254") == 1 and "-j REJECT" in rules
+    assert "169.254.169.254" not in stack.ssh(WORKER, "iptables -w -S OUTPUT").stdout
+
+
 def _answer(ip):
     try:
         return get(ip).strip()
@@ -636,6 +708,10 @@ def test_the_worker_mount_survives_a_reboot(stack):
             break
         time.sleep(10)
     assert status == "ready"
+    # the data path and the metadata block come back with the host, before Docker needs them
+    assert f"{DATA_PATH[WORKER]}/16" in stack.ssh(WORKER, "ip -o -4 addr show dev dockyard0").stdout
+    assert stack.ssh(WORKER, "wg show dockyard0 peers").stdout.split() != []
+    assert stack.ssh(WORKER, "iptables -w -S DOCKER-USER").stdout.count("169.254.169.254") == 1
 
 
 def test_a_run_of_the_prune_removes_unused_images_and_keeps_every_image_in_use(stack):
