@@ -163,10 +163,11 @@ class Cluster(pulumi.ComponentResource):
         """An ssh_config for the operator's own ssh to `names` (the master first), as the
         memberships and the preloads use it: no prompt, bounded waits, the hosts' keys."""
         cfg, platform = self._config, self.platform
-        return pulumi.Output.all(*[self._hosts[n].ssh_address for n in names]).apply(
-            lambda addrs: ssh_config(cfg.stack, names, self._topology.master.name, addrs, cfg.ssh.user,
-                                     platform.identity_file,
-                                     batch_ssh_options(platform.known_hosts_file, platform.known_hosts_accept_new)))
+        # after this run has written the known_hosts file, where the cloud writes one
+        return pulumi.Output.all(platform.known_hosts_synced, *[self._hosts[n].ssh_address for n in names]).apply(
+            lambda values: ssh_config(cfg.stack, names, self._topology.master.name, values[1:], cfg.ssh.user,
+                                      platform.identity_file,
+                                      batch_ssh_options(platform.known_hosts_file, platform.known_hosts_accept_new)))
 
     def _manager_access(self) -> ManagerAccess:
         """How the memberships reach the managers from the operator's machine."""

@@ -122,8 +122,10 @@ DNS_NAME = re.compile(r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z
 IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9._/:@-]*")
 
 
-class ConfigError(ValueError):
-    """Bad stack configuration; the message lists every problem found."""
+class ConfigError(ValueError, pulumi.RunError):
+    """Bad stack configuration; the message lists every problem found. A RunError: raised
+    where the program compares the configuration with the stack's last outputs (inside an
+    apply), the engine shows its message alone, without a Python traceback."""
 
 
 @dataclass(frozen=True)

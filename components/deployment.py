@@ -89,10 +89,9 @@ def docker_ssh_options(platform: Platform, stack: str, user: str, jump_host: Opt
     identity, known_hosts, accept_new = platform.identity_file, platform.known_hosts_file, \
         platform.known_hosts_accept_new
     mux = str(ssh_mux_dir(stack))
-    if jump_host is None:
-        return docker_ssh_argv(identity, user, None, known_hosts, mux, accept_new)
-    return pulumi.Output.from_input(jump_host).apply(
-        lambda master: docker_ssh_argv(identity, user, master, known_hosts, mux, accept_new))
+    # after this run has written the known_hosts file, where the cloud writes one
+    return pulumi.Output.all(jump_host, platform.known_hosts_synced).apply(
+        lambda values: docker_ssh_argv(identity, user, values[0], known_hosts, mux, accept_new))
 
 
 def ssh_mux_dir(stack: str) -> Path:

@@ -7,7 +7,9 @@ import io
 import hashlib
 import ipaddress
 import json
+import os
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,12 +259,19 @@ BASE_CONFIG = {
 
 
 
+# What the program writes on the operator's machine (the droplets' known_hosts) goes here in
+# tests, never into the real ~/.local/state/dockyard of whoever runs them
+TEST_STATE_DIR = Path(tempfile.mkdtemp(prefix="dockyard-test-state-"))
+
+
 def run_program(stack: str = "test", previous_managers: int | None = None, legacy_droplets: tuple[str, ...] = (),
-                previous_data_path: str | None = DEFAULT_DATA_PATH_CIDR, **overrides) -> Run:
+                previous_data_path: str | None = DEFAULT_DATA_PATH_CIDR, state_dir: Path = TEST_STATE_DIR,
+                **overrides) -> Run:
     """The program of components/program.py on mocks, with BASE_CONFIG and `overrides` as the
     stack's `dockyard:*` values (an override of None removes the key). The stack's
     dockyard:sshPrivateKey is TEST_KEY, a secret; `previous_managers` is the manager count
-    of the stack's last update, `previous_data_path` the data path it exported."""
+    of the stack's last update, `previous_data_path` the data path it exported. Files the
+    program writes on the operator's machine go under `state_dir`."""
     raw = {k: v for k, v in {**BASE_CONFIG, **overrides}.items() if v is not None}
     config = parse_config(stack, raw)  # a bad configuration fails here, before the mocks
     mocks = Mocks(config.vpc_cidr, previous_managers, legacy_droplets, previous_data_path)
@@ -285,5 +294,13 @@ def run_program(stack: str = "test", previous_managers: int | None = None, legac
         return pulumi.Output.all(*result.exports.values()).apply(
             lambda values: run.outputs.update(zip(names, values)))
 
-    program()
+    saved = os.environ.get("DOCKYARD_STATE_DIR")
+    os.environ["DOCKYARD_STATE_DIR"] = str(state_dir)
+    try:
+        program()
+    finally:
+        if saved is None:
+            del os.environ["DOCKYARD_STATE_DIR"]
+        else:
+            os.environ["DOCKYARD_STATE_DIR"] = saved
     return run

@@ -208,3 +208,38 @@ def test_the_custom_droplet_image_previews_a_builder_and_a_snapshot_that_outlive
     (power_off,) = [s for s in steps if s["urn"].endswith("::builder-power-off")]
     assert "droplet-power-off.sh" in power_off["new"]["inputs"]["create"]
     assert "dummy-token" not in json.dumps(power_off), "the token is a secret in the plan too"
+
+
+def test_a_stack_made_with_its_overlays_in_clear_is_refused_until_it_says_so(engine, tmp_path):
+    """Issue 14: a stack made before the overlays' traffic was encrypted exported a manager
+    count and no swarm_data_path. Its preview stops with what to do; it goes through once the
+    stack keeps its overlays in clear (dockyard:encryptDataPath false)."""
+    stack = "madeinclear"
+    key = engine.workdir.parent / "key"
+    engine.init(stack, {
+        "digitalocean:apiEndpoint": "http://127.0.0.1:9", "dockyard:cloud": "digitalocean",
+        "dockyard:tier": "minimal", "dockyard:workers": "1", "dockyard:adminCidrs": [ADMIN_CIDR],
+        "dockyard:sshPublicKey": (engine.workdir.parent / "key.pub").read_text().strip(),
+        "dockyard:sshPrivateKeyPath": str(key),
+    }, {"digitalocean:token": "dummy-token-no-api-call-is-made"})
+    # the state such a stack has: its last outputs (here, nothing else)
+    state = json.loads(engine.export(stack))
+    state["deployment"]["resources"] = [{
+        "urn": f"urn:pulumi:{stack}::dockyard::pulumi:pulumi:Stack::dockyard-{stack}",
+        "custom": False, "type": "pulumi:pulumi:Stack", "outputs": {"manager_count": 1, "tier": "minimal"}}]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    engine.run("stack", "import", "--stack", stack, "--file", str(tmp_path / "state.json"))
+
+    refused = engine.preview(stack, check=False)
+    assert refused.run.returncode != 0
+    message = "\n".join(refused.errors)
+    assert "dockyard:encryptDataPath: this stack's swarm carries its overlay traffic on the private network, " \
+           "in clear" in message and "dockyard:encryptDataPath false" in message
+    assert "Traceback" not in refused.run.output
+
+    engine.set(stack, "dockyard:encryptDataPath", "false")
+    kept = engine.preview(stack)
+    assert kept.count(DROPLET) == 2
+    worker_rules = next(s for s in kept.steps("create") if s["urn"].endswith("::do-worker-firewall"))
+    assert {r.get("portRange") for r in worker_rules["new"]["inputs"]["inboundRules"] if r["protocol"] == "udp"} \
+        == {"7946", "4789"}, "its VXLAN stays in clear on the VPC, as it was made"

@@ -64,7 +64,8 @@ def test_control_ports_from_vpc_are_fine():
 
 
 @pytest.mark.parametrize("port,source,named", [("2377", "0.0.0.0/0", "2377"), ("2049", "::/0", "2049"),
-                                                ("1-65535", "0.0.0.0/0", "2375"), ("all", "::/0", "4789")])
+                                                ("1-65535", "0.0.0.0/0", "2375"), ("all", "::/0", "4789"),
+                                                ("51820", "0.0.0.0/0", "51820")])
 def test_control_ports_to_internet_are_refused(port, source, named):
     args = resource_args(p.FIREWALL, firewall("dockyard-s-worker", rule(port, source)))
     found = violations(p.no_control_ports_to_internet, args)

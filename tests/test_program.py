@@ -604,3 +604,24 @@ def test_a_live_swarm_cannot_move_its_overlay_traffic():
         run_program(tier="small", workers="1", previous_managers=3, dataPathCidr="100.64.0.0/16")
     fresh = run_program(tier="small", workers="1", previous_managers=None, previous_data_path=None)
     assert fresh.outputs["swarm_data_path"] == "100.90.0.0/16", "a new stack is encrypted"
+
+
+def test_a_machine_that_never_made_the_droplets_gets_their_keys_from_its_first_run(tmp_path):
+    """Issue 14: the known_hosts file used to be written only by the command that ran where
+    the droplets were made; another operator's machine accepted the keys it met. Every run
+    now writes the stack's keys there (and only rewrites a file that differs), before the
+    docker provider and the memberships read it."""
+    from components.hosts.digitalocean import known_hosts_path, sync_known_hosts
+
+    stale = tmp_path / "digitalocean" / "second" / "known_hosts"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("10.210.0.2 ssh-ed25519 AAAAsomeoneelse\n")
+    run = run_program(stack="second", tier="default", workers="1", state_dir=tmp_path)
+    written = stale.read_text()
+    assert written == run.outputs["known_hosts"] and "AAAAsomeoneelse" not in written
+    assert len(written.splitlines()) == len(run.of_type(DROPLET))
+    assert str(known_hosts_path("second")).startswith(str(Path.home())), "a real run writes under the user's home"
+    before = stale.stat().st_mtime_ns
+    assert sync_known_hosts(stale, written) == str(stale)
+    assert stale.stat().st_mtime_ns == before, "an unchanged file is left alone"
+    assert [p.name for p in stale.parent.iterdir()] == ["known_hosts"], "no temporary file left"

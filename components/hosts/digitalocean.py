@@ -62,6 +62,17 @@ def user_data_digest(private_key_openssh: str, public_key_openssh: str) -> str:
     return hashlib.sha1(host_key_user_data(private_key_openssh, public_key_openssh).encode()).hexdigest()
 
 
+def sync_known_hosts(path: Path, lines: str) -> str:
+    """Make the file at `path` hold `lines`, unless it does already; replaced whole, so an
+    ssh reading it never sees half a file. Returns the path."""
+    if not (path.is_file() and path.read_text() == lines):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        new = path.with_name(f"{path.name}.{os.getpid()}.new")
+        new.write_text(lines)
+        new.replace(path)
+    return str(path)
+
+
 def known_hosts_path(stack: str) -> Path:
     """Where the operator's machine keeps the droplets' host keys for the system ssh (the
     docker provider, the memberships): per stack, beside the local VMs' state."""
@@ -116,7 +127,7 @@ class DigitalOceanCloud(pulumi.ComponentResource):
         self.platform = Platform(hosts=self._hosts(args.private_key), private_cidr=cfg.vpc_cidr,
                                  master_address=self.reserved_ip.ip_address, identity_file=cfg.ssh.private_key_path,
                                  known_hosts_file=str(known_hosts_path(cfg.stack)), known_hosts_accept_new=True,
-                                 known_hosts=self.known_hosts_lines,
+                                 known_hosts=self.known_hosts_lines, known_hosts_synced=self.known_hosts_synced,
                                  ssh_files_written=[self.known_hosts])
 
         self.register_outputs({
@@ -267,6 +278,11 @@ class DigitalOceanCloud(pulumi.ComponentResource):
             entries.append(pulumi.Output.all(self.host_key(spec.name), *addresses).apply(
                 lambda values: f"{','.join(values[1:])} {values[0]}\n" if values[0] else ""))
         self.known_hosts_lines = pulumi.Output.all(*entries).apply("".join)
+        # Written by this run too, not only by the command (which runs where the droplets
+        # were made): on another machine, the stack's keys are checked from its first run on,
+        # instead of being accepted unseen. Not in a preview of droplets still to be made,
+        # whose keys are not known yet.
+        self.known_hosts_synced = self.known_hosts_lines.apply(lambda lines: sync_known_hosts(path, lines))
         new = shlex.quote(f"{path}.new")
         return local.Command(
             f"{self._cloud_name}-known-hosts",
