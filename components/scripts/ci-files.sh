@@ -19,9 +19,6 @@
 require_env CI_ROOT GC_SCHEDULE REGISTRY_CERT REGISTRY_KEY REGISTRY_HTPASSWD DOCKER_CONFIG_JSON
 systemd-analyze calendar "$GC_SCHEDULE" >/dev/null 2>&1 || fatal "systemd rejects the schedule '$GC_SCHEDULE'"
 
-# put_value PATH MODE VALUE: VALUE and one line break, however many it came with
-put_value() { put_file "$1" "$2" <<<"$(printf '%s' "$3")"; }
-
 umask 022
 mkdir -p "$CI_ROOT/registry/data" "$CI_ROOT/gitea" "$CI_ROOT/drone"
 put_value "$CI_ROOT/registry/certs/registry.crt" 0644 "$REGISTRY_CERT"

@@ -32,9 +32,6 @@ case "$CA_CERT" in *"BEGIN CERTIFICATE"*) ;; *) fatal "CA_CERT is no PEM certifi
 case "$WEB_CERT" in *"BEGIN CERTIFICATE"*) ;; *) fatal "WEB_CERT is no PEM certificate" ;; esac
 case "$WEB_KEY" in *"PRIVATE KEY"*) ;; *) fatal "WEB_KEY is no PEM private key" ;; esac
 
-# put_value PATH MODE VALUE: VALUE and one line break, however many it came with
-put_value() { put_file "$1" "$2" <<<"$(printf '%s' "$3")"; }
-
 umask 022
 tls=$CI_ROOT/tls
 mkdir -p "$tls"

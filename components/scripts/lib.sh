@@ -10,6 +10,7 @@
 #   require_env NAME...            stop, naming every NAME that is unset or empty
 #   default_env NAME[=VALUE]...    each NAME the environment leaves empty is VALUE (or empty)
 #   put_file PATH MODE [MESSAGE]   stdin becomes the file PATH, atomically, if it differs
+#   put_value PATH MODE VALUE      put_file with VALUE and one line break, however many it came with
 #   locked LOCK COMMAND [ARG]...   COMMAND holding the lock file LOCK (flock)
 #   apt_install PACKAGE[=VERSION]...  install the packages dpkg does not have
 #   apt_update, apt_get ARG...     apt-get's update (once a run), apt-get without questions
@@ -77,6 +78,9 @@ put_file() {
   case "$1" in */etc/systemd/system/*) units_changed=yes ;; esac
   log "${3:-writing $1}"
 }
+
+# put_value PATH MODE VALUE: put_file of VALUE and one line break, however many it came with
+put_value() { put_file "$1" "$2" <<<"$(printf '%s' "$3")"; }
 
 # locked LOCK COMMAND [ARG]...: for a file that several runs change at once (scripts run in
 # parallel): each holds LOCK from reading the file to renaming the new one over it, so none
