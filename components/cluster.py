@@ -199,7 +199,8 @@ class Cluster(pulumi.ComponentResource):
         private address)."""
         if self.data_path is None:
             return self.engine_up(name), None
-        return self.engine_up(name) + [self.data_path.ready[name]], self.data_path.addresses[name]
+        # every node has the others as peers first: the overlays reach a node from its first task
+        return self.engine_up(name) + self.data_path.everywhere, self.data_path.addresses[name]
 
     def _swarm(self) -> None:
         topo, hosts, child = self._topology, self._hosts, self._child

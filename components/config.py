@@ -492,8 +492,11 @@ def _data_path(p: _Parser, vpc_cidr: str) -> Optional[str]:
         p.fail("dataPathCidr", problem)
         return None
     network = _network_of(cidr)
-    if network.version != 4 or network.is_global or network.is_loopback or network.is_link_local:
-        p.fail("dataPathCidr", f"{cidr} must be a private IPv4 range such as {DEFAULT_DATA_PATH_CIDR}")
+    if (network.version != 4 or network.is_global or network.is_loopback or network.is_link_local
+            or network.is_unspecified or network.is_reserved or network.is_multicast
+            or network.overlaps(ipaddress.ip_network("0.0.0.0/8"))):
+        p.fail("dataPathCidr", f"{cidr} must be a private (RFC 1918) or shared (RFC 6598) IPv4 range such as "
+                               f"{DEFAULT_DATA_PATH_CIDR}")
         return None
     taken = {**DOCKER_NETWORKS, vpc_cidr: "the stack's VPC (dockyard:vpcCidr)"}
     for other, what in taken.items():

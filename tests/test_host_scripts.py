@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -305,6 +306,7 @@ action=$1 chain=$2
 shift 2
 line="$chain $*"
 case "$action" in
+  -N) exit 1 ;;  # Docker made the chain already
   -C) grep -qxF -- "$line" "$rules" || { echo "iptables: Bad rule (does a matching rule exist in that chain?)." >&2; exit 1; } ;;
   -I) { echo "$line"; cat "$rules"; } > "$rules.next" && mv "$rules.next" "$rules" ;;
   -A) echo "$line" >> "$rules" ;;
@@ -325,11 +327,13 @@ def unit_settings(text: str) -> dict[str, str]:
     return {key: value for key, _, value in (line.partition("=") for line in text.splitlines() if "=" in line)}
 
 
-def test_docker_host_installs_and_starts_the_metadata_block_after_docker(metadata_host):
+def test_docker_host_installs_and_starts_the_metadata_block_before_docker(metadata_host):
     result = docker_host(metadata_host)
     assert result.returncode == 0, result.stderr
     unit = unit_settings((metadata_host["root"] / METADATA_UNIT).read_text())
-    assert unit["After"] == "docker.service" and unit["PartOf"] == "docker.service"
+    # before Docker (re)starts the containers it runs, after a reboot too
+    assert unit["Before"] == "docker.service" and unit["PartOf"] == "docker.service"
+    assert unit["ExecStart"].startswith("/bin/sh -c 'iptables -w -N DOCKER-USER 2>/dev/null; ")
     assert unit["WantedBy"] == "docker.service", "enabled, it starts whenever docker does, e.g. after a reboot"
     assert unit["Type"] == "oneshot" and unit["RemainAfterExit"] == "yes"
     assert "$" not in unit["ExecStart"], "systemd would expand it"
@@ -339,8 +343,7 @@ def test_docker_host_installs_and_starts_the_metadata_block_after_docker(metadat
                  and c.split()[1] in ("start", "restart"))
     reload = made.index("systemctl daemon-reload")
     docker_up = max(i for i, c in enumerate(made) if c == "docker info")
-    assert reload < start and docker_up < enable < start, \
-        "systemd reads the new unit first, and DOCKER-USER exists only once dockerd answers"
+    assert reload < start and docker_up < enable < start, "systemd reads the new unit first"
 
 
 def test_docker_host_run_again_leaves_the_metadata_block_alone(metadata_host):
@@ -613,7 +616,9 @@ echo "wg $*" >> "$LOG_DIR/calls"
 case "$1" in
   genkey) echo {PRIVATE_KEY} ;;
   pubkey) read -r key; [ "$key" = {PRIVATE_KEY} ] && echo {PUBLIC_KEY} ;;
-  syncconf) cat "$3" > "$LOG_DIR/synced" ;;
+  addconf) cat "$3" > "$LOG_DIR/added" ;;
+  show) cat "$LOG_DIR/dump" 2>/dev/null ;;
+  set) echo "$*" >> "$LOG_DIR/removed" ;;
   *) exit 1 ;;
 esac
 """
@@ -624,9 +629,11 @@ FAKE_WG_QUICK = """#!/bin/bash
 FAKE_SYSTEMCTL_WG = """#!/bin/bash
 echo "systemctl $*" >> "$LOG_DIR/calls"
 case "$1" in
-  is-enabled) [ -f "$LOG_DIR/enabled" ] ;;
-  enable) : > "$LOG_DIR/enabled" ;;
-  start | restart) sed -n 's/^Address = //p' "$SYSROOT/etc/wireguard/dockyard0.conf" > "$LOG_DIR/address" ;;
+  is-enabled) [ -f "$LOG_DIR/enabled-$3" ] ;;
+  enable) : > "$LOG_DIR/enabled-$3" ;;
+  is-active) [ -f "$LOG_DIR/active-$3" ] ;;
+  start | restart) : > "$LOG_DIR/active-$2"; [ "$2" != wg-quick@dockyard0 ] ||
+    sed -n 's/^Address = //p' "$SYSROOT/etc/wireguard/dockyard0.conf" > "$LOG_DIR/address" ;;
 esac
 """
 FAKE_IP = """#!/bin/bash
@@ -668,36 +675,88 @@ def test_the_data_path_key_is_made_once_on_the_host_and_only_its_public_half_pri
     assert datapath(wg_host, ACTION="keys").returncode != 0
 
 
-def test_the_data_path_comes_up_with_every_peer_and_changes_peers_in_place(wg_host):
+UP = {"ACTION": "up", "ADDRESS": "100.90.0.5/16", "NETWORK": "100.90.0.0/16", "PORT": "51820"}
+
+
+def test_the_data_path_comes_up_with_every_peer_before_docker_and_its_guard(wg_host):
     assert datapath(wg_host, ACTION="key").returncode == 0
     peers = f"{PEER_B} 10.210.0.6 100.90.0.6\n{PEER_C} 10.210.0.7 100.90.0.7"
-    up = datapath(wg_host, ACTION="up", ADDRESS="100.90.0.5/16", PORT="51820", PEERS=peers)
+    up = datapath(wg_host, **UP, PEERS=peers)
     assert up.returncode == 0, up.stderr
     conf = wg_conf(wg_host).read_text()
     assert conf.startswith(f"[Interface]\nAddress = 100.90.0.5/16\nListenPort = 51820\nPrivateKey = {PRIVATE_KEY}\n")
     assert f"[Peer]\nPublicKey = {PEER_B}\nEndpoint = 10.210.0.6:51820\nAllowedIPs = 100.90.0.6/32" in conf
     assert f"[Peer]\nPublicKey = {PEER_C}\nEndpoint = 10.210.0.7:51820\nAllowedIPs = 100.90.0.7/32" in conf
     assert wg_conf(wg_host).stat().st_mode & 0o777 == 0o600
-    after = (wg_host["root"] / "etc/systemd/system/docker.service.d/dockyard-datapath.conf").read_text()
+    units = wg_host["root"] / "etc/systemd/system"
+    after = (units / "docker.service.d/dockyard-datapath.conf").read_text()
     assert "After=wg-quick@dockyard0.service" in after, "at boot Docker starts after its data path"
+    guard = unit_settings((units / "dockyard-datapath-guard.service").read_text())
+    assert guard["Before"] == "docker.service" and guard["WantedBy"] == "docker.service"
     log = calls(wg_host["logs"])
     assert log.index("systemctl daemon-reload") < log.index("systemctl start wg-quick@dockyard0")
-    assert "systemctl enable wg-quick@dockyard0" in log
+    assert {"systemctl enable --quiet wg-quick@dockyard0", "systemctl enable --quiet dockyard-datapath-guard",
+            "systemctl restart dockyard-datapath-guard"} <= set(log)
     assert PRIVATE_KEY not in up.stdout + up.stderr
 
-    before = len(calls(wg_host["logs"]))
-    same = datapath(wg_host, ACTION="up", ADDRESS="100.90.0.5/16", PORT="51820", PEERS=peers)
-    assert same.returncode == 0 and "peers unchanged" in same.stderr
-    assert [c for c in calls(wg_host["logs"])[before:] if "is-enabled" not in c] == [], "a second run changes nothing"
 
-    # a worker removed: the peers change in place, without taking the interface down
-    fewer = datapath(wg_host, ACTION="up", ADDRESS="100.90.0.5/16", PORT="51820", PEERS=f"{PEER_B} 10.210.0.6 100.90.0.6")
+def test_the_data_path_guard_keeps_vxlan_inside_wireguard_and_containers_off_it(wg_host, tmp_path):
+    """Its ExecStart as systemd runs it, before every start of docker: one rule of each, however
+    often it runs."""
+    assert datapath(wg_host, ACTION="key").returncode == 0
+    assert datapath(wg_host, **UP, PEERS="").returncode == 0
+    exec_start = unit_settings((wg_host["root"] / "etc/systemd/system/dockyard-datapath-guard.service")
+                               .read_text())["ExecStart"]
+    assert "$" not in exec_start
+    bin_dir = tmp_path / "iptables-bin"
+    bin_dir.mkdir()
+    (bin_dir / "iptables").write_text(FAKE_IPTABLES)
+    (bin_dir / "iptables").chmod(0o755)
+    for tool in ("cat", "grep", "mv", "touch"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    logs = tmp_path / "iptables-logs"
+    logs.mkdir()
+    for _ in range(3):
+        ran = subprocess.run(shlex.split(exec_start), env={"PATH": str(bin_dir), "LOG_DIR": str(logs)},
+                             text=True, capture_output=True, timeout=30)
+        assert ran.returncode == 0, ran.stderr
+    assert sorted((logs / "iptables").read_text().splitlines()) == [
+        "DOCKER-USER -d 100.90.0.0/16 -j REJECT --reject-with icmp-port-unreachable",
+        "INPUT -p udp --dport 4789 ! -i dockyard0 -j DROP",
+        "OUTPUT -p udp --dport 4789 ! -o dockyard0 -j DROP"]
+
+
+def test_peers_change_in_place_and_a_leaving_node_keeps_its_peer_until_it_is_gone(wg_host):
+    """Issue 14 review: the peers are applied at every run (a run cut short after writing the
+    file applies them the next time), added and changed in place; a node no longer listed
+    keeps its peer while it is still heard from (it is being drained), and goes once silent
+    or once a new node has its address."""
+    assert datapath(wg_host, ACTION="key").returncode == 0
+    both = f"{PEER_B} 10.210.0.6 100.90.0.6\n{PEER_C} 10.210.0.7 100.90.0.7"
+    assert datapath(wg_host, **UP, PEERS=both).returncode == 0
+    again = datapath(wg_host, **UP, PEERS=both)
+    assert again.returncode == 0 and "data path up with 2 peer(s)" in again.stderr
+    assert PEER_C in (wg_host["logs"] / "added").read_text(), "applied again, though the file did not change"
+    assert not [c for c in calls(wg_host["logs"]) if "restart wg-quick" in c]
+
+    # C leaves: B is still configured, C is heard from 10 s ago (draining), D left long ago,
+    # E lost its address to a new node
+    peer_d, peer_e = "oJ9sB2RwvS0F5lwqjwYp3dTnq0m7KCqH6bFsrnVbCUw=", "cO8kR3DrnE3ib1OWhWt0AbXz7d2GWr8MXw6rNp0rCn0="
+    now = int(time.time())
+    (wg_host["logs"] / "dump").write_text("\n".join([
+        f"{PRIVATE_KEY}\t{PUBLIC_KEY}\t51820\toff",
+        f"{PEER_B}\t(none)\t10.210.0.6:51820\t100.90.0.6/32\t{now - 5}\t1\t1\toff",
+        f"{PEER_C}\t(none)\t10.210.0.7:51820\t100.90.0.7/32\t{now - 10}\t1\t1\toff",
+        f"{peer_d}\t(none)\t10.210.0.8:51820\t100.90.0.8/32\t{now - 600}\t1\t1\toff",
+        f"{peer_e}\t(none)\t10.210.0.9:51820\t(none)\t{now - 5}\t1\t1\toff"]) + "\n")
+    fewer = datapath(wg_host, **UP, PEERS=f"{PEER_B} 10.210.0.6 100.90.0.6")
     assert fewer.returncode == 0, fewer.stderr
-    synced = (wg_host["logs"] / "synced").read_text()
-    assert PEER_B in synced and PEER_C not in synced and "Address" not in synced
-    assert not [c for c in calls(wg_host["logs"])[before:] if "restart" in c or "start wg" in c]
+    added = (wg_host["logs"] / "added").read_text()
+    assert PEER_B in added and PEER_C not in added and "Address" not in added
+    removed = (wg_host["logs"] / "removed").read_text().splitlines()
+    assert sorted(removed) == sorted([f"set dockyard0 peer {peer_d} remove", f"set dockyard0 peer {peer_e} remove"])
 
-    moved = datapath(wg_host, ACTION="up", ADDRESS="100.91.0.5/16", PORT="51820", PEERS=peers)
+    moved = datapath(wg_host, **{**UP, "ADDRESS": "100.91.0.5/16"}, PEERS=both)
     assert moved.returncode == 0 and "systemctl restart wg-quick@dockyard0" in calls(wg_host["logs"])
 
 
@@ -705,7 +764,7 @@ def test_the_data_path_comes_up_with_every_peer_and_changes_peers_in_place(wg_ho
                                    f"{PEER_B} 10.210.0.6 100.90.0.6/32", f"{PEER_B} 10.210.0.6 100.90.0.6 more"])
 def test_a_bad_peer_changes_nothing(wg_host, peers):
     assert datapath(wg_host, ACTION="key").returncode == 0
-    bad = datapath(wg_host, ACTION="up", ADDRESS="100.90.0.5/16", PORT="51820", PEERS=peers)
+    bad = datapath(wg_host, **UP, PEERS=peers)
     assert bad.returncode != 0 and "PEERS" in bad.stderr
     assert not wg_conf(wg_host).exists()
 

@@ -7,9 +7,10 @@
 #       SSH host key): a REJECT, for every protocol, at the top of Docker's DOCKER-USER
 #       chain, which filters what Docker forwards (bridge networks, the swarm's
 #       docker_gwbridge) but not the host's own traffic, so cloud-init still reads it at
-#       boot (and a container on the host's network still reaches it). Docker leaves
-#       that chain alone but it is empty after a reboot: the unit puts the rule back each
-#       time docker starts, and only when it is missing.
+#       boot (and a container on the host's network still reaches it). Docker keeps
+#       what that chain holds, but it is gone after a reboot: the unit makes it and puts
+#       the rule back before each start of docker (so before Docker restarts its
+#       containers), and only when it is missing.
 #
 # Inputs (environment, all optional):
 #   HOST_NAME         name the host should carry (empty: keep the current hostname)
@@ -143,13 +144,13 @@ done
 put_file "$SYSROOT/etc/systemd/system/dockyard-metadata-block.service" 0644 <<'EOF'
 [Unit]
 Description=dockyard: containers cannot reach the metadata service (169.254.169.254)
-After=docker.service
+Before=docker.service
 PartOf=docker.service
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'iptables -w -C DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable 2>/dev/null || iptables -w -I DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable'
+ExecStart=/bin/sh -c 'iptables -w -N DOCKER-USER 2>/dev/null; iptables -w -C DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable 2>/dev/null || iptables -w -I DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable'
 
 [Install]
 WantedBy=docker.service
@@ -183,8 +184,8 @@ else
 fi
 for _ in $(seq 1 90); do docker info >/dev/null 2>&1 && break; sleep 2; done
 docker info >/dev/null 2>&1 || fatal "dockerd does not answer; see journalctl -u docker"
-# DOCKER-USER exists once dockerd answers. Enabled, the block comes back with every start
-# of docker (WantedBy) and is run again by each restart (PartOf); a changed unit runs now.
+# Enabled, the block comes back before every start of docker (WantedBy, Before) and runs
+# again with each restart (PartOf); a changed unit runs now.
 systemctl is-enabled --quiet dockyard-metadata-block.service 2>/dev/null ||
   systemctl enable --quiet dockyard-metadata-block.service
 if [ "$metadata_block_changed" = yes ]; then

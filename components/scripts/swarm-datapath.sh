@@ -12,23 +12,28 @@
 #                 and start Docker after it
 #   ADDRESS  (up) this host's address on the data path, with the network's prefix length,
 #            e.g. 100.90.0.12/16
+#   NETWORK  (up) the data path's network, e.g. 100.90.0.0/16: containers may not send there
 #   PORT     (up) the UDP port WireGuard listens on and sends to, on the private addresses
 #   PEERS    (up) one peer a line: "<public key> <private address> <data path address>";
 #            empty for a swarm of one node
+#
+# Installs (up): wg-quick@dockyard0, enabled; dockyard-datapath-guard.service, which before
+# Docker starts drops UDP 4789 (VXLAN) in or out on any other interface and rejects what
+# containers send to NETWORK; and a drop-in that starts Docker after the interface.
 # For tests only:
 #   SYSROOT  a directory that stands for / in the paths this script writes
 #
 # Output (key): the public key on stdout. Safe to run again: the key is made once, and
-# the interface is changed only when its configuration changed (peers added or removed in
-# place, without dropping the others' traffic).
+# peers are added, changed or removed in place, without dropping the others' traffic.
 
 : "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell swarm-datapath.sh | bash -s}"
 
-default_env ACTION ADDRESS PORT PEERS SYSROOT
+default_env ACTION ADDRESS NETWORK PORT PEERS SYSROOT
 INTERFACE=dockyard0
 KEY=$SYSROOT/etc/wireguard/$INTERFACE.key
 CONF=$SYSROOT/etc/wireguard/$INTERFACE.conf
 DOCKER_AFTER=$SYSROOT/etc/systemd/system/docker.service.d/dockyard-datapath.conf
+GUARD_UNIT=$SYSROOT/etc/systemd/system/dockyard-datapath-guard.service
 
 [ "$(id -u)" = 0 ] || fatal "must run as root"
 if ! command -v wg >/dev/null 2>&1 || ! command -v wg-quick >/dev/null 2>&1; then
@@ -53,8 +58,9 @@ case "$ACTION" in
   *) fatal "ACTION must be key or up, not '$ACTION'" ;;
 esac
 
-require_env ADDRESS PORT
+require_env ADDRESS NETWORK PORT
 [[ "$ADDRESS" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$ ]] || fatal "ADDRESS must be an IPv4 address with its prefix length, not '$ADDRESS'"
+[[ "$NETWORK" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$ ]] || fatal "NETWORK must be an IPv4 network, not '$NETWORK'"
 [[ "$PORT" =~ ^[0-9]{1,5}$ ]] || fatal "PORT must be a UDP port, not '$PORT'"
 [ -s "$KEY" ] || fatal "this host has no data path key yet; ACTION=key makes it"
 
@@ -77,7 +83,28 @@ AllowedIPs = $peer_address/32"
 done <<<"$PEERS"
 # holds the private key: 0600, in a directory only root reads
 put_file "$CONF" 0600 "writing the data path's configuration" <<<"$conf"
-changed=$file_changed
+
+# Before Docker starts (at boot too): VXLAN only through dockyard0, never in clear on
+# another interface (were dockyard0 missing, the data path's addresses would take the
+# default route), and nothing a container sends reaches the data path's addresses (it
+# could put frames of its own on any overlay from a valid peer). No `$` in ExecStart:
+# systemd would expand it first.
+rule() { printf 'iptables -w -C %s 2>/dev/null || iptables -w -I %s' "$1" "$1"; }
+put_file "$GUARD_UNIT" 0644 "writing the data path's firewall rules" <<EOF
+[Unit]
+Description=dockyard: VXLAN only inside WireGuard, containers kept off the data path
+Before=docker.service
+PartOf=docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'iptables -w -N DOCKER-USER 2>/dev/null; { $(rule "OUTPUT -p udp --dport 4789 ! -o $INTERFACE -j DROP"); } && { $(rule "INPUT -p udp --dport 4789 ! -i $INTERFACE -j DROP"); } && { $(rule "DOCKER-USER -d $NETWORK -j REJECT --reject-with icmp-port-unreachable"); }'
+
+[Install]
+WantedBy=docker.service
+EOF
+guard_changed=$file_changed
 
 # At boot Docker's swarm needs its data path address: Docker starts after the interface.
 put_file "$DOCKER_AFTER" 0644 "starting Docker after the data path" <<EOF
@@ -87,18 +114,35 @@ After=wg-quick@$INTERFACE.service
 EOF
 [ "$units_changed" = no ] || systemctl daemon-reload
 
-systemctl is-enabled --quiet "wg-quick@$INTERFACE" 2>/dev/null || systemctl enable "wg-quick@$INTERFACE" >/dev/null 2>&1 ||
-  fatal "cannot enable wg-quick@$INTERFACE"
+for unit in dockyard-datapath-guard "wg-quick@$INTERFACE"; do
+  systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl enable --quiet "$unit" || fatal "cannot enable $unit"
+done
+if [ "$guard_changed" = yes ]; then
+  systemctl restart dockyard-datapath-guard || fatal "cannot set the data path's firewall rules; see journalctl -u dockyard-datapath-guard"
+elif ! systemctl is-active --quiet dockyard-datapath-guard; then
+  systemctl start dockyard-datapath-guard || fatal "cannot set the data path's firewall rules; see journalctl -u dockyard-datapath-guard"
+fi
+
 if ! ip link show "$INTERFACE" >/dev/null 2>&1; then
   log "bringing the data path up on $ADDRESS"
   systemctl start "wg-quick@$INTERFACE" || fatal "wg-quick@$INTERFACE did not start; see journalctl -u wg-quick@$INTERFACE"
 elif ! ip -o -4 addr show dev "$INTERFACE" | grep -q " inet $ADDRESS "; then
   log "moving the data path to $ADDRESS"
   systemctl restart "wg-quick@$INTERFACE" || fatal "wg-quick@$INTERFACE did not restart; see journalctl -u wg-quick@$INTERFACE"
-elif [ "$changed" = yes ]; then
-  log "updating the data path's peers"
-  # in place: the peers that stay keep their sessions
-  wg syncconf "$INTERFACE" <(wg-quick strip "$INTERFACE") || fatal "wg syncconf failed"
 else
-  log "data path up, peers unchanged"
+  # Every run, not only when the file changed: a run that stopped after writing it still
+  # applies it the next time. addconf adds and updates peers and removes none: a node
+  # leaving the swarm keeps its peer while it is drained (its removal comes after this).
+  wg addconf "$INTERFACE" <(wg-quick strip "$INTERFACE") || fatal "wg addconf failed"
+  printf -v now "%(%s)T" -1
+  wanted=$(awk '$1 == "PublicKey" { print $3 }' "$CONF")
+  # a peer no longer configured goes once it has no address left (a new node took it) or
+  # has been silent for 3 minutes (its node is gone)
+  wg show "$INTERFACE" dump | awk 'NR > 1 { print $1, $4, $5 }' | while read -r peer allowed handshake; do
+    if ! grep -qxF "$peer" <<<"$wanted" && { [ "$allowed" = "(none)" ] || [ $((now - handshake)) -gt 180 ]; }; then
+      log "removing the data path's peer $peer (no longer a swarm node)"
+      wg set "$INTERFACE" peer "$peer" remove || fatal "cannot remove peer $peer"
+    fi
+  done
+  log "data path up with $(grep -c '^\[Peer\]' "$CONF" || true) peer(s)"
 fi
