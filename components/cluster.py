@@ -91,7 +91,8 @@ class Cluster(pulumi.ComponentResource):
                 DockerHostArgs(host=self._hosts[spec.name], docker_version=cfg.docker_version,
                                registry_mirrors=cfg.registry_mirrors, data_mount=mount, data_owners=owners,
                                prune_schedule=cfg.prune_schedule, prune_after=cfg.prune_after,
-                               keep_images=keep_images),
+                               keep_images=keep_images,
+                               live_restore=not (spec.has(Role.MANAGER) or spec.has(Role.WORKER))),
                 opts=child,
             )
             paths = data_paths(self._topology, spec)

@@ -21,6 +21,8 @@ class DockerHostArgs:
     prune_schedule: str = DEFAULT_PRUNE_SCHEDULE
     prune_after: str = DEFAULT_PRUNE_AFTER
     keep_images: tuple[str, ...] = ()  # image IDs the prune never removes (preloaded ones)
+    # containers outlive a restart of dockerd; Docker refuses it on a swarm node
+    live_restore: bool = False
 
 
 class DockerHost(pulumi.ComponentResource):
@@ -31,6 +33,7 @@ class DockerHost(pulumi.ComponentResource):
             "HOST_NAME": name,
             "DOCKER_VERSION": args.docker_version,
             "REGISTRY_MIRRORS": " ".join(args.registry_mirrors),
+            "LIVE_RESTORE": "true" if args.live_restore else "false",
         }
         if host.data_device is not None and args.data_mount:
             env["DATA_DEVICE"] = host.data_device

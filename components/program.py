@@ -14,7 +14,7 @@ import pulumi
 from .backup import BackupSecrets
 from .config import NAMESPACE, ConfigError, DockyardConfig, parse_config, read_raw_config
 from .hosts import Platform
-from .hosts.digitalocean import DigitalOceanCloud, DigitalOceanCloudArgs
+from .hosts.digitalocean import KNOWN_HOSTS_OUTPUT, DigitalOceanCloud, DigitalOceanCloudArgs
 from .hosts.local import LocalCloud, LocalCloudArgs
 from .deployment import Deployment, deploy
 from .datapath import DATA_PATH_OUTPUT, guard_data_path_change
@@ -51,8 +51,8 @@ class StackSettings:
 class Cloud:
     """How the hosts of a cloud come to exist."""
 
-    # (config, topology, the key the hosts accept) -> the hosts
-    make: Callable[[DockyardConfig, Topology, Optional[pulumi.Input[str]]], Platform]
+    # (config, topology, the key the hosts accept, the stack's own last outputs) -> the hosts
+    make: Callable[[DockyardConfig, Topology, Optional[pulumi.Input[str]], pulumi.StackReference], Platform]
     # the hosts accept the user's key (dockyard:sshPrivateKey or sshPrivateKeyPath); a cloud
     # that makes a key for its hosts needs none
     takes_users_key: bool
@@ -60,11 +60,13 @@ class Cloud:
 
 CLOUDS: dict[str, Cloud] = {
     "digitalocean": Cloud(
-        make=lambda config, topology, key: DigitalOceanCloud(
-            "do", DigitalOceanCloudArgs(config=config, topology=topology, private_key=key)).platform,
+        # the droplets' known_hosts file is written first from the stack's last output of it
+        make=lambda config, topology, key, own: DigitalOceanCloud(
+            "do", DigitalOceanCloudArgs(config=config, topology=topology, private_key=key,
+                                        previous_known_hosts=own.get_output(KNOWN_HOSTS_OUTPUT))).platform,
         takes_users_key=True),
     "local": Cloud(
-        make=lambda config, topology, key: LocalCloud(
+        make=lambda config, topology, key, own: LocalCloud(
             "local", LocalCloudArgs(config=config, topology=topology)).platform,
         takes_users_key=False),
 }
@@ -101,11 +103,12 @@ def run(settings: StackSettings) -> Program:
     cloud = CLOUDS[config.cloud]
     private_key = users_private_key(settings, config) if cloud.takes_users_key else None
     # refuse, before any change, to remove half of the swarm's managers or more in one update,
-    # and to move the overlays' traffic of a live swarm
+    # and to move the overlays' traffic of a live swarm; the one reference to the stack's own
+    # last outputs (a second would have the same name), which the cloud reads too
     own = own_stack()
     manager_count = guard_manager_change(config.managers, config.allow_manager_majority_loss, own)
     data_path = guard_data_path_change(own, config.data_path_cidr)
-    deployment = deploy(config, topology, cloud.make(config, topology, private_key), settings.backup_secrets())
+    deployment = deploy(config, topology, cloud.make(config, topology, private_key, own), settings.backup_secrets())
     return Program(config, topology, private_key, deployment,
                    stack_exports(config, topology, manager_count, data_path, deployment))
 

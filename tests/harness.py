@@ -100,7 +100,7 @@ class Registration:
 
 class Mocks(pulumi.runtime.Mocks):
     def __init__(self, vpc_cidr: str, previous_managers: int | None = None, legacy_droplets: tuple[str, ...] = (),
-                 previous_data_path: str | None = DEFAULT_DATA_PATH_CIDR):
+                 previous_data_path: str | None = DEFAULT_DATA_PATH_CIDR, previous_known_hosts: str | None = None):
         self.network = ipaddress.ip_network(vpc_cidr)
         self.counter = 0
         # droplets made before the stack made host keys: the provider holds no user data for them
@@ -109,12 +109,16 @@ class Mocks(pulumi.runtime.Mocks):
         self.previous_managers = previous_managers
         # where that last update's overlay traffic went (None: a stack made before it said)
         self.previous_data_path = previous_data_path
+        # the known_hosts lines that last update exported (None: a stack made before it did)
+        self.previous_known_hosts = previous_known_hosts
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         if args.typ == "pulumi:pulumi:StackReference":  # the manager guard reads its own stack
             last = {} if self.previous_managers is None else {MANAGER_COUNT_OUTPUT: self.previous_managers}
             if last and self.previous_data_path is not None:
                 last[DATA_PATH_OUTPUT] = self.previous_data_path
+            if last and self.previous_known_hosts is not None:
+                last["known_hosts"] = self.previous_known_hosts
             return args.name, {"name": args.inputs["name"], "outputs": last, "secretOutputNames": []}
         outputs = dict(args.inputs)
         self.counter += 1
@@ -266,17 +270,19 @@ TEST_STATE_DIR = Path(tempfile.mkdtemp(prefix="dockyard-test-state-"))
 
 def run_program(stack: str = "test", previous_managers: int | None = None, legacy_droplets: tuple[str, ...] = (),
                 previous_data_path: str | None = DEFAULT_DATA_PATH_CIDR, state_dir: Path = TEST_STATE_DIR,
-                **overrides) -> Run:
+                previous_known_hosts: str | None = None, preview: bool = False, **overrides) -> Run:
     """The program of components/program.py on mocks, with BASE_CONFIG and `overrides` as the
     stack's `dockyard:*` values (an override of None removes the key). The stack's
     dockyard:sshPrivateKey is TEST_KEY, a secret; `previous_managers` is the manager count
-    of the stack's last update, `previous_data_path` the data path it exported. Files the
-    program writes on the operator's machine go under `state_dir`."""
+    of the stack's last update, `previous_data_path` the data path it exported and
+    `previous_known_hosts` its known_hosts output (both only with `previous_managers`). Files
+    the program writes on the operator's machine go under `state_dir`. `preview`: a dry run,
+    where what a mock leaves out of a resource's outputs is unknown."""
     raw = {k: v for k, v in {**BASE_CONFIG, **overrides}.items() if v is not None}
     config = parse_config(stack, raw)  # a bad configuration fails here, before the mocks
-    mocks = Mocks(config.vpc_cidr, previous_managers, legacy_droplets, previous_data_path)
+    mocks = Mocks(config.vpc_cidr, previous_managers, legacy_droplets, previous_data_path, previous_known_hosts)
     monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project="dockyard", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project="dockyard", stack=stack, preview=preview, monitor=monitor)
     run = Run(monitor.registrations)
 
     @pulumi.runtime.test

@@ -259,6 +259,19 @@ def test_a_data_volume_with_another_filesystem_is_left_alone(host):
     assert (host["root"] / "etc" / "fstab").read_text() == ORIGINAL_FSTAB, "nothing mounts it as ext4"
 
 
+@pytest.mark.parametrize("live_restore", ["true", "false"])
+def test_live_restore_is_in_daemon_json_as_the_host_asks(host, live_restore):
+    """Issue 14 (CIS Docker benchmark): containers outlive a restart of dockerd, on the hosts
+    that are no swarm node (Docker refuses live-restore in swarm mode)."""
+    host["disk"].write_bytes(os.urandom(2 * MIB))
+    (host["logs"] / "fs-type").write_text("ext4\n")
+    result = docker_host(host, LIVE_RESTORE=live_restore)
+    assert result.returncode == 0, result.stderr
+    daemon = json.loads((host["root"] / "etc/docker/daemon.json").read_text())
+    assert daemon["live-restore"] is (live_restore == "true") and daemon["no-new-privileges"] is True
+    assert docker_host(host, LIVE_RESTORE="yes").returncode != 0
+
+
 def test_what_keeps_data_on_the_volume_does_not_start_without_it(host):
     host["disk"].write_bytes(os.urandom(2 * MIB))
     (host["logs"] / "fs-type").write_text("ext4\n")

@@ -609,19 +609,132 @@ def test_a_live_swarm_cannot_move_its_overlay_traffic():
 def test_a_machine_that_never_made_the_droplets_gets_their_keys_from_its_first_run(tmp_path):
     """Issue 14: the known_hosts file used to be written only by the command that ran where
     the droplets were made; another operator's machine accepted the keys it met. Every run
-    now writes the stack's keys there (and only rewrites a file that differs), before the
-    docker provider and the memberships read it."""
-    from components.hosts.digitalocean import known_hosts_path, sync_known_hosts
+    now merges the stack's last exported keys into it, first thing (and only rewrites a file
+    that differs): a line of the stack's replaces the file's for the same address, and the
+    lines ssh's accept-new added for droplets made before the stack made host keys stay."""
+    import base64
+    import hashlib
+    import hmac
 
-    stale = tmp_path / "digitalocean" / "second" / "known_hosts"
-    stale.parent.mkdir(parents=True)
-    stale.write_text("10.210.0.2 ssh-ed25519 AAAAsomeoneelse\n")
-    run = run_program(stack="second", tier="default", workers="1", state_dir=tmp_path)
-    written = stale.read_text()
-    assert written == run.outputs["known_hosts"] and "AAAAsomeoneelse" not in written
-    assert len(written.splitlines()) == len(run.of_type(DROPLET))
+    from components.hosts.digitalocean import known_hosts_path
+
     assert str(known_hosts_path("second")).startswith(str(Path.home())), "a real run writes under the user's home"
-    before = stale.stat().st_mtime_ns
-    assert sync_known_hosts(stale, written) == str(stale)
-    assert stale.stat().st_mtime_ns == before, "an unchanged file is left alone"
-    assert [p.name for p in stale.parent.iterdir()] == ["known_hosts"], "no temporary file left"
+    # a new stack has no last output: the program writes nothing (the command does, once
+    # the droplets exist)
+    new = run_program(stack="second", tier="default", workers="1", state_dir=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    exported = new.outputs["known_hosts"]
+    stack_lines = exported.splitlines()
+    assert len(stack_lines) == len(new.of_type(DROPLET))
+    master_line = next(line for line in stack_lines if "203.0.113.10" in line)
+    master_private = master_line.split()[0].split(",")[0]
+
+    def hashed(address: str) -> str:
+        """An address as ssh writes it with HashKnownHosts yes."""
+        salt = bytes(range(20))
+        digest = hmac.new(salt, address.encode(), hashlib.sha1).digest()
+        return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+    legacy = ["10.210.0.99 ssh-ed25519 AAAAlegacydroplet", f"{hashed('10.210.0.98')} ssh-ed25519 AAAAhashedlegacy"]
+    file = tmp_path / "second" / "digitalocean" / "second" / "known_hosts"
+    file.parent.mkdir(parents=True)
+    file.write_text("\n".join([
+        legacy[0],
+        # stale: an address of the stack's under another key, alone or hashed
+        f"{master_private} ssh-ed25519 AAAAsomeoneelse",
+        f"{hashed('203.0.113.10')} ssh-ed25519 AAAAsomeoneelsehashed",
+        legacy[1],
+    ]) + "\n")
+
+    def second_machine_run():
+        return run_program(stack="second", tier="default", workers="1", state_dir=tmp_path / "second",
+                           previous_managers=new.outputs["manager_count"], previous_known_hosts=exported)
+
+    run = second_machine_run()
+    written = file.read_text()
+    assert written == exported + "".join(f"{line}\n" for line in legacy), "the stack's lines, then the others kept"
+    assert "AAAAsomeoneelse" not in written
+    assert [p.name for p in file.parent.iterdir()] == ["known_hosts"], "no temporary file left"
+
+    before = file.stat().st_mtime_ns
+    second_machine_run()
+    assert file.stat().st_mtime_ns == before and file.read_text() == written, "an unchanged file is left alone"
+    assert [p.name for p in file.parent.iterdir()] == ["known_hosts"]
+
+
+def test_the_known_hosts_file_merges_the_stacks_lines_with_the_others(tmp_path):
+    from components.hosts.digitalocean import sync_known_hosts
+
+    file = tmp_path / "dir" / "known_hosts"
+    lines = "10.0.0.2,203.0.113.10,198.51.100.1 ssh-ed25519 AAAAmaster\n10.0.0.3 ssh-ed25519 AAAAworker\n"
+    assert sync_known_hosts(file, "") == str(file) and not file.exists(), "nothing to write"
+    assert sync_known_hosts(file, lines) == str(file) and file.read_text() == lines
+    # a line ssh added: the stack's address is covered by a line of the stack's
+    file.write_text(lines + "198.51.100.1 ssh-ed25519 AAAAstale\n# a comment\n10.0.0.4 ssh-ed25519 AAAAold")
+    sync_known_hosts(file, lines)
+    assert file.read_text() == lines + "# a comment\n10.0.0.4 ssh-ed25519 AAAAold\n"
+    # a replaced droplet: its new key replaces the line of its address
+    sync_known_hosts(file, lines.replace("AAAAworker", "AAAAnewworker"))
+    assert "AAAAworker" not in file.read_text() and "10.0.0.3 ssh-ed25519 AAAAnewworker\n" in file.read_text()
+    assert sorted(p.name for p in file.parent.iterdir()) == ["known_hosts"]
+
+
+class _NewWorkerMocks(Mocks):
+    """A preview that adds worker w2 to an existing stack: what the provider does not know
+    of its droplet and host key until they are made is left out, so it is unknown."""
+
+    def new_resource(self, args):
+        if args.typ == COMMAND and "create" not in args.inputs:
+            # a run on the new host, whose command line is not known yet (nor its output)
+            return f"{args.name}-id", dict(args.inputs)
+        id_, outputs = super().new_resource(args)
+        if args.name in ("do-w2", "do-w2-host-key"):
+            for key in ("ipv4Address", "ipv4AddressPrivate", "userData", "dropletUrn",
+                        "privateKeyOpenssh", "publicKeyOpenssh", "privateKeyPem"):
+                outputs.pop(key, None)
+        return id_, outputs
+
+
+def test_a_preview_that_adds_a_droplet_leaves_the_others_ssh_options_known(tmp_path, monkeypatch):
+    """The file is written from the stack's last output, known in a preview: adding a droplet
+    does not make every docker provider's ssh options and every membership's ssh config
+    unknown (a noisy pull-request preview), and an `up` does not hold them for new droplets."""
+    import tests.harness as harness
+    from pulumi.runtime.rpc import UNKNOWN
+
+    before = run_program(stack="grows", tier="default", workers="1", state_dir=tmp_path / "made")
+    monkeypatch.setattr(harness, "Mocks", _NewWorkerMocks)
+    run = run_program(stack="grows", tier="default", workers="2", state_dir=tmp_path / "preview", preview=True,
+                      previous_managers=before.outputs["manager_count"],
+                      previous_known_hosts=before.outputs["known_hosts"])
+    assert run.named("do-known-hosts").inputs["stdin"] == UNKNOWN, "the new droplet's key is not known yet"
+    assert (tmp_path / "preview" / "digitalocean" / "grows" / "known_hosts").read_text() == \
+        before.outputs["known_hosts"], "the preview wrote the last output's lines"
+    providers = run.of_type("pulumi:providers:docker")
+    assert providers and sorted(p.name for p in providers) == sorted(
+        p.name for p in before.of_type("pulumi:providers:docker"))
+    for provider in providers:
+        assert provider.inputs["sshOpts"] != UNKNOWN, provider.name
+        # a provider's inputs go to the engine as JSON text
+        options = json.loads(provider.inputs["sshOpts"])
+        assert UNKNOWN not in options and "StrictHostKeyChecking=accept-new" in options, provider.name
+    memberships = [c for c in run.of_type(LOCAL_COMMAND) if c.name.endswith("-membership")]
+    assert memberships
+    for membership in memberships:
+        config = membership.inputs["environment"]["SSH_CONFIG"]
+        assert UNKNOWN not in config and "StrictHostKeyChecking accept-new" in config, membership.name
+
+
+def test_live_restore_only_on_the_hosts_that_are_no_swarm_node():
+    """Issue 14 (CIS Docker benchmark): Docker refuses live-restore in swarm mode, so only the
+    master, CI/CD and NFS hosts that are no swarm node keep their containers through a
+    restart of dockerd."""
+    run = run_program(tier="small", workers="1")
+    topology = build_topology("small", 1, 3, "/srv/nfs", "/mnt/nfs")
+    swarm = {s.name for s in topology.managers + topology.workers}
+    seen = {}
+    for command in run.commands("docker-host.sh"):
+        host = command.name.removesuffix("-docker")
+        seen[host] = script_env(command)["LIVE_RESTORE"]
+    assert seen == {h.name: "false" if h.name in swarm else "true" for h in topology.hosts}
+    assert "true" in seen.values() and "false" in seen.values()

@@ -61,8 +61,10 @@ class Platform:
     known_hosts_accept_new: bool = False
     # That file's lines ("address[,address] type key"), exported for ssh on other machines.
     known_hosts: Optional[pulumi.Output[str]] = None
-    # The file's path once this run has written those lines to it, on whichever machine
-    # runs the program (an operator's second machine too): what reads the file waits for it.
+    # The file's path once this run has merged into it the lines the stack's last update
+    # exported, on whichever machine runs the program (an operator's second machine too):
+    # what reads the file waits for it. Known at the start of a run, a preview's too, so
+    # what waits for it does not wait for new hosts; None: the program writes no such file.
     known_hosts_synced: Optional[pulumi.Output[str]] = None
     # What writes those files: ssh waits for them.
     ssh_files_written: list[pulumi.Resource] = field(default_factory=list)

@@ -6,7 +6,9 @@ Each droplet's SSH host key is made by the stack (pulumi-tls) and installed by c
 before sshd first starts, so every connection checks it, the first one included."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
 import re
 import shlex
@@ -62,15 +64,60 @@ def user_data_digest(private_key_openssh: str, public_key_openssh: str) -> str:
     return hashlib.sha1(host_key_user_data(private_key_openssh, public_key_openssh).encode()).hexdigest()
 
 
+def known_hosts_names(line: str) -> list[str]:
+    """The host names of a known_hosts line (its first field, comma-separated; a hashed
+    one as it is written, "|1|salt|hash"); none for a comment, a blank or a marked line
+    (@cert-authority, @revoked)."""
+    fields = line.split()
+    if not fields or fields[0].startswith(("#", "@")):
+        return []
+    return fields[0].split(",")
+
+
+def names_any(names: list[str], addresses: set[str]) -> bool:
+    """True if a line's `names` cover one of `addresses`, in clear or hashed the way ssh
+    hashes them (HashKnownHosts: base64 of HMAC-SHA1 of the name, keyed with the salt)."""
+    for name in names:
+        if name.startswith("|1|"):
+            try:
+                salt, digest = (base64.b64decode(part, validate=True) for part in name[3:].split("|"))
+            except ValueError:
+                continue
+            if any(hmac.compare_digest(hmac.new(salt, a.encode(), hashlib.sha1).digest(), digest)
+                   for a in addresses):
+                return True
+        elif name in addresses:
+            return True
+    return False
+
+
+def merged_known_hosts(existing: str, lines: str) -> str:
+    """`lines` (the stack's), then the lines of `existing` that cover none of their
+    addresses: the ones ssh's accept-new added for droplets made before the stack made host
+    keys, which have no line of the stack's. A line of `existing` for any of the same
+    addresses (an old key of the address) goes."""
+    ours = [line for line in lines.splitlines() if line.strip()]
+    addresses = {name for line in ours for name in known_hosts_names(line)}
+    kept = [line for line in existing.splitlines() if not names_any(known_hosts_names(line), addresses)]
+    return "".join(f"{line}\n" for line in ours + kept)
+
+
 def sync_known_hosts(path: Path, lines: str) -> str:
-    """Make the file at `path` hold `lines`, unless it does already; replaced whole, so an
-    ssh reading it never sees half a file. Returns the path."""
-    if not (path.is_file() and path.read_text() == lines):
+    """Merge `lines` into the file at `path` (merged_known_hosts), unless it holds them
+    already; replaced whole, so an ssh reading it never sees half a file. Returns the path."""
+    existing = path.read_text() if path.is_file() else None
+    merged = merged_known_hosts(existing or "", lines)
+    if merged != (existing if existing is not None else ""):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         new = path.with_name(f"{path.name}.{os.getpid()}.new")
-        new.write_text(lines)
+        new.write_text(merged)
         new.replace(path)
     return str(path)
+
+
+# The stack output of the droplets' known_hosts lines (components/deployment.py exports the
+# platform's `known_hosts` under it), which the next run writes to the file first
+KNOWN_HOSTS_OUTPUT = "known_hosts"
 
 
 def known_hosts_path(stack: str) -> Path:
@@ -85,6 +132,9 @@ class DigitalOceanCloudArgs:
     config: DockyardConfig
     topology: Topology
     private_key: pulumi.Input[str]
+    # the `known_hosts` the stack's last update exported (None in it: a new stack, or one
+    # made before it did), from its own stack reference: known in a preview too
+    previous_known_hosts: Optional[pulumi.Output[Optional[str]]] = None
 
 
 class DigitalOceanCloud(pulumi.ComponentResource):
@@ -122,6 +172,7 @@ class DigitalOceanCloud(pulumi.ComponentResource):
             opts=self._child,
         )
         self.known_hosts = self._known_hosts()
+        self.known_hosts_synced = self._sync_known_hosts(args.previous_known_hosts)
         # accept-new: a droplet made before the stack made host keys has no line, and is
         # accepted unseen as before; one with a line is refused any other key
         self.platform = Platform(hosts=self._hosts(args.private_key), private_cidr=cfg.vpc_cidr,
@@ -278,11 +329,6 @@ class DigitalOceanCloud(pulumi.ComponentResource):
             entries.append(pulumi.Output.all(self.host_key(spec.name), *addresses).apply(
                 lambda values: f"{','.join(values[1:])} {values[0]}\n" if values[0] else ""))
         self.known_hosts_lines = pulumi.Output.all(*entries).apply("".join)
-        # Written by this run too, not only by the command (which runs where the droplets
-        # were made): on another machine, the stack's keys are checked from its first run on,
-        # instead of being accepted unseen. Not in a preview of droplets still to be made,
-        # whose keys are not known yet.
-        self.known_hosts_synced = self.known_hosts_lines.apply(lambda lines: sync_known_hosts(path, lines))
         new = shlex.quote(f"{path}.new")
         return local.Command(
             f"{self._cloud_name}-known-hosts",
@@ -293,6 +339,27 @@ class DigitalOceanCloud(pulumi.ComponentResource):
             delete=f"rm -f {shlex.quote(str(path))}",
             opts=self._child,
         )
+
+    def _sync_known_hosts(self, previous: Optional[pulumi.Output[Optional[str]]]) -> Optional[pulumi.Output[str]]:
+        """The file's path once this run has merged into it the lines the stack's last
+        update exported. Not only the command writes the file (it runs where the droplets
+        were made, when they change): on another machine, the stack's keys are checked from
+        its first run on instead of being accepted unseen. The last output is known at the
+        start of every run, a preview's too: what reads the file does not wait for droplets
+        being made, nor becomes unknown in a preview that adds one. A new stack has no such
+        output: nothing to write (the command writes the new droplets' lines)."""
+        if previous is None:
+            return None
+        path = known_hosts_path(self._config.stack)
+
+        def sync(lines: Optional[str]) -> str:
+            if isinstance(lines, str) and lines.strip():
+                return sync_known_hosts(path, lines)
+            return str(path)
+        # its value only: the stack reference reads the last state when the program starts,
+        # it is no resource for what reads the file to wait for (nor to list as a dependency)
+        value = pulumi.Output(set(), previous.future(with_unknowns=True), previous.is_known(), previous.is_secret())
+        return pulumi.Output.unsecret(value).apply(sync)
 
     def _hosts(self, private_key: pulumi.Input[str]) -> dict[str, Host]:
         hosts: dict[str, Host] = {}

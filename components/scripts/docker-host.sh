@@ -22,6 +22,9 @@
 #   DATA_OWNERS       systemd units that keep their data on DATA_MOUNT (e.g. docker,
 #                     nfs-server): each gets RequiresMountsFor=DATA_MOUNT, so it does not
 #                     start, and write to the root disk, while the volume is missing
+#   LIVE_RESTORE      true: the containers keep running while dockerd restarts (an upgrade);
+#                     only on a host that is no swarm node, as Docker refuses it in swarm mode
+#                     (default false)
 # For tests only:
 #   SYSROOT              a directory that stands for / in the paths this script itself writes
 #                        (/etc/fstab and its lock, /etc/docker, /etc/systemd/system,
@@ -37,7 +40,9 @@
 
 : "${DOCKYARD_SCRIPT:?runs behind lib.sh: python3 -m components.shell docker-host.sh | bash -s}"
 
-default_env HOST_NAME DATA_DEVICE DATA_MOUNT DOCKER_VERSION REGISTRY_MIRRORS DATA_OWNERS SYSROOT DATA_DEVICE_IS_FILE
+default_env HOST_NAME DATA_DEVICE DATA_MOUNT DOCKER_VERSION REGISTRY_MIRRORS DATA_OWNERS SYSROOT DATA_DEVICE_IS_FILE \
+  LIVE_RESTORE=false
+case "$LIVE_RESTORE" in true | false) ;; *) fatal "LIVE_RESTORE must be true or false, not '$LIVE_RESTORE'" ;; esac
 FSTAB=$SYSROOT/etc/fstab
 FSTAB_LOCK=$SYSROOT/run/lock/dockyard-fstab.lock
 DAEMON_JSON=$SYSROOT/etc/docker/daemon.json
@@ -168,6 +173,7 @@ done
 # no-new-privileges: no process in a container gains privileges through setuid binaries
 desired="{
   \"no-new-privileges\": true,
+  \"live-restore\": $LIVE_RESTORE,
   \"log-driver\": \"json-file\",
   \"log-opts\": {\"max-size\": \"10m\", \"max-file\": \"3\"},
   \"registry-mirrors\": [$mirrors]

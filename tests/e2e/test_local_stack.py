@@ -763,6 +763,19 @@ def test_a_killed_docker_engine_comes_back_by_itself(stack):
         MANAGER, "docker node inspect w1 --format '{{.Status.State}}'", check=False).stdout.strip() == "ready")
 
 
+def test_the_containers_of_a_host_outside_the_swarm_outlive_a_restart_of_its_engine(stack):
+    """Issue 14 (CIS Docker benchmark): live-restore where Docker allows it, on the hosts that
+    are no swarm node (the master, with the registry, Gitea and Drone); not on the nodes."""
+    assert stack.ssh(MANAGER, "docker info --format '{{.LiveRestoreEnabled}}'").stdout.strip() == "false"
+    assert stack.ssh(MASTER, "docker info --format '{{.LiveRestoreEnabled}}'").stdout.strip() == "true"
+    pid = "docker inspect --format '{{.State.Pid}}' registry"
+    before = stack.ssh(MASTER, pid).stdout.strip()
+    stack.ssh(MASTER, "systemctl restart docker")
+    wait_for("dockerd back on the master", lambda: stack.ssh(MASTER, "docker info", check=False).returncode == 0,
+             timeout=180, every=3)
+    assert stack.ssh(MASTER, pid).stdout.strip() == before, "the registry kept running through the restart"
+
+
 def test_a_second_up_changes_nothing_and_runs_no_command(stack):
     node_ids = stack.ssh(MANAGER, "docker node ls -q | sort").stdout
     quiet = timed("preview --expect-no-changes", lambda: stack.preview("--expect-no-changes", check=False))
