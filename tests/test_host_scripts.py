@@ -378,12 +378,9 @@ def test_docker_host_run_again_leaves_the_metadata_block_alone(metadata_host):
     assert "systemctl start dockyard-metadata-block.service" in calls(metadata_host["logs"])
 
 
-def test_the_metadata_block_adds_its_rule_once_and_first(metadata_host, tmp_path):
-    """The unit's own ExecStart, as systemd would run it (every start of docker), against an
-    iptables that keeps its rules: one REJECT, ahead of what DOCKER-USER already holds."""
-    assert docker_host(metadata_host).returncode == 0
-    exec_start = unit_settings((metadata_host["root"] / METADATA_UNIT).read_text())["ExecStart"]
-    argv = shlex.split(exec_start)
+def rules_after_exec_start(exec_start: str, tmp_path: Path, rules: str = "", runs: int = 3) -> list[str]:
+    """Run a unit's ExecStart `runs` times, as systemd would (every start of docker), against
+    an iptables that keeps its rules (starting with `rules`); the rules it holds then."""
     bin_dir = tmp_path / "iptables-bin"
     bin_dir.mkdir()
     (bin_dir / "iptables").write_text(FAKE_IPTABLES)
@@ -392,13 +389,21 @@ def test_the_metadata_block_adds_its_rule_once_and_first(metadata_host, tmp_path
         (bin_dir / tool).symlink_to(shutil.which(tool))
     logs = tmp_path / "iptables-logs"
     logs.mkdir()
-    (logs / "iptables").write_text("DOCKER-USER -j RETURN\n")  # what older Dockers put there
-    for _ in range(3):
-        ran = subprocess.run(argv, env={"PATH": str(bin_dir), "LOG_DIR": str(logs)}, text=True,
+    (logs / "iptables").write_text(rules)
+    for _ in range(runs):
+        ran = subprocess.run(shlex.split(exec_start), env={"PATH": str(bin_dir), "LOG_DIR": str(logs)}, text=True,
                              capture_output=True, timeout=30)
         assert ran.returncode == 0, ran.stderr
-    assert (logs / "iptables").read_text().splitlines() == [METADATA_RULE, "DOCKER-USER -j RETURN"]
     assert all(c.startswith("iptables -w ") for c in calls(logs)), "waits for the xtables lock"
+    return (logs / "iptables").read_text().splitlines()
+
+
+def test_the_metadata_block_adds_its_rule_once_and_first(metadata_host, tmp_path):
+    """One REJECT, ahead of what DOCKER-USER already holds."""
+    assert docker_host(metadata_host).returncode == 0
+    exec_start = unit_settings((metadata_host["root"] / METADATA_UNIT).read_text())["ExecStart"]
+    # "-j RETURN": what older Dockers put there
+    assert rules_after_exec_start(exec_start, tmp_path, "DOCKER-USER -j RETURN\n") == [METADATA_RULE, "DOCKER-USER -j RETURN"]
 
 
 # --- ci-secrets.sh ---------------------------------------------------------------------------
@@ -708,8 +713,8 @@ def test_the_data_path_comes_up_with_every_peer_before_docker_and_its_guard(wg_h
     assert guard["Before"] == "docker.service" and guard["WantedBy"] == "docker.service"
     log = calls(wg_host["logs"])
     assert log.index("systemctl daemon-reload") < log.index("systemctl start wg-quick@dockyard0")
-    assert {"systemctl enable --quiet wg-quick@dockyard0", "systemctl enable --quiet dockyard-datapath-guard",
-            "systemctl restart dockyard-datapath-guard"} <= set(log)
+    assert {"systemctl enable --quiet wg-quick@dockyard0", "systemctl enable --quiet dockyard-datapath-guard.service",
+            "systemctl restart dockyard-datapath-guard.service"} <= set(log)
     assert PRIVATE_KEY not in up.stdout + up.stderr
 
 
@@ -721,19 +726,7 @@ def test_the_data_path_guard_keeps_vxlan_inside_wireguard_and_containers_off_it(
     exec_start = unit_settings((wg_host["root"] / "etc/systemd/system/dockyard-datapath-guard.service")
                                .read_text())["ExecStart"]
     assert "$" not in exec_start
-    bin_dir = tmp_path / "iptables-bin"
-    bin_dir.mkdir()
-    (bin_dir / "iptables").write_text(FAKE_IPTABLES)
-    (bin_dir / "iptables").chmod(0o755)
-    for tool in ("cat", "grep", "mv", "touch"):
-        (bin_dir / tool).symlink_to(shutil.which(tool))
-    logs = tmp_path / "iptables-logs"
-    logs.mkdir()
-    for _ in range(3):
-        ran = subprocess.run(shlex.split(exec_start), env={"PATH": str(bin_dir), "LOG_DIR": str(logs)},
-                             text=True, capture_output=True, timeout=30)
-        assert ran.returncode == 0, ran.stderr
-    assert sorted((logs / "iptables").read_text().splitlines()) == [
+    assert sorted(rules_after_exec_start(exec_start, tmp_path)) == [
         "DOCKER-USER -d 100.90.0.0/16 -j REJECT --reject-with icmp-port-unreachable",
         "INPUT -p udp --dport 4789 ! -i dockyard0 -j DROP",
         "OUTPUT -p udp --dport 4789 ! -o dockyard0 -j DROP"]

@@ -145,21 +145,9 @@ RequiresMountsFor=$DATA_MOUNT
 EOF
 done
 # Only what Docker forwards is refused: the host itself (cloud-init, at every boot) still
-# needs the metadata. No `$` in ExecStart: systemd would expand it before the shell does.
-put_file "$SYSROOT/etc/systemd/system/dockyard-metadata-block.service" 0644 <<'EOF'
-[Unit]
-Description=dockyard: containers cannot reach the metadata service (169.254.169.254)
-Before=docker.service
-PartOf=docker.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'iptables -w -N DOCKER-USER 2>/dev/null; iptables -w -C DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable 2>/dev/null || iptables -w -I DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable'
-
-[Install]
-WantedBy=docker.service
-EOF
+# needs the metadata.
+put_firewall_unit dockyard-metadata-block "dockyard: containers cannot reach the metadata service (169.254.169.254)" \
+  "DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable"
 metadata_block_changed=$file_changed
 [ "$units_changed" = no ] || systemctl daemon-reload
 
@@ -190,15 +178,7 @@ else
 fi
 for _ in $(seq 1 90); do docker info >/dev/null 2>&1 && break; sleep 2; done
 docker info >/dev/null 2>&1 || fatal "dockerd does not answer; see journalctl -u docker"
-# Enabled, the block comes back before every start of docker (WantedBy, Before) and runs
-# again with each restart (PartOf); a changed unit runs now.
-systemctl is-enabled --quiet dockyard-metadata-block.service 2>/dev/null ||
-  systemctl enable --quiet dockyard-metadata-block.service
-if [ "$metadata_block_changed" = yes ]; then
-  systemctl restart dockyard-metadata-block.service || fatal "cannot keep containers from the metadata service; see journalctl -u dockyard-metadata-block"
-elif ! systemctl is-active --quiet dockyard-metadata-block.service; then
-  systemctl start dockyard-metadata-block.service || fatal "cannot keep containers from the metadata service; see journalctl -u dockyard-metadata-block"
-fi
+firewall_unit_up dockyard-metadata-block "$metadata_block_changed"
 # Host images that bring container images (dockyard's local VMs) load them at boot; wait
 # for that, so that nothing after this pulls an image that is about to be there.
 if systemctl cat dockyard-preload.service >/dev/null 2>&1; then

@@ -15,6 +15,8 @@
 #   apt_install PACKAGE[=VERSION]...  install the packages dpkg does not have
 #   apt_update, apt_get ARG...     apt-get's update (once a run), apt-get without questions
 #   check_data_path_addr           stop when this swarm node's data path is not DATA_PATH_ADDR
+#   put_firewall_unit NAME DESCRIPTION RULE...  a unit that puts iptables RULEs in before docker starts
+#   firewall_unit_up NAME CHANGED  enable unit NAME, and (re)start it now when CHANGED is yes or it is not active
 #
 # Runs on Debian 12 and Ubuntu 24.04 as root, and (images-send.sh, swarm-membership.sh,
 # droplet-power-off.sh) on the operator's machine.
@@ -142,4 +144,45 @@ check_data_path_addr() {
     "only when a node joins: set dockyard:encryptDataPath and dataPathCidr back to what the stack was" \
     "made with (encryptDataPath false for a stack made before dockyard encrypted the overlays), or" \
     "recreate the stack (pulumi destroy, then pulumi up: backups bring its data back)"
+}
+
+# put_firewall_unit NAME DESCRIPTION RULE...: /etc/systemd/system/NAME.service (under
+# SYSROOT), a oneshot that runs before every start of docker (at boot too, so before Docker
+# restarts its containers) and again with each restart: it makes Docker's DOCKER-USER chain
+# if missing (Docker keeps what it holds) and inserts each RULE ("CHAIN match... -j TARGET")
+# unless it is there. Sets file_changed as put_file does. A RULE must hold no `$` or `%`,
+# which systemd would expand first.
+put_firewall_unit() {
+  local name=$1 description=$2 rule commands="iptables -w -N DOCKER-USER 2>/dev/null"
+  shift 2
+  for rule in "$@"; do
+    case "$rule" in *[\$%\']*) fatal "firewall rule '$rule' holds a character systemd or sh would read" ;; esac
+    commands="$commands; { iptables -w -C $rule 2>/dev/null || iptables -w -I $rule; } || exit 1"
+  done
+  put_file "${SYSROOT:-}/etc/systemd/system/$name.service" 0644 "writing $name.service" <<EOF
+[Unit]
+Description=$description
+Before=docker.service
+PartOf=docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c '$commands'
+
+[Install]
+WantedBy=docker.service
+EOF
+}
+
+# firewall_unit_up NAME CHANGED: unit NAME enabled, and run now when it CHANGED (yes) or
+# is not active; run systemctl daemon-reload first when the unit file changed
+firewall_unit_up() {
+  local unit=$1.service
+  systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl enable --quiet "$unit" || fatal "cannot enable $unit"
+  if [ "$2" = yes ]; then
+    systemctl restart "$unit" || fatal "$unit did not set its firewall rules; see journalctl -u $unit"
+  elif ! systemctl is-active --quiet "$unit"; then
+    systemctl start "$unit" || fatal "$unit did not set its firewall rules; see journalctl -u $unit"
+  fi
 }

@@ -33,7 +33,6 @@ INTERFACE=dockyard0
 KEY=$SYSROOT/etc/wireguard/$INTERFACE.key
 CONF=$SYSROOT/etc/wireguard/$INTERFACE.conf
 DOCKER_AFTER=$SYSROOT/etc/systemd/system/docker.service.d/dockyard-datapath.conf
-GUARD_UNIT=$SYSROOT/etc/systemd/system/dockyard-datapath-guard.service
 
 [ "$(id -u)" = 0 ] || fatal "must run as root"
 if ! command -v wg >/dev/null 2>&1 || ! command -v wg-quick >/dev/null 2>&1; then
@@ -87,23 +86,10 @@ put_file "$CONF" 0600 "writing the data path's configuration" <<<"$conf"
 # Before Docker starts (at boot too): VXLAN only through dockyard0, never in clear on
 # another interface (were dockyard0 missing, the data path's addresses would take the
 # default route), and nothing a container sends reaches the data path's addresses (it
-# could put frames of its own on any overlay from a valid peer). No `$` in ExecStart:
-# systemd would expand it first.
-rule() { printf 'iptables -w -C %s 2>/dev/null || iptables -w -I %s' "$1" "$1"; }
-put_file "$GUARD_UNIT" 0644 "writing the data path's firewall rules" <<EOF
-[Unit]
-Description=dockyard: VXLAN only inside WireGuard, containers kept off the data path
-Before=docker.service
-PartOf=docker.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'iptables -w -N DOCKER-USER 2>/dev/null; { $(rule "OUTPUT -p udp --dport 4789 ! -o $INTERFACE -j DROP"); } && { $(rule "INPUT -p udp --dport 4789 ! -i $INTERFACE -j DROP"); } && { $(rule "DOCKER-USER -d $NETWORK -j REJECT --reject-with icmp-port-unreachable"); }'
-
-[Install]
-WantedBy=docker.service
-EOF
+# could put frames of its own on any overlay from a valid peer).
+put_firewall_unit dockyard-datapath-guard "dockyard: VXLAN only inside WireGuard, containers kept off the data path" \
+  "OUTPUT -p udp --dport 4789 ! -o $INTERFACE -j DROP" "INPUT -p udp --dport 4789 ! -i $INTERFACE -j DROP" \
+  "DOCKER-USER -d $NETWORK -j REJECT --reject-with icmp-port-unreachable"
 guard_changed=$file_changed
 
 # At boot Docker's swarm needs its data path address: Docker starts after the interface.
@@ -114,14 +100,9 @@ After=wg-quick@$INTERFACE.service
 EOF
 [ "$units_changed" = no ] || systemctl daemon-reload
 
-for unit in dockyard-datapath-guard "wg-quick@$INTERFACE"; do
-  systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl enable --quiet "$unit" || fatal "cannot enable $unit"
-done
-if [ "$guard_changed" = yes ]; then
-  systemctl restart dockyard-datapath-guard || fatal "cannot set the data path's firewall rules; see journalctl -u dockyard-datapath-guard"
-elif ! systemctl is-active --quiet dockyard-datapath-guard; then
-  systemctl start dockyard-datapath-guard || fatal "cannot set the data path's firewall rules; see journalctl -u dockyard-datapath-guard"
-fi
+firewall_unit_up dockyard-datapath-guard "$guard_changed"
+systemctl is-enabled --quiet "wg-quick@$INTERFACE" 2>/dev/null || systemctl enable --quiet "wg-quick@$INTERFACE" ||
+  fatal "cannot enable wg-quick@$INTERFACE"
 
 if ! ip link show "$INTERFACE" >/dev/null 2>&1; then
   log "bringing the data path up on $ADDRESS"
