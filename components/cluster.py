@@ -201,7 +201,7 @@ class Cluster(pulumi.ComponentResource):
         if self.data_path is None:
             return self.engine_up(name), None
         # every node has the others as peers first: the overlays reach a node from its first task
-        return self.engine_up(name) + self.data_path.everywhere, self.data_path.addresses[name]
+        return self.engine_up(name) + list(self.data_path.ready.values()), self.data_path.addresses[name]
 
     def _swarm(self) -> None:
         topo, hosts, child = self._topology, self._hosts, self._child

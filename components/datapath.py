@@ -81,8 +81,6 @@ class SwarmDataPath(pulumi.ComponentResource):
     addresses: dict[str, pulumi.Output[str]]
     # host name -> the run that brought its interface up with every peer
     ready: dict[str, pulumi.Resource]
-    # every node's run: a node joins once each of the others has it as a peer
-    everywhere: list[pulumi.Resource]
 
     def __init__(self, name: str, args: SwarmDataPathArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dockyard:swarm:DataPath", name, None, opts)
@@ -113,5 +111,4 @@ class SwarmDataPath(pulumi.ComponentResource):
                 env={"ACTION": "up", "ADDRESS": self.addresses[host.name].apply(lambda a: f"{a}/{prefix}"),
                      "NETWORK": args.data_path_cidr, "PORT": str(DATA_PATH_PORT), "PEERS": peers},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[keys[host.name]]))
-        self.everywhere = list(self.ready.values())
         self.register_outputs({"addresses": self.addresses})

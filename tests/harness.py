@@ -243,7 +243,9 @@ class Run:
             if urn in seen:
                 continue
             seen.add(urn)
-            dep = self.by_urn(urn)
+            dep = next((r for r in self.registrations if r.urn == urn), None)
+            if dep is None:  # a read, not a registration (the stack's reference to itself)
+                continue
             todo.extend(dep.dependencies)
             # depending on a component means depending on its children
             todo.extend(r.urn for r in self.registrations if r.parent == urn)

@@ -356,10 +356,7 @@ class DigitalOceanCloud(pulumi.ComponentResource):
             if isinstance(lines, str) and lines.strip():
                 return sync_known_hosts(path, lines)
             return str(path)
-        # its value only: the stack reference reads the last state when the program starts,
-        # it is no resource for what reads the file to wait for (nor to list as a dependency)
-        value = pulumi.Output(set(), previous.future(with_unknowns=True), previous.is_known(), previous.is_secret())
-        return pulumi.Output.unsecret(value).apply(sync)
+        return pulumi.Output.unsecret(previous).apply(sync)
 
     def _hosts(self, private_key: pulumi.Input[str]) -> dict[str, Host]:
         hosts: dict[str, Host] = {}

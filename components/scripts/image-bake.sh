@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # image-bake.sh: finish a droplet that becomes dockyard's custom DigitalOcean image: the NFS
-# tools, rsync and WireGuard's tools installed (NFS off until nfs-server.sh turns it on), the platform's images
-# pulled, and everything a droplet must not share with another removed, so that each droplet
-# made from the snapshot gets its own at its first boot (cloud-init makes the host keys and
-# installs the droplet's SSH keys again). Runs after docker-host.sh installed Docker.
+# tools, rsync and WireGuard's tools installed (NFS off until nfs-server.sh turns it on),
+# the platform's images pulled, and everything a droplet must not share with another
+# removed, so that each droplet made from the snapshot gets its own at its first boot
+# (cloud-init makes the host keys and installs the droplet's SSH keys again). Runs after
+# docker-host.sh installed Docker.
 #
 # Inputs (environment):
 #   IMAGES   space-separated pinned image references to pull (e.g. registry:2.8.3)
